@@ -1,0 +1,150 @@
+"""The worker's settings: config.ini first, then environment overrides, as one typed, frozen object.
+
+Every setting is declared once in SETTINGS below (section, key, environment variable, type). The README's
+settings table and the tests are checked against this list, so a documented setting always does something.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "config.ini"
+CONFIG_ENV = "LTX2_CONFIG"  # an alternative config.ini, for deployments that mount their own
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or outside its range; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    field: str
+    section: str
+    key: str
+    env: str
+    parse: Callable[[str], Any]
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _url(text: str) -> str:
+    text = text.strip().rstrip("/")
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return text
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text.strip() else None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("comfy_url", "comfy", "url", "COMFY_URL", _url),
+    Setting("comfy_dir", "comfy", "dir", "COMFYUI_DIR", Path),
+    Setting("comfy_output_dir_override", "comfy", "output_dir", "COMFY_OUTPUT_DIR", _optional_path),
+    Setting("comfy_http_timeout_s", "comfy", "http_timeout_s", "COMFY_HTTP_TIMEOUT_S", _positive_float),
+    Setting("comfy_log_file", "comfy", "log_file", "COMFY_LOG_FILE", Path),
+    Setting("comfy_pid_file", "comfy", "pid_file", "COMFY_PID_FILE", Path),
+    Setting("boot_error_file", "job", "boot_error_file", "BOOT_ERROR_FILE", Path),
+    Setting("job_timeout_s", "job", "timeout_s", "JOB_TIMEOUT_S", _positive_float),
+    Setting("progress_interval_s", "job", "progress_interval_s", "PROGRESS_INTERVAL_S", float),
+    Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _positive_int),
+    Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _positive_int),
+    Setting("min_size", "limits", "min_size", "MIN_SIZE", _positive_int),
+    Setting("max_size", "limits", "max_size", "MAX_SIZE", _positive_int),
+    Setting("max_frames", "limits", "max_frames", "MAX_FRAMES", _positive_int),
+    Setting("min_fps", "limits", "min_fps", "MIN_FPS", _positive_int),
+    Setting("max_fps", "limits", "max_fps", "MAX_FPS", _positive_int),
+    Setting("max_steps", "limits", "max_steps", "MAX_STEPS", _positive_int),
+    Setting("max_cfg", "limits", "max_cfg", "MAX_CFG", _positive_float),
+    Setting("default_width", "defaults", "width", "DEFAULT_WIDTH", _positive_int),
+    Setting("default_height", "defaults", "height", "DEFAULT_HEIGHT", _positive_int),
+    Setting("default_frame_count", "defaults", "frame_count", "DEFAULT_FRAME_COUNT", _positive_int),
+    Setting("default_fps", "defaults", "fps", "DEFAULT_FPS", _positive_int),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    comfy_url: str
+    comfy_dir: Path
+    comfy_output_dir_override: Path | None
+    comfy_http_timeout_s: float
+    comfy_log_file: Path
+    comfy_pid_file: Path
+    boot_error_file: Path
+    job_timeout_s: float
+    progress_interval_s: float
+    max_prompt_chars: int
+    size_multiple: int
+    min_size: int
+    max_size: int
+    max_frames: int
+    min_fps: int
+    max_fps: int
+    max_steps: int
+    max_cfg: float
+    default_width: int
+    default_height: int
+    default_frame_count: int
+    default_fps: int
+
+    @property
+    def comfy_output_dir(self) -> Path:
+        """ComfyUI's output folder: explicit, or the checkout's own `output/`."""
+        return self.comfy_output_dir_override or self.comfy_dir / "output"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read config.ini (or $LTX2_CONFIG), apply environment overrides, and check every value."""
+    env = os.environ if env is None else env
+    path = Path(config_path or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    parser = configparser.ConfigParser(interpolation=None)
+    if not parser.read(path, encoding="utf-8"):
+        raise SettingsError(f"config file {path} cannot be read")
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = env.get(s.env)
+        source = f"environment variable {s.env}"
+        if raw is None:
+            if not parser.has_option(s.section, s.key):
+                raise SettingsError(f"{path}: [{s.section}] {s.key} is missing")
+            raw = parser.get(s.section, s.key)
+            source = f"{path.name} [{s.section}] {s.key}"
+        try:
+            values[s.field] = s.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{source} = {raw!r}: {exc}") from None
+    settings = Settings(**values)
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(s: Settings) -> None:
+    if s.min_size > s.max_size:
+        raise SettingsError(f"MIN_SIZE ({s.min_size}) is larger than MAX_SIZE ({s.max_size})")
+    if s.min_fps > s.max_fps:
+        raise SettingsError(f"MIN_FPS ({s.min_fps}) is larger than MAX_FPS ({s.max_fps})")
+    if s.max_frames % 8 != 1:
+        raise SettingsError(f"MAX_FRAMES ({s.max_frames}) must be 8k+1")

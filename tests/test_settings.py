@@ -1,0 +1,37 @@
+from pathlib import Path
+
+import pytest
+
+from ltx2_worker.settings import SETTINGS, SettingsError, load_settings
+
+
+def test_config_ini_loads_with_documented_defaults():
+    s = load_settings(env={})
+    assert s.comfy_url == "http://127.0.0.1:8188"
+    assert s.job_timeout_s == 540
+    assert s.comfy_output_dir == Path("/comfyui/output")
+
+
+def test_environment_overrides_config():
+    s = load_settings(env={"COMFY_URL": "http://10.1.2.3:9000/", "JOB_TIMEOUT_S": "12.5",
+                           "COMFY_OUTPUT_DIR": "/data/out"})
+    assert s.comfy_url == "http://10.1.2.3:9000"
+    assert s.job_timeout_s == 12.5
+    assert s.comfy_output_dir == Path("/data/out")
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"JOB_TIMEOUT_S": "soon"}, "JOB_TIMEOUT_S"),
+    ({"JOB_TIMEOUT_S": "0"}, "greater than 0"),
+    ({"COMFY_URL": "127.0.0.1:8188"}, "COMFY_URL"),
+    ({"MAX_FRAMES": "100"}, "8k+1"),
+    ({"MIN_SIZE": "2000"}, "MIN_SIZE"),
+])
+def test_bad_values_name_the_setting(env, needle):
+    with pytest.raises(SettingsError, match=needle):
+        load_settings(env=env)
+
+
+def test_every_setting_has_a_distinct_environment_variable():
+    envs = [s.env for s in SETTINGS]
+    assert len(envs) == len(set(envs))
