@@ -24,7 +24,7 @@ def test_environment_overrides_config():
     ({"JOB_TIMEOUT_S": "soon"}, "JOB_TIMEOUT_S"),
     ({"JOB_TIMEOUT_S": "0"}, "greater than 0"),
     ({"COMFY_URL": "127.0.0.1:8188"}, "COMFY_URL"),
-    ({"MAX_FRAMES": "100"}, "8k+1"),
+    ({"MAX_FRAMES": "100"}, r"8k\+1"),
     ({"MIN_SIZE": "2000"}, "MIN_SIZE"),
 ])
 def test_bad_values_name_the_setting(env, needle):
