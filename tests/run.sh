@@ -12,4 +12,4 @@ if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > .venv/.stamp
 fi
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -p no:cacheprovider "$@" tests
+.venv/bin/python -m pytest -p no:cacheprovider --timeout=300 "$@" tests
