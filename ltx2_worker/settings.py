@@ -61,11 +61,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("comfy_dir", "comfy", "dir", "COMFYUI_DIR", Path),
     Setting("comfy_output_dir_override", "comfy", "output_dir", "COMFY_OUTPUT_DIR", _optional_path),
     Setting("comfy_http_timeout_s", "comfy", "http_timeout_s", "COMFY_HTTP_TIMEOUT_S", _positive_float),
+    Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _positive_float),
     Setting("comfy_log_file", "comfy", "log_file", "COMFY_LOG_FILE", Path),
     Setting("comfy_pid_file", "comfy", "pid_file", "COMFY_PID_FILE", Path),
     Setting("boot_error_file", "job", "boot_error_file", "BOOT_ERROR_FILE", Path),
     Setting("job_timeout_s", "job", "timeout_s", "JOB_TIMEOUT_S", _positive_float),
     Setting("progress_interval_s", "job", "progress_interval_s", "PROGRESS_INTERVAL_S", float),
+    Setting("max_inline_mb", "output", "max_inline_mb", "MAX_INLINE_MB", _positive_float),
     Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _positive_int),
     Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _positive_int),
     Setting("min_size", "limits", "min_size", "MIN_SIZE", _positive_int),
@@ -88,11 +90,13 @@ class Settings:
     comfy_dir: Path
     comfy_output_dir_override: Path | None
     comfy_http_timeout_s: float
+    comfy_ready_timeout_s: float
     comfy_log_file: Path
     comfy_pid_file: Path
     boot_error_file: Path
     job_timeout_s: float
     progress_interval_s: float
+    max_inline_mb: float
     max_prompt_chars: int
     size_multiple: int
     min_size: int
@@ -146,5 +150,13 @@ def _check_consistency(s: Settings) -> None:
         raise SettingsError(f"MIN_SIZE ({s.min_size}) is larger than MAX_SIZE ({s.max_size})")
     if s.min_fps > s.max_fps:
         raise SettingsError(f"MIN_FPS ({s.min_fps}) is larger than MAX_FPS ({s.max_fps})")
+    for name, value in (("DEFAULT_WIDTH", s.default_width), ("DEFAULT_HEIGHT", s.default_height)):
+        if value % s.size_multiple or not s.min_size <= value <= s.max_size:
+            raise SettingsError(f"{name} ({value}) must be a multiple of SIZE_MULTIPLE ({s.size_multiple}) "
+                                f"from MIN_SIZE to MAX_SIZE ({s.min_size}-{s.max_size})")
+    if s.default_frame_count % 8 != 1 or s.default_frame_count > s.max_frames:
+        raise SettingsError(f"DEFAULT_FRAME_COUNT ({s.default_frame_count}) must be 8k+1 and at most MAX_FRAMES")
+    if not s.min_fps <= s.default_fps <= s.max_fps:
+        raise SettingsError(f"DEFAULT_FPS ({s.default_fps}) must be from MIN_FPS to MAX_FPS")
     if s.max_frames % 8 != 1:
         raise SettingsError(f"MAX_FRAMES ({s.max_frames}) must be 8k+1")

@@ -26,6 +26,8 @@ def test_environment_overrides_config():
     ({"COMFY_URL": "127.0.0.1:8188"}, "COMFY_URL"),
     ({"MAX_FRAMES": "100"}, r"8k\+1"),
     ({"MIN_SIZE": "2000"}, "MIN_SIZE"),
+    ({"SIZE_MULTIPLE": "32"}, "DEFAULT_HEIGHT"),
+    ({"DEFAULT_FRAME_COUNT": "120"}, "DEFAULT_FRAME_COUNT"),
 ])
 def test_bad_values_name_the_setting(env, needle):
     with pytest.raises(SettingsError, match=needle):

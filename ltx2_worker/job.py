@@ -1,0 +1,176 @@
+"""The request contract: turns `job["input"]` into a validated VideoRequest, or an InputError that names the
+field and the rule it broke. Nothing here talks to ComfyUI; every value that reaches the graph passed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import secrets
+from typing import Any
+
+from .settings import Settings
+
+SEED_MAX = 2**64 - 1  # RandomNoise.noise_seed's maximum in ComfyUI v0.26.2
+RANDOM_SEED_MAX = 2**53 - 1  # random seeds stay exact in JavaScript callers (n8n)
+ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21", "3:2", "2:3")
+FIELDS = (
+    "prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps", "seed",
+    "steps", "cfg", "audio",
+)
+
+
+class InputError(ValueError):
+    """A job input broke a rule. `str()` is the message the caller sees: "<field>: <rule>"."""
+
+    def __init__(self, field: str, rule: str):
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRequest:
+    prompt: str
+    negative_prompt: str | None  # None: the workflow's own negative prompt
+    width: int
+    height: int
+    frame_count: int
+    fps: int
+    seed: int
+    steps: int | None  # None: the workflow's own value
+    cfg: float | None
+    audio: bool
+
+    @property
+    def duration_seconds(self) -> float:
+        return round(self.frame_count / self.fps, 3)
+
+
+def parse_request(raw: Any, settings: Settings) -> VideoRequest:
+    """Validate a job's input against the contract (README, "Request"); raise InputError on the first fault."""
+    if not isinstance(raw, dict):
+        raise InputError("input", f"must be a JSON object, got {_type_name(raw)}")
+    unknown = sorted(str(k) for k in raw if k not in FIELDS)
+    if unknown:
+        raise InputError(unknown[0], f"is not a known field (known: {', '.join(FIELDS)})")
+
+    prompt = _text(raw, "prompt", settings.max_prompt_chars, required=True)
+    negative = _text(raw, "negative_prompt", settings.max_prompt_chars, required=False)
+    width, height = _size(raw, settings)
+    frame_count = _int(raw, "frame_count", settings.default_frame_count, 9, settings.max_frames)
+    if frame_count % 8 != 1:
+        raise InputError("frame_count", f"must be 8k+1 (9, 17, ..., 121, ...), got {frame_count}")
+    fps = _whole_number(raw, "fps", settings.default_fps, settings.min_fps, settings.max_fps)
+    seed = _seed(raw)
+    steps = _int(raw, "steps", None, 1, settings.max_steps)
+    cfg = _number(raw, "cfg", None, 1.0, settings.max_cfg)
+    audio = _bool(raw, "audio", True)
+    return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _text(raw: dict, field: str, max_chars: int, required: bool) -> str | None:
+    value = raw.get(field)
+    if value is None:
+        if required:
+            raise InputError(field, "is required: a non-empty string")
+        return None
+    if not isinstance(value, str):
+        raise InputError(field, f"must be a string, got {_type_name(value)}")
+    if "\x00" in value:
+        raise InputError(field, "must not contain NUL characters")
+    value = value.strip()
+    if required and not value:
+        raise InputError(field, "must not be empty")
+    if len(value) > max_chars:
+        raise InputError(field, f"must be at most {max_chars} characters, got {len(value)}")
+    return value
+
+
+def _int(raw: dict, field: str, default: int | None, low: int, high: int) -> int | None:
+    value = raw.get(field)
+    if value is None:
+        return default
+    # JSON has one number type: 121.0 is accepted as 121, 121.5 is not; booleans are not numbers.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(field, f"must be an integer from {low} to {high}, got {_type_name(value)}")
+    if not low <= value <= high:
+        raise InputError(field, f"must be from {low} to {high}, got {value}")
+    return value
+
+
+def _whole_number(raw: dict, field: str, default: int, low: int, high: int) -> int:
+    value = raw.get(field)
+    if isinstance(value, float) and math.isfinite(value) and not value.is_integer():
+        raise InputError(field, f"must be a whole number from {low} to {high} (LTX-2's audio latent takes an "
+                                f"integer frame rate), got {value}")
+    return _int(raw, field, default, low, high)
+
+
+def _number(raw: dict, field: str, default: float | None, low: float, high: float) -> float | None:
+    value = raw.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(field, f"must be a number from {low} to {high}, got {_type_name(value)}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InputError(field, f"must be a number from {low} to {high}, got {value}")
+    return float(value)
+
+
+def _bool(raw: dict, field: str, default: bool) -> bool:
+    value = raw.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InputError(field, f"must be true or false, got {_type_name(value)}")
+    return value
+
+
+def _seed(raw: dict) -> int:
+    value = raw.get("seed")
+    if value is None or (value == -1 and not isinstance(value, bool)):
+        return secrets.randbelow(RANDOM_SEED_MAX + 1)
+    return _int(raw, "seed", None, 0, SEED_MAX)
+
+
+def _size(raw: dict, settings: Settings) -> tuple[int, int]:
+    aspect = raw.get("aspect_ratio")
+    if aspect is not None:
+        for field in ("width", "height"):
+            if field in raw and raw[field] is not None:
+                raise InputError("aspect_ratio", f"cannot be combined with {field}: give one or the other")
+        return _size_from_aspect(aspect, settings)
+    m = settings.size_multiple
+    sizes = []
+    for field, default in (("width", settings.default_width), ("height", settings.default_height)):
+        value = _int(raw, field, default, settings.min_size, settings.max_size)
+        if value % m:
+            raise InputError(field, f"must be a multiple of {m}, got {value} (nearest: {_nearest(value, m)})")
+        sizes.append(value)
+    return sizes[0], sizes[1]
+
+
+def _nearest(value: int, multiple: int) -> str:
+    low = value // multiple * multiple
+    return f"{low} or {low + multiple}"
+
+
+def _size_from_aspect(aspect: Any, settings: Settings) -> tuple[int, int]:
+    """The default frame area (1280x720's pixels) at the asked ratio, on the size grid, within the limits."""
+    if aspect not in ASPECT_RATIOS:
+        raise InputError("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}, got {aspect!r}")
+    w_ratio, h_ratio = (int(x) for x in aspect.split(":"))
+    area = settings.default_width * settings.default_height
+    m = settings.size_multiple
+    height = math.sqrt(area * h_ratio / w_ratio)
+    width = height * w_ratio / h_ratio
+    width, height = (max(settings.min_size, min(settings.max_size, round(v / m) * m)) for v in (width, height))
+    return width - width % m, height - height % m

@@ -1,0 +1,63 @@
+"""Forwards ComfyUI's progress to RunPod (`/status` shows it as IN_PROGRESS output), at most once per interval.
+
+The SDK's progress_update posts to RunPod's job endpoint from a new thread per call, so updates are
+throttled; without that endpoint (RunPod's local API, development) progress is only logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .comfy import Progress
+
+log = logging.getLogger(__name__)
+RUNPOD_PROGRESS_ENV = "RUNPOD_WEBHOOK_POST_OUTPUT"  # set by RunPod on real workers
+
+
+def runpod_sender(job: dict[str, Any]) -> Callable[[dict[str, Any]], None] | None:
+    if not os.environ.get(RUNPOD_PROGRESS_ENV):
+        return None
+    from runpod.serverless import progress_update
+
+    return lambda payload: progress_update(job, payload)
+
+
+class ProgressReporter:
+    def __init__(self, job_id: str, graph: dict[str, Any], interval_s: float,
+                 send: Callable[[dict[str, Any]], None] | None):
+        self.job_id = job_id
+        self.labels = {nid: _label(node) for nid, node in graph.items()}
+        self.interval_s = interval_s
+        self.send = send
+        self.started = time.monotonic()
+        self.last_sent = float("-inf")
+        self.last_node: str | None = None
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        new_node = p.node != self.last_node
+        self.last_node = p.node
+        if now - self.last_sent < self.interval_s and not (new_node and p.value is None and
+                                                           now - self.last_sent >= self.interval_s / 4):
+            return
+        self.last_sent = now
+        payload = {"stage": self.labels.get(p.node, p.node), "node": p.node,
+                   "elapsed_s": round(now - self.started, 1)}
+        if p.value is not None and p.max:
+            payload.update(step=p.value, steps=p.max)
+        log.info("job %s progress %s", self.job_id, payload)
+        if self.send is not None:
+            try:
+                self.send(payload)
+            except Exception as exc:  # progress is a courtesy: it never fails the job
+                log.warning("job %s: progress update failed: %s", self.job_id, exc)
+
+
+def _label(node: dict[str, Any]) -> str:
+    title = (node.get("_meta") or {}).get("title") or ""
+    class_type = node.get("class_type", "?")
+    return f"{class_type} ({title})" if title and title != class_type else class_type

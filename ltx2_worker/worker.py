@@ -1,0 +1,136 @@
+"""One RunPod job, start to end: check the worker, validate the input, patch the graph, run it on ComfyUI,
+fetch the MP4, deliver it, and always remove ComfyUI's output file. Every failure becomes {"error": ...}
+(plus `refresh_worker` when a fresh worker could do better); no exception reaches the SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import health
+from .comfy import ComfyClient, ComfyError, ComfyUnavailable, output_files
+from .job import InputError, VideoRequest, parse_request
+from .output import DeliveryError, deliver, remove_outputs, safe_stem
+from .progress import ProgressReporter, runpod_sender
+from .settings import Settings, SettingsError, load_settings
+from .workflow import Workflow, WorkflowError
+
+log = logging.getLogger(__name__)
+OUTPUT_SUBFOLDER = "ltx2"
+READY_POLL_S = 0.5
+
+
+class Worker:
+    def __init__(self, settings: Settings, workflow: Workflow | None = None, client: ComfyClient | None = None):
+        self.settings = settings
+        self.workflow = workflow or Workflow.load()
+        self.client = client or ComfyClient(settings.comfy_url, settings.comfy_http_timeout_s)
+
+    def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        job_id = str(job.get("id") or "local")
+        started = time.monotonic()
+        try:
+            return self._handle(job_id, job.get("input"), started)
+        except Exception as exc:  # the last net: a bug must still answer the caller, and say it is one
+            log.exception("job %s: unexpected failure", job_id)
+            return {"error": f"internal error in the worker ({type(exc).__name__}: {exc}); please report it"}
+
+    def _handle(self, job_id: str, raw_input: Any, started: float) -> dict[str, Any]:
+        s = self.settings
+        deadline = started + s.job_timeout_s
+        problem = health.worker_problem(s)
+        if problem:
+            log.error("job %s refused: %s", job_id, problem.message)
+            return _error(problem.message, problem.refresh_worker)
+        try:
+            req = parse_request(raw_input, s)
+        except InputError as exc:
+            log.info("job %s rejected: %s", job_id, exc)
+            return {"error": str(exc)}
+        timings = {"validate": time.monotonic() - started}
+        prefix = f"{OUTPUT_SUBFOLDER}/{safe_stem(job_id)}-{secrets.token_hex(4)}"
+        graph = self.workflow.build(req, prefix)
+        log.info("job %s: %dx%d, %d frames at %d fps, seed %d, audio %s", job_id, req.width, req.height,
+                 req.frame_count, req.fps, req.seed, req.audio)
+        try:
+            return self._run(job_id, req, graph, deadline, timings, started)
+        except ComfyError as exc:
+            message = str(exc)
+            if isinstance(exc, ComfyUnavailable):
+                dead = health.comfy_exit_problem(s)
+                message = dead.message if dead else message
+            log.error("job %s failed: %s", job_id, message)
+            return _error(message, exc.refresh_worker)
+        except DeliveryError as exc:
+            log.error("job %s failed: %s", job_id, exc)
+            return {"error": str(exc)}
+        finally:
+            removed = remove_outputs(s.comfy_output_dir, prefix)
+            log.info("job %s: removed %d output file(s)", job_id, len(removed))
+
+    def _run(self, job_id: str, req: VideoRequest, graph: dict[str, Any], deadline: float,
+             timings: dict[str, float], started: float) -> dict[str, Any]:
+        mark = time.monotonic()
+        self._wait_ready(deadline)
+        if time.monotonic() - mark > 0.05:
+            timings["comfy_startup_wait"] = time.monotonic() - mark
+        mark = time.monotonic()
+        reporter = ProgressReporter(job_id, graph, self.settings.progress_interval_s, runpod_sender({"id": job_id}))
+        prompt_id, entry = self.client.run(graph, deadline, reporter)
+        timings["generate"] = time.monotonic() - mark
+        mark = time.monotonic()
+        videos = [f for f in output_files(entry, self.workflow.node_ids["save_video"])
+                  if f.filename.endswith(".mp4")]
+        if not videos:
+            raise ComfyError(f"ComfyUI finished prompt {prompt_id} but reported no MP4 from SaveVideo "
+                             f"(node {self.workflow.node_ids['save_video']})")
+        data = self.client.view(videos[0])
+        timings["fetch"] = time.monotonic() - mark
+        mark = time.monotonic()
+        payload = deliver(data, self.settings)
+        timings["encode"] = time.monotonic() - mark
+        timings["total"] = time.monotonic() - started
+        log.info("job %s done: %d bytes in %.1f s", job_id, len(data), timings["total"])
+        return {
+            **payload,
+            "seed": req.seed,
+            "prompt_id": prompt_id,
+            "width": req.width,
+            "height": req.height,
+            "frame_count": req.frame_count,
+            "fps": req.fps,
+            "duration_seconds": req.duration_seconds,
+            "audio": req.audio,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+
+    def _wait_ready(self, deadline: float) -> None:
+        """A job that arrives while ComfyUI still starts waits for it, within COMFY_READY_TIMEOUT_S."""
+        deadline = min(deadline, time.monotonic() + self.settings.comfy_ready_timeout_s)
+        while not self.client.ready():
+            problem = health.comfy_exit_problem(self.settings)
+            if problem:
+                raise ComfyUnavailable(problem.message)
+            if time.monotonic() + READY_POLL_S >= deadline:
+                raise ComfyUnavailable(f"ComfyUI at {self.settings.comfy_url} did not answer within "
+                                       f"{self.settings.comfy_ready_timeout_s:g} s (COMFY_READY_TIMEOUT_S)")
+            time.sleep(READY_POLL_S)
+
+
+def _error(message: str, refresh_worker: bool) -> dict[str, Any]:
+    return {"error": message, "refresh_worker": True} if refresh_worker else {"error": message}
+
+
+def build_handler() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The SDK's handler. A broken configuration still yields a handler, one that names the problem in
+    every job's error, so the worker registers and callers learn why instead of waiting."""
+    try:
+        return Worker(load_settings()).handle
+    except (SettingsError, WorkflowError) as exc:
+        message = f"worker configuration error: {exc}"
+        log.error(message)
+        return lambda job: {"error": message}

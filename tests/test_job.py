@@ -1,0 +1,100 @@
+"""The request contract (README "Request"): accepted shapes and one clear error per broken rule."""
+
+import math
+
+import pytest
+
+from ltx2_worker.job import FIELDS, InputError, parse_request
+from ltx2_worker.settings import load_settings
+
+S = load_settings(env={})
+EARLIER_PACKAGE_REQUEST = {"prompt": "a red fox running through snow", "negative_prompt": "blurry",
+                           "width": 1280, "height": 720, "frame_count": 121, "seed": 42}
+
+
+def test_earlier_package_request_is_accepted_as_is():
+    r = parse_request(EARLIER_PACKAGE_REQUEST, S)
+    assert (r.prompt, r.negative_prompt, r.width, r.height, r.frame_count, r.seed) == (
+        "a red fox running through snow", "blurry", 1280, 720, 121, 42)
+    assert (r.fps, r.audio, r.steps, r.cfg) == (24, True, None, None)
+    assert r.duration_seconds == pytest.approx(121 / 24, abs=1e-3)
+
+
+def test_defaults_fill_everything_but_the_prompt():
+    r = parse_request({"prompt": "  x  "}, S)
+    assert (r.prompt, r.width, r.height, r.frame_count, r.fps) == ("x", 1280, 720, 121, 24)
+    assert r.negative_prompt is None
+
+
+@pytest.mark.parametrize("seed", [None, -1])
+def test_absent_or_minus_one_seed_is_random_and_json_safe(seed):
+    raw = {"prompt": "x"} if seed is None else {"prompt": "x", "seed": seed}
+    seeds = {parse_request(raw, S).seed for _ in range(20)}
+    assert len(seeds) > 1
+    assert all(0 <= s < 2**53 for s in seeds)
+
+
+@pytest.mark.parametrize("aspect,size", [("16:9", (1280, 720)), ("9:16", (720, 1280)), ("1:1", (960, 960))])
+def test_aspect_ratio_picks_a_size_on_the_grid(aspect, size):
+    r = parse_request({"prompt": "x", "aspect_ratio": aspect}, S)
+    assert (r.width, r.height) == size
+    assert r.width % S.size_multiple == 0 and r.height % S.size_multiple == 0
+
+
+def test_optional_fields_are_taken():
+    r = parse_request({"prompt": "x", "fps": 30.0, "steps": 8, "cfg": 3, "audio": False, "frame_count": 9.0}, S)
+    assert (r.fps, r.steps, r.cfg, r.audio, r.frame_count) == (30, 8, 3.0, False, 9)
+
+
+@pytest.mark.parametrize("raw,field,rule", [
+    ("just a string", "input", "JSON object"),
+    ({}, "prompt", "required"),
+    ({"prompt": "   "}, "prompt", "empty"),
+    ({"prompt": 5}, "prompt", "string"),
+    ({"prompt": "x" * 4001}, "prompt", "at most 4000"),
+    ({"prompt": "x", "negative_prompt": ["a"]}, "negative_prompt", "string"),
+    ({"prompt": "x", "colour": "red"}, "colour", "not a known field"),
+    ({"prompt": "x", "width": 1000}, "width", "multiple of 16"),
+    ({"prompt": "x", "height": 721}, "height", "multiple of 16"),
+    ({"prompt": "x", "width": "1280"}, "width", "integer"),
+    ({"prompt": "x", "width": 1280.5}, "width", "integer"),
+    ({"prompt": "x", "width": True}, "width", "integer"),
+    ({"prompt": "x", "width": 4096}, "width", "from 256 to 1920"),
+    ({"prompt": "x", "height": 128}, "height", "from 256 to 1920"),
+    ({"prompt": "x", "frame_count": 120}, "frame_count", "8k+1"),
+    ({"prompt": "x", "frame_count": 1}, "frame_count", "from 9 to 257"),
+    ({"prompt": "x", "frame_count": 265}, "frame_count", "from 9 to 257"),
+    ({"prompt": "x", "fps": 23.976}, "fps", "whole number"),
+    ({"prompt": "x", "fps": 0}, "fps", "from 8 to 60"),
+    ({"prompt": "x", "fps": math.nan}, "fps", "integer"),
+    ({"prompt": "x", "seed": -2}, "seed", "from 0 to"),
+    ({"prompt": "x", "seed": 2**64}, "seed", "from 0 to"),
+    ({"prompt": "x", "seed": "42"}, "seed", "integer"),
+    ({"prompt": "x", "steps": 0}, "steps", "from 1 to 60"),
+    ({"prompt": "x", "cfg": math.inf}, "cfg", "number from 1.0"),
+    ({"prompt": "x", "cfg": "4"}, "cfg", "number"),
+    ({"prompt": "x", "audio": "yes"}, "audio", "true or false"),
+    ({"prompt": "x", "aspect_ratio": "5:4"}, "aspect_ratio", "one of"),
+    ({"prompt": "x", "aspect_ratio": "16:9", "width": 1280}, "aspect_ratio", "cannot be combined with width"),
+])
+def test_each_broken_rule_names_field_and_rule(raw, field, rule):
+    with pytest.raises(InputError) as info:
+        parse_request(raw, S)
+    assert info.value.field == field
+    assert rule in str(info.value)
+    assert str(info.value).startswith(f"{field}: ")
+
+
+def test_limits_come_from_settings():
+    strict = S.replace(max_frames=49, max_prompt_chars=10, size_multiple=32, default_height=704)
+    with pytest.raises(InputError, match="from 9 to 49"):
+        parse_request({"prompt": "x", "frame_count": 57}, strict)
+    with pytest.raises(InputError, match="at most 10"):
+        parse_request({"prompt": "x" * 11}, strict)
+    with pytest.raises(InputError, match="multiple of 32"):
+        parse_request({"prompt": "x", "height": 720}, strict)
+
+
+def test_fields_list_is_the_documented_contract():
+    assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
+                           "seed", "steps", "cfg", "audio"}

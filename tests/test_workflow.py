@@ -1,0 +1,78 @@
+"""workflow_api.json: every role present once, and a request patched into every place it belongs."""
+
+import json
+
+import pytest
+
+from ltx2_worker.job import parse_request
+from ltx2_worker.settings import load_settings
+from ltx2_worker.workflow import ROLES, Workflow, WorkflowError, generation_size
+
+S = load_settings(env={})
+WF = Workflow.load()
+
+
+def _by_class(graph, class_type):
+    return [n["inputs"] for n in graph.values() if n["class_type"] == class_type]
+
+
+def test_every_role_is_one_node_of_the_right_class():
+    assert set(WF.node_ids) == set(ROLES)
+    for role, nid in WF.node_ids.items():
+        assert WF.graph[nid]["class_type"] == ROLES[role][0]
+
+
+@pytest.mark.parametrize("size,gen", [((1280, 720), (1280, 768)), ((768, 512), (768, 512)),
+                                      ((352, 288), (384, 320)), ((720, 1280), (768, 1280))])
+def test_generation_size_is_the_request_rounded_up_to_64(size, gen):
+    assert generation_size(*size) == gen
+
+
+def test_request_is_patched_into_all_places():
+    req = parse_request({"prompt": "a fox", "negative_prompt": "ugly", "width": 1280, "height": 720,
+                         "frame_count": 49, "fps": 30, "seed": 7, "steps": 12, "cfg": 3.5}, S)
+    g = WF.build(req, "ltx2/job-1")
+    texts = sorted(n["text"] for n in _by_class(g, "CLIPTextEncode"))
+    assert texts == ["a fox", "ugly"]
+    assert _by_class(g, "EmptyImage")[0] | {} == {"width": 1280, "height": 768, "batch_size": 1, "color": 0}
+    assert _by_class(g, "EmptyLTXVLatentVideo")[0]["length"] == 49
+    audio = _by_class(g, "LTXVEmptyLatentAudio")[0]
+    assert (audio["frames_number"], audio["frame_rate"]) == (49, 30) and isinstance(audio["frame_rate"], int)
+    assert _by_class(g, "LTXVConditioning")[0]["frame_rate"] == 30.0
+    assert _by_class(g, "CreateVideo")[0]["fps"] == 30.0
+    assert {n["noise_seed"] for n in _by_class(g, "RandomNoise")} == {7}
+    assert _by_class(g, "LTXVScheduler")[0]["steps"] == 12
+    assert g[WF.node_ids["guider_stage1"]]["inputs"]["cfg"] == 3.5
+    assert g[WF.node_ids["output_resize"]]["inputs"]["width"] == 1280
+    assert g[WF.node_ids["output_resize"]]["inputs"]["height"] == 720
+    assert _by_class(g, "SaveVideo")[0]["filename_prefix"] == "ltx2/job-1"
+
+
+def test_defaults_keep_the_workflows_values_and_the_loaded_graph_is_untouched():
+    before = json.dumps(WF.graph, sort_keys=True)
+    g = WF.build(parse_request({"prompt": "x"}, S), "ltx2/a")
+    assert json.dumps(WF.graph, sort_keys=True) == before
+    assert g[WF.node_ids["negative_prompt"]]["inputs"]["text"] == WF.defaults()["negative_prompt"]
+    assert g[WF.node_ids["scheduler"]]["inputs"]["steps"] == 20
+    assert g[WF.node_ids["guider_stage1"]]["inputs"]["cfg"] == 4.0
+
+
+def test_audio_off_disconnects_the_audio_track():
+    g = WF.build(parse_request({"prompt": "x", "audio": False}, S), "ltx2/a")
+    assert "audio" not in g[WF.node_ids["create_video"]]["inputs"]
+    g = WF.build(parse_request({"prompt": "x"}, S), "ltx2/a")
+    assert g[WF.node_ids["create_video"]]["inputs"]["audio"] == [WF.node_ids["audio_decode"], 0]
+
+
+def test_a_graph_without_a_role_is_refused_at_load():
+    graph = json.loads(json.dumps(WF.graph))
+    graph[WF.node_ids["canvas"]]["_meta"]["title"] = "Empty Image"
+    with pytest.raises(WorkflowError, match="'canvas'"):
+        Workflow(graph)
+
+
+def test_a_role_on_the_wrong_class_is_refused_at_load():
+    graph = json.loads(json.dumps(WF.graph))
+    graph[WF.node_ids["scheduler"]]["_meta"]["title"] = "canvas"
+    with pytest.raises(WorkflowError, match="'canvas'"):
+        Workflow(graph)
