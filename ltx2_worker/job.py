@@ -16,8 +16,9 @@ RANDOM_SEED_MAX = 2**53 - 1  # random seeds stay exact in JavaScript callers (n8
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21", "3:2", "2:3")
 FIELDS = (
     "prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps", "seed",
-    "steps", "cfg", "audio",
+    "steps", "cfg", "audio", "delivery",
 )
+DELIVERY_MODES = ("auto", "base64", "url")
 
 
 class InputError(ValueError):
@@ -41,6 +42,7 @@ class VideoRequest:
     steps: int | None  # None: the workflow's own value
     cfg: float | None
     audio: bool
+    delivery: str = "auto"  # "auto": base64 when it fits, else bucket URL; "base64"; "url"
 
     @property
     def duration_seconds(self) -> float:
@@ -66,7 +68,15 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
     steps = _int(raw, "steps", None, 1, settings.max_steps)
     cfg = _number(raw, "cfg", None, 1.0, settings.max_cfg)
     audio = _bool(raw, "audio", True)
-    return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio)
+    delivery = raw.get("delivery", "auto")
+    if delivery not in DELIVERY_MODES:
+        raise InputError("delivery", f"must be one of {', '.join(DELIVERY_MODES)}, got {_short_repr(delivery)}")
+    return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _type_name(value: Any) -> str:
@@ -166,7 +176,7 @@ def _nearest(value: int, multiple: int) -> str:
 def _size_from_aspect(aspect: Any, settings: Settings) -> tuple[int, int]:
     """The default frame area (1280x720's pixels) at the asked ratio, on the size grid, within the limits."""
     if aspect not in ASPECT_RATIOS:
-        raise InputError("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}, got {aspect!r}")
+        raise InputError("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}, got {_short_repr(aspect)}")
     w_ratio, h_ratio = (int(x) for x in aspect.split(":"))
     area = settings.default_width * settings.default_height
     m = settings.size_multiple

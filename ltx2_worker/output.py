@@ -1,38 +1,103 @@
-"""Delivering the MP4: inline base64 when it fits RunPod's result limit, and removing it from ComfyUI's
-output folder afterwards so a long-lived worker's disk does not fill up.
+"""Delivering the MP4: inline base64 when it fits RunPod's result limit, otherwise (or when asked) uploaded
+to an S3-compatible bucket and returned as a presigned URL; and removing it from ComfyUI's output folder
+afterwards so a long-lived worker's disk does not fill up.
+
+The runpod SDK's own upload helper is not used: without credentials it silently copies the file to a local
+folder and returns that path as if uploaded, and it labels files as images.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import io
 import logging
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 MIME_MP4 = "video/mp4"
+BUCKET_ENV = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
 
 
 class DeliveryError(Exception):
     """The video exists but cannot be handed to the caller; the message says what to change."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """Where oversized videos go. The keys are kept out of repr() so they cannot reach a log line."""
+
+    endpoint_url: str
+    access_key_id: str = dataclasses.field(repr=False)
+    secret_access_key: str = dataclasses.field(repr=False)
+    name: str
+    url_expiry_s: int
+
+    @classmethod
+    def from_env(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Bucket | None:
+        env = os.environ if env is None else env
+        values = [env.get(name, "").strip() for name in BUCKET_ENV]
+        if not all(values):
+            return None
+        return cls(*values, name=settings.bucket_name, url_expiry_s=settings.bucket_url_expiry_s)
+
+    def redact(self, text: str) -> str:
+        for secret in (self.secret_access_key, self.access_key_id):
+            text = text.replace(secret, "***")
+        return text
+
+    def upload(self, data: bytes, key: str) -> str:
+        """Put the MP4 in the bucket and return a presigned GET URL for it."""
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = boto3.client(
+            "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            config=Config(connect_timeout=10, read_timeout=120, retries={"max_attempts": 3, "mode": "standard"},
+                          signature_version="s3v4"))
+        try:
+            client.upload_fileobj(io.BytesIO(data), self.name, key, ExtraArgs={"ContentType": MIME_MP4})
+            return client.generate_presigned_url("get_object", Params={"Bucket": self.name, "Key": key},
+                                                 ExpiresIn=self.url_expiry_s)
+        except (BotoCoreError, ClientError) as exc:
+            raise DeliveryError(self.redact(f"upload to bucket {self.name!r} at {self.endpoint_url} failed: "
+                                            f"{exc}")) from None
+
+
 def b64_size(n_bytes: int) -> int:
     return 4 * ((n_bytes + 2) // 3)
 
 
-def deliver(data: bytes, settings: Settings) -> dict[str, str]:
-    """The response fields carrying the video: {"video": base64, "mime_type"}."""
+def deliver(data: bytes, settings: Settings, bucket: Bucket | None = None, key: str = "video.mp4",
+            mode: str = "auto") -> dict[str, object]:
+    """The response fields carrying the video: {"video": base64} or {"video_url": presigned URL}.
+
+    mode "auto" inlines what fits MAX_INLINE_MB and uploads the rest; "url" always uploads; "base64" never."""
     limit = int(settings.max_inline_mb * 1_000_000)
     size = b64_size(len(data))
+    if mode == "url" or (mode == "auto" and size > limit):
+        if bucket is None:
+            why = ("a URL was asked for" if mode == "url" else
+                   f"the video is {len(data) / 1e6:.1f} MB ({size / 1e6:.1f} MB as base64), over the inline "
+                   f"limit of {settings.max_inline_mb:g} MB (MAX_INLINE_MB); RunPod cannot return results near "
+                   "20 MB")
+            raise DeliveryError(f"{why}, and no bucket is configured: set BUCKET_ENDPOINT_URL, "
+                                "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (and BUCKET_NAME), or ask for a "
+                                "shorter or smaller clip")
+        url = bucket.upload(data, key)
+        log.info("uploaded %d bytes to bucket %s as %s", len(data), bucket.name, key)
+        return {"video_url": url, "mime_type": MIME_MP4, "video_bytes": len(data)}
     if size > limit:
-        raise DeliveryError(
-            f"the video is {len(data) / 1e6:.1f} MB ({size / 1e6:.1f} MB as base64), over the inline limit of "
-            f"{settings.max_inline_mb:g} MB (MAX_INLINE_MB); RunPod cannot return results near 20 MB. Ask "
-            "for a shorter or smaller clip, or configure a bucket (BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, "
-            "BUCKET_SECRET_ACCESS_KEY)")
+        raise DeliveryError(f"the video is {size / 1e6:.1f} MB as base64, over the inline limit of "
+                            f"{settings.max_inline_mb:g} MB (MAX_INLINE_MB), and \"delivery\": \"base64\" was "
+                            "asked for; ask for \"auto\" or \"url\" with a bucket configured")
     return {"video": base64.b64encode(data).decode("ascii"), "mime_type": MIME_MP4}
 
 

@@ -68,6 +68,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("job_timeout_s", "job", "timeout_s", "JOB_TIMEOUT_S", _positive_float),
     Setting("progress_interval_s", "job", "progress_interval_s", "PROGRESS_INTERVAL_S", float),
     Setting("max_inline_mb", "output", "max_inline_mb", "MAX_INLINE_MB", _positive_float),
+    Setting("bucket_name", "output", "bucket_name", "BUCKET_NAME", str),
+    Setting("bucket_url_expiry_s", "output", "url_expiry_s", "BUCKET_URL_EXPIRY_S", _positive_int),
     Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _positive_int),
     Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _positive_int),
     Setting("min_size", "limits", "min_size", "MIN_SIZE", _positive_int),
@@ -97,6 +99,8 @@ class Settings:
     job_timeout_s: float
     progress_interval_s: float
     max_inline_mb: float
+    bucket_name: str
+    bucket_url_expiry_s: int
     max_prompt_chars: int
     size_multiple: int
     min_size: int

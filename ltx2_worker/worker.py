@@ -14,7 +14,7 @@ from typing import Any
 from . import health
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, output_files
 from .job import InputError, VideoRequest, parse_request
-from .output import DeliveryError, deliver, remove_outputs, safe_stem
+from .output import Bucket, DeliveryError, deliver, remove_outputs, safe_stem
 from .progress import ProgressReporter, runpod_sender
 from .settings import Settings, SettingsError, load_settings
 from .workflow import Workflow, WorkflowError
@@ -29,6 +29,7 @@ class Worker:
         self.settings = settings
         self.workflow = workflow or Workflow.load()
         self.client = client or ComfyClient(settings.comfy_url, settings.comfy_http_timeout_s)
+        self.bucket = Bucket.from_env(settings)
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         job_id = str(job.get("id") or "local")
@@ -91,7 +92,7 @@ class Worker:
         data = self.client.view(videos[0])
         timings["fetch"] = time.monotonic() - mark
         mark = time.monotonic()
-        payload = deliver(data, self.settings)
+        payload = deliver(data, self.settings, self.bucket, f"ltx2/{safe_stem(job_id)}-{prompt_id}.mp4", req.delivery)
         timings["encode"] = time.monotonic() - mark
         timings["total"] = time.monotonic() - started
         log.info("job %s done: %d bytes in %.1f s", job_id, len(data), timings["total"])

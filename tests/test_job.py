@@ -75,6 +75,7 @@ def test_optional_fields_are_taken():
     ({"prompt": "x", "cfg": "4"}, "cfg", "number"),
     ({"prompt": "x", "audio": "yes"}, "audio", "true or false"),
     ({"prompt": "x", "aspect_ratio": "5:4"}, "aspect_ratio", "one of"),
+    ({"prompt": "x", "delivery": "s3"}, "delivery", "one of auto, base64, url"),
     ({"prompt": "x", "aspect_ratio": "16:9", "width": 1280}, "aspect_ratio", "cannot be combined with width"),
 ])
 def test_each_broken_rule_names_field_and_rule(raw, field, rule):
@@ -97,4 +98,4 @@ def test_limits_come_from_settings():
 
 def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
-                           "seed", "steps", "cfg", "audio"}
+                           "seed", "steps", "cfg", "audio", "delivery"}
