@@ -52,6 +52,12 @@ def _url(text: str) -> str:
     return text
 
 
+def _ladder(text: str) -> tuple:
+    from .ladder import parse_ladder  # the ladder's own module knows its syntax
+
+    return parse_ladder(text)
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
@@ -70,6 +76,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_inline_mb", "output", "max_inline_mb", "MAX_INLINE_MB", _positive_float),
     Setting("bucket_name", "output", "bucket_name", "BUCKET_NAME", str),
     Setting("bucket_url_expiry_s", "output", "url_expiry_s", "BUCKET_URL_EXPIRY_S", _positive_int),
+    Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", _ladder),
     Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _positive_int),
     Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _positive_int),
     Setting("min_size", "limits", "min_size", "MIN_SIZE", _positive_int),
@@ -99,6 +106,7 @@ class Settings:
     job_timeout_s: float
     progress_interval_s: float
     max_inline_mb: float
+    oom_ladder: tuple
     bucket_name: str
     bucket_url_expiry_s: int
     max_prompt_chars: int

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import health
-from .comfy import ComfyClient, ComfyError, ComfyUnavailable, output_files
+from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, output_files
 from .job import InputError, VideoRequest, parse_request
+from .ladder import step_down
 from .output import Bucket, DeliveryError, deliver, remove_outputs, safe_stem
 from .progress import ProgressReporter, runpod_sender
 from .settings import Settings, SettingsError, load_settings
@@ -53,12 +54,9 @@ class Worker:
             log.info("job %s rejected: %s", job_id, exc)
             return {"error": str(exc)}
         timings = {"validate": time.monotonic() - started}
-        prefix = f"{OUTPUT_SUBFOLDER}/{safe_stem(job_id)}-{secrets.token_hex(4)}"
-        graph = self.workflow.build(req, prefix)
-        log.info("job %s: %dx%d, %d frames at %d fps, seed %d, audio %s", job_id, req.width, req.height,
-                 req.frame_count, req.fps, req.seed, req.audio)
+        prefixes: list[str] = []
         try:
-            return self._run(job_id, req, graph, deadline, timings, started)
+            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes)
         except ComfyError as exc:
             message = str(exc)
             if isinstance(exc, ComfyUnavailable):
@@ -70,8 +68,41 @@ class Worker:
             log.error("job %s failed: %s", job_id, exc)
             return {"error": str(exc)}
         finally:
-            removed = remove_outputs(s.comfy_output_dir, prefix)
-            log.info("job %s: removed %d output file(s)", job_id, len(removed))
+            removed = sum(len(remove_outputs(s.comfy_output_dir, prefix)) for prefix in prefixes)
+            log.info("job %s: removed %d output file(s)", job_id, removed)
+
+    def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
+                           started: float, prefixes: list[str]) -> dict[str, Any]:
+        """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
+        s = self.settings
+        current, last_oom = req, None
+        for rung in [None, *s.oom_ladder]:
+            if rung is not None:
+                shrunk = step_down(rung, current, s.size_multiple, s.min_size)
+                if shrunk is None:
+                    log.info("job %s: OOM rung %s cannot shrink the request further; skipped", job_id, rung.name)
+                    continue
+                log.warning("job %s: %s; freeing memory and trying OOM rung %s", job_id, last_oom, rung.name)
+                self.client.free()
+                current = shrunk
+            prefix = f"{OUTPUT_SUBFOLDER}/{safe_stem(job_id)}-{secrets.token_hex(4)}"
+            prefixes.append(prefix)
+            log.info("job %s: %dx%d, %d frames at %d fps, seed %d, audio %s", job_id, current.width,
+                     current.height, current.frame_count, current.fps, current.seed, current.audio)
+            try:
+                out = self._run(job_id, current, self.workflow.build(current, prefix), deadline, timings, started)
+            except ExecutionFailed as exc:
+                if not exc.out_of_memory:
+                    raise
+                last_oom = exc
+                continue
+            if rung is not None:
+                out["fallback"] = {"rung": rung.name, "reason": str(last_oom),
+                                   "requested": {"width": req.width, "height": req.height,
+                                                 "frame_count": req.frame_count}}
+            return out
+        tried = ", ".join(r.name for r in s.oom_ladder) or "none: OOM_LADDER is empty"
+        raise ComfyError(f"{last_oom}; the out-of-memory fallbacks ({tried}) did not help")
 
     def _run(self, job_id: str, req: VideoRequest, graph: dict[str, Any], deadline: float,
              timings: dict[str, float], started: float) -> dict[str, Any]:
