@@ -157,6 +157,24 @@ class ComfyClient:
                              f"HTTP {r.status_code}")
         return r.content
 
+    def upload_image(self, data: bytes, name: str) -> str:
+        """Put an image into ComfyUI's input folder; returns the name LoadImage must use."""
+        r = self._request("POST", "/upload/image", files={"image": (name, data)}, data={"overwrite": "true"})
+        body = _json(r)
+        if r.status_code != 200 or "name" not in body:
+            raise ComfyError(f"ComfyUI refused the uploaded image: HTTP {r.status_code}")
+        return f"{body['subfolder']}/{body['name']}" if body.get("subfolder") else body["name"]
+
+    def options(self, class_type: str, input_name: str) -> list[str]:
+        """The values ComfyUI offers for a COMBO input; for model loaders, the files it sees on disk."""
+        r = self._request("GET", f"/object_info/{class_type}")
+        spec = (((_json(r).get(class_type) or {}).get("input") or {}).get("required") or {}).get(input_name)
+        if not spec:
+            return []
+        if isinstance(spec[0], list):
+            return spec[0]
+        return list((spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}).get("options", []))
+
     def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt whether it runs (interrupt) or still waits in the queue (delete); best effort."""
         for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):

@@ -16,8 +16,9 @@ RANDOM_SEED_MAX = 2**53 - 1  # random seeds stay exact in JavaScript callers (n8
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21", "3:2", "2:3")
 FIELDS = (
     "prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps", "seed",
-    "steps", "cfg", "audio", "delivery",
+    "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength",
 )
+MODES = ("standard", "distilled")
 DELIVERY_MODES = ("auto", "base64", "url")
 
 
@@ -43,6 +44,9 @@ class VideoRequest:
     cfg: float | None
     audio: bool
     delivery: str = "auto"  # "auto": base64 when it fits, else bucket URL; "base64"; "url"
+    mode: str = "standard"  # "standard": dev checkpoint + distilled LoRA; "distilled": the fast checkpoint
+    image: str | None = dataclasses.field(default=None, repr=False)  # first frame: base64 or https URL, unchecked
+    image_strength: float = 1.0
 
     @property
     def duration_seconds(self) -> float:
@@ -71,7 +75,21 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
     delivery = raw.get("delivery", "auto")
     if delivery not in DELIVERY_MODES:
         raise InputError("delivery", f"must be one of {', '.join(DELIVERY_MODES)}, got {_short_repr(delivery)}")
-    return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery)
+    mode = raw.get("mode", "standard")
+    if mode not in MODES:
+        raise InputError("mode", f"must be one of {', '.join(MODES)}, got {_short_repr(mode)}")
+    if mode == "distilled":
+        for field in ("steps", "cfg"):
+            if raw.get(field) is not None:
+                raise InputError(field, "is fixed in distilled mode (8 steps, CFG 1); leave it out")
+    image = raw.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise InputError("image", f"must be a base64 string or an https URL, got {_type_name(image)}")
+    strength = _number(raw, "image_strength", 1.0, 0.0, 1.0)
+    if raw.get("image_strength") is not None and image is None:
+        raise InputError("image_strength", "needs an image")
+    return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery,
+                        mode, image.strip() if image else None, strength)
 
 
 def _short_repr(value: Any) -> str:
@@ -125,6 +143,7 @@ def _whole_number(raw: dict, field: str, default: int, low: int, high: int) -> i
 
 
 def _number(raw: dict, field: str, default: float | None, low: float, high: float) -> float | None:
+    """A finite number within [low, high]; booleans are not numbers."""
     value = raw.get(field)
     if value is None:
         return default

@@ -77,6 +77,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bucket_name", "output", "bucket_name", "BUCKET_NAME", str),
     Setting("bucket_url_expiry_s", "output", "url_expiry_s", "BUCKET_URL_EXPIRY_S", _positive_int),
     Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", _ladder),
+    Setting("max_image_mb", "limits", "max_image_mb", "MAX_IMAGE_MB", _positive_float),
+    Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _positive_int),
     Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _positive_int),
     Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _positive_int),
     Setting("min_size", "limits", "min_size", "MIN_SIZE", _positive_int),
@@ -109,6 +111,8 @@ class Settings:
     oom_ladder: tuple
     bucket_name: str
     bucket_url_expiry_s: int
+    max_image_mb: float
+    max_image_pixels: int
     max_prompt_chars: int
     size_multiple: int
     min_size: int
@@ -122,6 +126,11 @@ class Settings:
     default_height: int
     default_frame_count: int
     default_fps: int
+
+    @property
+    def comfy_input_dir(self) -> Path:
+        """Where ComfyUI keeps uploaded images; image-to-video first frames are removed from here after each job."""
+        return self.comfy_dir / "input"
 
     @property
     def comfy_output_dir(self) -> Path:

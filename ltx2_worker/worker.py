@@ -13,12 +13,13 @@ from typing import Any
 
 from . import health
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, output_files
+from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
 from .ladder import step_down
 from .output import Bucket, DeliveryError, deliver, remove_outputs, safe_stem
 from .progress import ProgressReporter, runpod_sender
 from .settings import Settings, SettingsError, load_settings
-from .workflow import Workflow, WorkflowError
+from .workflow import DISTILLED_CHECKPOINT, Workflow, WorkflowError
 
 log = logging.getLogger(__name__)
 OUTPUT_SUBFOLDER = "ltx2"
@@ -55,8 +56,18 @@ class Worker:
             return {"error": str(exc)}
         timings = {"validate": time.monotonic() - started}
         prefixes: list[str] = []
+        image_name = None
         try:
-            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes)
+            if req.mode == "distilled":
+                self._check_distilled_available()
+            if req.image is not None:
+                data, ext = load_image(req.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels)
+                image_name = self.client.upload_image(data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{ext}")
+                timings["image"] = time.monotonic() - started - timings["validate"]
+            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_name)
+        except InputError as exc:
+            log.info("job %s rejected: %s", job_id, exc)
+            return {"error": str(exc)}
         except ComfyError as exc:
             message = str(exc)
             if isinstance(exc, ComfyUnavailable):
@@ -69,10 +80,18 @@ class Worker:
             return {"error": str(exc)}
         finally:
             removed = sum(len(remove_outputs(s.comfy_output_dir, prefix)) for prefix in prefixes)
+            if image_name is not None:
+                (s.comfy_input_dir / image_name).unlink(missing_ok=True)
             log.info("job %s: removed %d output file(s)", job_id, removed)
 
+    def _check_distilled_available(self) -> None:
+        if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):
+            raise InputError("mode", f"distilled needs {DISTILLED_CHECKPOINT}, which is not on this worker's "
+                                     "volume: enable [model.checkpoint_distilled] in config.ini and provision it "
+                                     "(README, Modes)")
+
     def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
-                           started: float, prefixes: list[str]) -> dict[str, Any]:
+                           started: float, prefixes: list[str], image_name: str | None) -> dict[str, Any]:
         """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
         s = self.settings
         current, last_oom = req, None
@@ -90,7 +109,8 @@ class Worker:
             log.info("job %s: %dx%d, %d frames at %d fps, seed %d, audio %s", job_id, current.width,
                      current.height, current.frame_count, current.fps, current.seed, current.audio)
             try:
-                out = self._run(job_id, current, self.workflow.build(current, prefix), deadline, timings, started)
+                graph = self.workflow.build(current, prefix, image_name)
+                out = self._run(job_id, current, graph, deadline, timings, started)
             except ExecutionFailed as exc:
                 if not exc.out_of_memory:
                     raise
@@ -137,6 +157,7 @@ class Worker:
             "fps": req.fps,
             "duration_seconds": req.duration_seconds,
             "audio": req.audio,
+            "mode": req.mode,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
 

@@ -34,7 +34,23 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "create_video": ("CreateVideo", ("fps", "audio")),
     "save_video": ("SaveVideo", ("filename_prefix",)),
     "audio_decode": ("LTXVAudioVAEDecode", ("samples", "audio_vae")),
+    "checkpoint": ("CheckpointLoaderSimple", ("ckpt_name",)),
+    "text_encoder": ("LTXAVTextEncoderLoader", ("ckpt_name",)),
+    "audio_vae_loader": ("LTXVAudioVAELoader", ("ckpt_name",)),
+    "sampler_stage1": ("SamplerCustomAdvanced", ("sigmas",)),
+    "guider_stage2": ("CFGGuider", ("model",)),
+    "lora": ("LoraLoaderModelOnly", ("model",)),
+    "upsampler": ("LTXVLatentUpsampler", ("samples",)),
+    "av_latent_stage1": ("LTXVConcatAVLatent", ("video_latent",)),
+    "av_latent_stage2": ("LTXVConcatAVLatent", ("video_latent",)),
 }
+
+# Distilled mode (ltx2-workflow.md): the distilled FP8 checkpoint, CFG 1, a fixed 8-step stage-1 schedule,
+# and stage 2 on that checkpoint directly (it is distilled already, so the distilled LoRA is left out).
+DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
+DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
+# LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
+I2V_IMAGE_COMPRESSION = 35
 
 # Stage 1 runs at half size on ComfyUI's 32-pixel latent grid and EmptyLTXVLatentVideo rounds down silently,
 # so the graph generates at multiples of 64 and `output_resize` scales/centre-crops to the asked size.
@@ -89,8 +105,9 @@ class Workflow:
     def node(self, graph: dict[str, Any], role: str) -> dict[str, Any]:
         return graph[self.node_ids[role]]["inputs"]
 
-    def build(self, req: VideoRequest, filename_prefix: str) -> dict[str, Any]:
-        """A patched copy of the graph for one request; the loaded graph is never changed."""
+    def build(self, req: VideoRequest, filename_prefix: str, image_name: str | None = None) -> dict[str, Any]:
+        """A patched copy of the graph for one request; the loaded graph is never changed. `image_name` is
+        the first frame already uploaded to ComfyUI's input folder (image-to-video)."""
         graph = copy.deepcopy(self.graph)
         gen_w, gen_h = generation_size(req.width, req.height)
         self.node(graph, "positive_prompt")["text"] = req.prompt
@@ -112,8 +129,38 @@ class Workflow:
         if not req.audio:
             del create["audio"]  # the audio decode is then unreachable, and ComfyUI skips it
         self.node(graph, "save_video")["filename_prefix"] = filename_prefix
+        if req.mode == "distilled":
+            self._distilled(graph)
+        if image_name is not None:
+            self._first_frame(graph, image_name, req.image_strength)
         return graph
 
+    def _add(self, graph: dict[str, Any], role: str, class_type: str, inputs: dict[str, Any]) -> str:
+        node_id = f"ltx2:{role}"
+        graph[node_id] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": role}}
+        return node_id
+
+    def _distilled(self, graph: dict[str, Any]) -> None:
+        for role in ("checkpoint", "text_encoder", "audio_vae_loader"):
+            self.node(graph, role)["ckpt_name"] = DISTILLED_CHECKPOINT
+        self.node(graph, "guider_stage1")["cfg"] = 1.0
+        sigmas = self._add(graph, "distilled_sigmas_stage1", "ManualSigmas", {"sigmas": DISTILLED_STAGE1_SIGMAS})
+        self.node(graph, "sampler_stage1")["sigmas"] = [sigmas, 0]
+        self.node(graph, "guider_stage2")["model"] = [self.node_ids["checkpoint"], 0]
+
+    def _first_frame(self, graph: dict[str, Any], image_name: str, strength: float) -> None:
+        """Image-to-video: the image replaces the first latent frame in both stages (LTXVImgToVideoInplace
+        scales and centre-crops it to each stage's size itself)."""
+        load = self._add(graph, "first_frame", "LoadImage", {"image": image_name})
+        prepared = self._add(graph, "first_frame_preprocess", "LTXVPreprocess",
+                             {"image": [load, 0], "img_compression": I2V_IMAGE_COMPRESSION})
+        vae = [self.node_ids["checkpoint"], 2]
+        for stage, concat in (("1", "av_latent_stage1"), ("2", "av_latent_stage2")):
+            inputs = self.node(graph, concat)
+            node = self._add(graph, f"first_frame_stage{stage}", "LTXVImgToVideoInplace",
+                             {"vae": vae, "image": [prepared, 0], "latent": inputs["video_latent"],
+                              "strength": strength, "bypass": False})
+            inputs["video_latent"] = [node, 0]
     def defaults(self) -> dict[str, Any]:
         """The graph's own values for what a request may leave out (reported in the README and responses)."""
         return {

@@ -76,6 +76,13 @@ def test_optional_fields_are_taken():
     ({"prompt": "x", "audio": "yes"}, "audio", "true or false"),
     ({"prompt": "x", "aspect_ratio": "5:4"}, "aspect_ratio", "one of"),
     ({"prompt": "x", "delivery": "s3"}, "delivery", "one of auto, base64, url"),
+    ({"prompt": "x", "mode": "fast"}, "mode", "one of standard, distilled"),
+    ({"prompt": "x", "mode": "distilled", "steps": 8}, "steps", "fixed in distilled mode"),
+    ({"prompt": "x", "mode": "distilled", "cfg": 2}, "cfg", "fixed in distilled mode"),
+    ({"prompt": "x", "image": 5}, "image", "base64 string or an https URL"),
+    ({"prompt": "x", "image": "  "}, "image", "base64 string or an https URL"),
+    ({"prompt": "x", "image_strength": 0.5}, "image_strength", "needs an image"),
+    ({"prompt": "x", "image": "aGk=", "image_strength": 1.5}, "image_strength", "from 0.0 to 1.0"),
     ({"prompt": "x", "aspect_ratio": "16:9", "width": 1280}, "aspect_ratio", "cannot be combined with width"),
 ])
 def test_each_broken_rule_names_field_and_rule(raw, field, rule):
@@ -98,4 +105,11 @@ def test_limits_come_from_settings():
 
 def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
-                           "seed", "steps", "cfg", "audio", "delivery"}
+                           "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength"}
+
+
+def test_modes_and_image_fields():
+    r = parse_request({"prompt": "x", "mode": "distilled", "image": " https://example.com/a.png ",
+                       "image_strength": 0.8}, S)
+    assert (r.mode, r.image, r.image_strength) == ("distilled", "https://example.com/a.png", 0.8)
+    assert "example.com" not in repr(r), "a multi-megabyte base64 image must not reach log lines via repr()"

@@ -76,3 +76,38 @@ def test_a_role_on_the_wrong_class_is_refused_at_load():
     graph[WF.node_ids["scheduler"]]["_meta"]["title"] = "canvas"
     with pytest.raises(WorkflowError, match="'canvas'"):
         Workflow(graph)
+
+
+def _reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        nid = todo.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        todo += [v[0] for v in graph[nid]["inputs"].values() if isinstance(v, list) and len(v) == 2]
+    return seen
+
+
+def test_distilled_mode_swaps_checkpoint_schedule_cfg_and_drops_the_lora():
+    g = WF.build(parse_request({"prompt": "x", "mode": "distilled"}, S), "ltx2/d")
+    used = _reachable(g, WF.node_ids["save_video"])
+    for role in ("checkpoint", "text_encoder", "audio_vae_loader"):
+        assert g[WF.node_ids[role]]["inputs"]["ckpt_name"] == "ltx-2-19b-distilled-fp8.safetensors"
+    assert g[WF.node_ids["guider_stage1"]]["inputs"]["cfg"] == 1.0
+    sigmas = g[g[WF.node_ids["sampler_stage1"]]["inputs"]["sigmas"][0]]
+    assert sigmas["class_type"] == "ManualSigmas" and len(sigmas["inputs"]["sigmas"].split(",")) == 9
+    assert WF.node_ids["lora"] not in used and WF.node_ids["scheduler"] not in used
+    standard = WF.build(parse_request({"prompt": "x"}, S), "ltx2/s")
+    assert WF.node_ids["lora"] in _reachable(standard, WF.node_ids["save_video"])
+
+
+def test_image_to_video_conditions_both_stages_on_the_uploaded_image():
+    g = WF.build(parse_request({"prompt": "x", "image": "aGk=", "image_strength": 0.7}, S), "ltx2/i", "first.png")
+    inplace = {nid: n for nid, n in g.items() if n["class_type"] == "LTXVImgToVideoInplace"}
+    assert len(inplace) == 2 and all(n["inputs"]["strength"] == 0.7 for n in inplace.values())
+    for concat in ("av_latent_stage1", "av_latent_stage2"):
+        assert g[WF.node_ids[concat]]["inputs"]["video_latent"][0] in inplace
+    loads = [n for n in g.values() if n["class_type"] == "LoadImage"]
+    assert [n["inputs"]["image"] for n in loads] == ["first.png"]
+    assert all(nid in _reachable(g, WF.node_ids["save_video"]) for nid in inplace)

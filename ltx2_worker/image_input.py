@@ -1,0 +1,102 @@
+"""The first frame of an image-to-video job: base64 (with or without a `data:` prefix) or an https URL,
+fetched with a timeout and a size cap, refusing redirects to non-https or non-public addresses, then decoded
+and checked (format, pixel and byte limits) before ComfyUI ever sees it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import ipaddress
+import socket
+import time
+from urllib.parse import urljoin, urlparse
+
+import requests
+from PIL import Image, UnidentifiedImageError
+
+from .job import InputError
+
+FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+MAX_REDIRECTS = 3
+FETCH_TIMEOUT_S = 20.0  # the whole download, not just one read
+MIN_SIDE = 64
+
+
+def load_image(spec: str, max_bytes: int, max_pixels: int) -> tuple[bytes, str]:
+    """(image bytes, file extension) of a valid image, or InputError("image", ...)."""
+    data = _fetch(spec, max_bytes) if spec.startswith(("https://", "http://")) else _decode_base64(spec, max_bytes)
+    return data, _check(data, max_pixels)
+
+
+def _decode_base64(text: str, max_bytes: int) -> bytes:
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise InputError("image", "a data: URL must be base64-encoded (data:image/png;base64,...)")
+    if len(text) > 4 * (max_bytes // 3 + 1):
+        raise InputError("image", f"must be at most {max_bytes // 1_000_000} MB")
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError("image", "must be base64 (optionally with a data: prefix) or an https URL") from None
+
+
+def _public_host(url: str) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme != "https":
+        raise InputError("image", f"URL must use https, got {parsed.scheme or 'no scheme'}")
+    host = parsed.hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, parsed.port or 443, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise InputError("image", f"URL host {host!r} cannot be resolved") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise InputError("image", f"URL host {host!r} is not a public address")
+
+
+def _fetch(url: str, max_bytes: int) -> bytes:
+    give_up = time.monotonic() + FETCH_TIMEOUT_S
+    with requests.Session() as session:
+        for _ in range(MAX_REDIRECTS + 1):
+            _public_host(url)
+            try:
+                response = session.get(url, stream=True, allow_redirects=False, timeout=(5, 10))
+            except requests.RequestException as exc:
+                raise InputError("image", f"URL could not be fetched: {type(exc).__name__}") from None
+            with response:
+                if response.is_redirect:
+                    url = urljoin(url, response.headers.get("Location", ""))
+                    continue
+                if response.status_code != 200:
+                    raise InputError("image", f"URL answered HTTP {response.status_code}")
+                body = bytearray()
+                for chunk in response.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise InputError("image", f"must be at most {max_bytes // 1_000_000} MB")
+                    if time.monotonic() > give_up:
+                        raise InputError("image", f"URL took longer than {FETCH_TIMEOUT_S:g} s to download")
+                return bytes(body)
+    raise InputError("image", f"URL redirected more than {MAX_REDIRECTS} times")
+
+
+def _check(data: bytes, max_pixels: int) -> str:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            kind, (width, height) = img.format, img.size
+            if kind not in FORMATS:
+                raise InputError("image", f"must be PNG, JPEG or WebP, got {kind}")
+            if width * height > max_pixels:
+                raise InputError("image", f"must have at most {max_pixels} pixels, got {width}x{height}")
+            if min(width, height) < MIN_SIDE:
+                raise InputError("image", f"must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {width}x{height}")
+            img.load()  # decodes fully: a truncated or corrupt file fails here, not inside ComfyUI
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InputError("image", "is not a decodable PNG, JPEG or WebP image") from None
+    return FORMATS[kind]
