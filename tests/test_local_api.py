@@ -1,0 +1,108 @@
+"""The whole path through the runpod SDK's own local API: `python handler.py --rp_serve_api` on loopback,
+the earlier package's request POSTed to /runsync, and progress posted to a RunPod-style job endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+
+from comfy_server import ProtocolComfy
+from helpers import decode_video_field, files_under, free_port, loopback_env
+
+ROOT = Path(__file__).resolve().parent.parent
+EARLIER_PACKAGE_REQUEST = {"prompt": "a red fox running through snow", "negative_prompt": "blurry",
+                           "width": 1280, "height": 720, "frame_count": 121, "seed": 42}
+START_DEADLINE_S = 60
+
+
+class _ProgressSink(BaseHTTPRequestHandler):
+    """Stands in for RunPod's job endpoint (RUNPOD_WEBHOOK_POST_OUTPUT), recording progress posts."""
+
+    posts: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        query = parse_qs(urlparse(self.path).query)
+        type(self).posts.append({"id": query.get("id", [""])[0], "body": json.loads(body)})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local-api")
+    output_dir = tmp / "output"
+    comfy = ProtocolComfy(output_dir=output_dir, exec_seconds=1.0).start()
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _ProgressSink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    port = free_port()
+    env = {**os.environ, **loopback_env(comfy.url, output_dir, tmp),
+           "RUNPOD_WEBHOOK_POST_OUTPUT": f"http://127.0.0.1:{sink.server_port}/job-done?id=$ID",
+           "PROGRESS_INTERVAL_S": "0.2"}
+    log = open(tmp / "handler.log", "w")
+    proc = subprocess.Popen([sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                             "--rp_api_port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    give_up = time.monotonic() + START_DEADLINE_S
+    while True:
+        try:
+            if requests.get(base + "/docs", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > give_up:
+            proc.kill()
+            pytest.fail(f"handler.py did not serve the local API: {(tmp / 'handler.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    yield {"base": base, "comfy": comfy, "output_dir": output_dir, "log": tmp / "handler.log"}
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+    sink.shutdown()
+    comfy.stop()
+
+
+def test_runsync_with_the_earlier_package_request_returns_the_mp4(stack):
+    r = requests.post(stack["base"] + "/runsync", json={"input": EARLIER_PACKAGE_REQUEST}, timeout=120)
+    body = r.json()
+    assert body["status"] == "COMPLETED", body
+    out = body["output"]
+    for key in ("video", "seed", "prompt_id", "frame_count", "duration_seconds"):
+        assert key in out
+    assert decode_video_field(out) == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": True}
+    assert out["seed"] == 42
+    assert files_under(stack["output_dir"]) == []
+
+
+def test_runsync_with_bad_input_fails_with_the_field_and_rule(stack):
+    r = requests.post(stack["base"] + "/runsync", json={"input": {"prompt": "x", "width": 1000}}, timeout=30)
+    assert r.json() == {"id": r.json()["id"], "status": "FAILED",
+                        "error": "width: must be a multiple of 16, got 1000 (nearest: 992 or 1008)"}
+    assert "Traceback" not in stack["log"].read_text()
+
+
+def test_progress_reaches_runpods_job_endpoint(stack):
+    _ProgressSink.posts.clear()
+    r = requests.post(stack["base"] + "/runsync", json={"input": {"prompt": "x", "width": 512, "height": 288,
+                                                                  "frame_count": 9, "steps": 6}}, timeout=60)
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 5  # progress posts come from the SDK's own threads
+    while not _ProgressSink.posts and time.monotonic() < deadline:
+        time.sleep(0.1)
+    mine = [p["body"] for p in _ProgressSink.posts if p["id"] == job_id]
+    assert mine, _ProgressSink.posts
+    assert all(p["status"] == "IN_PROGRESS" for p in mine)
+    assert any("step" in p["output"] for p in mine), mine

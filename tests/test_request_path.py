@@ -1,0 +1,195 @@
+"""One job through the worker against the protocol ComfyUI on loopback: real HTTP, real WebSocket, real MP4s,
+and every fault the issue lists ending in a clear error or a recovered result, never a hang or a leftover file.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ltx2_worker.comfy import ComfyClient, Progress
+from ltx2_worker.progress import ProgressReporter
+from ltx2_worker.worker import Worker
+
+from comfy_server import ProtocolComfy
+from helpers import decode_video_field, files_under, loopback_settings
+
+EARLIER_PACKAGE_REQUEST = {"prompt": "a red fox running through snow", "negative_prompt": "blurry",
+                           "width": 1280, "height": 720, "frame_count": 121, "seed": 42}
+SMALL = {"prompt": "a lighthouse at dusk", "width": 512, "height": 288, "frame_count": 9, "seed": 1}
+
+
+@pytest.fixture
+def output_dir(tmp_path):
+    return tmp_path / "output"
+
+
+@pytest.fixture
+def comfy(output_dir):
+    server = ProtocolComfy(output_dir=output_dir).start()
+    yield server
+    server.stop()
+
+
+def make_worker(comfy, output_dir, tmp_path, **env):
+    return Worker(loopback_settings(comfy.url, output_dir, tmp_path, **env))
+
+
+@pytest.fixture
+def worker(comfy, output_dir, tmp_path):
+    return make_worker(comfy, output_dir, tmp_path)
+
+
+def run(worker, job_input, job_id="job-1"):
+    return worker.handle({"id": job_id, "input": job_input})
+
+
+def test_earlier_package_request_returns_exactly_the_asked_mp4(worker, comfy, output_dir):
+    out = run(worker, EARLIER_PACKAGE_REQUEST)
+    assert "error" not in out, out
+    for key in ("video", "seed", "prompt_id", "frame_count", "duration_seconds"):  # the earlier response keys
+        assert key in out
+    assert (out["seed"], out["frame_count"], out["width"], out["height"], out["fps"]) == (42, 121, 1280, 720, 24)
+    assert out["mime_type"] == "video/mp4"
+    assert out["duration_seconds"] == pytest.approx(121 / 24, abs=1e-3)
+    assert set(out["timings"]) >= {"validate", "generate", "fetch", "encode", "total"}
+    facts = decode_video_field(out)
+    assert facts == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": True}
+    assert files_under(output_dir) == [], "the MP4 must be removed from ComfyUI's output folder"
+    assert len(comfy.submitted) == 1
+
+
+def test_optional_fields_reach_the_mp4(worker):
+    out = run(worker, {"prompt": "x", "aspect_ratio": "9:16", "frame_count": 17, "fps": 30, "audio": False})
+    assert "error" not in out, out
+    assert (out["width"], out["height"], out["fps"], out["audio"]) == (720, 1280, 30, False)
+    assert decode_video_field(out) == {"width": 720, "height": 1280, "frames": 17, "fps": 30.0, "audio": False}
+
+
+def test_identical_jobs_both_return_a_video(worker, output_dir):
+    """ComfyUI answers an identical graph from cache with the same (already deleted) file; the per-job file
+    name keeps every job's graph distinct, so the second job still gets its MP4."""
+    first, second = run(worker, SMALL, "a"), run(worker, SMALL, "b")
+    assert "error" not in first and "error" not in second, (first, second)
+    assert first["video"] == second["video"]
+    assert files_under(output_dir) == []
+
+
+def test_invalid_input_never_reaches_comfyui(worker, comfy):
+    out = run(worker, {**SMALL, "frame_count": 10})
+    assert out == {"error": "frame_count: must be 8k+1 (9, 17, ..., 121, ...), got 10"}
+    assert comfy.submitted == []
+
+
+def test_execution_error_names_node_type_id_and_message(worker, comfy, output_dir):
+    comfy.inject("execution_error", node_type="VAEDecodeTiled", exception_type="RuntimeError",
+                 exception_message="tile too large")
+    out = run(worker, SMALL)
+    assert "VAEDecodeTiled" in out["error"] and "92:98" in out["error"] and "tile too large" in out["error"]
+    assert "refresh_worker" not in out
+    assert files_under(output_dir) == []
+
+
+def test_prompt_rejected_lists_node_errors(worker, comfy):
+    comfy.inject("reject")
+    out = run(worker, SMALL)
+    assert "rejected the workflow" in out["error"]
+    for node_id, class_type in (("92:48", "LTXVAudioVAELoader"), ("92:60", "LTXAVTextEncoderLoader"),
+                                ("92:68", "LoraLoaderModelOnly")):
+        assert f"node {node_id} ({class_type})" in out["error"]
+    assert "gemma_3_12B_it_fp4_mixed.safetensors' not in []" in out["error"]
+
+
+def test_dropped_websocket_is_reconnected_and_the_result_recovered(worker, comfy, output_dir):
+    comfy.inject("ws_drop", after_messages=4)
+    out = run(worker, SMALL)
+    assert "error" not in out, out
+    assert decode_video_field(out)["frames"] == 9
+    assert comfy.ws_connections >= 2
+    assert files_under(output_dir) == []
+
+
+def test_deadline_interrupts_the_prompt(comfy, output_dir, tmp_path):
+    worker = make_worker(comfy, output_dir, tmp_path, JOB_TIMEOUT_S="2")
+    comfy.inject("hang")
+    started = time.monotonic()
+    out = run(worker, SMALL)
+    elapsed = time.monotonic() - started
+    assert "deadline" in out["error"] and "interrupted" in out["error"]
+    assert comfy.interrupts >= 1
+    assert elapsed < 6, f"the deadline of 2 s was overrun: {elapsed:.1f} s"
+
+
+def test_history_without_the_output_is_an_error_and_leaves_no_file(worker, comfy, output_dir):
+    comfy.inject("history_missing_output")
+    out = run(worker, SMALL)
+    assert "no MP4" in out["error"]
+    assert files_under(output_dir) == []
+
+
+def test_view_failure_is_an_error_and_leaves_no_file(worker, comfy, output_dir):
+    comfy.inject("view_error")
+    out = run(worker, SMALL)
+    assert "could not serve output" in out["error"] and "500" in out["error"]
+    assert files_under(output_dir) == []
+
+
+def test_comfyui_dying_mid_job_asks_for_a_fresh_worker(worker, comfy):
+    comfy.inject("die", after_messages=4)
+    started = time.monotonic()
+    out = run(worker, SMALL)
+    assert out.get("refresh_worker") is True
+    assert "ComfyUI" in out["error"]
+    assert time.monotonic() - started < 25
+
+
+def test_no_comfyui_at_all_fails_within_the_ready_timeout(output_dir, tmp_path):
+    from helpers import free_port
+
+    worker = Worker(loopback_settings(f"http://127.0.0.1:{free_port()}", output_dir, tmp_path,
+                                      COMFY_READY_TIMEOUT_S="1"))
+    started = time.monotonic()
+    out = run(worker, SMALL)
+    assert out["refresh_worker"] is True and "COMFY_READY_TIMEOUT_S" in out["error"]
+    assert time.monotonic() - started < 4
+
+
+def test_boot_failure_answers_every_job(worker, comfy, tmp_path):
+    (tmp_path / "boot-error").write_text("model ltx-2-19b-dev-fp8.safetensors: truncated (27 of 27078716018 bytes)")
+    out = run(worker, SMALL)
+    assert out["error"].startswith("worker start-up failed: model ltx-2-19b-dev-fp8.safetensors: truncated")
+    assert comfy.submitted == []
+
+
+def test_result_over_the_inline_limit_says_how_to_configure_a_bucket(comfy, output_dir, tmp_path):
+    worker = make_worker(comfy, output_dir, tmp_path, MAX_INLINE_MB="0.001")
+    out = run(worker, SMALL)
+    assert "MAX_INLINE_MB" in out["error"] and "BUCKET_ENDPOINT_URL" in out["error"]
+    assert files_under(output_dir) == []
+
+
+def test_progress_is_forwarded_from_sampler_steps(comfy, output_dir):
+    comfy.exec_seconds = 0.5
+    sent = []
+    client = ComfyClient(comfy.url)
+    from ltx2_worker.job import parse_request
+    from ltx2_worker.settings import load_settings
+    from ltx2_worker.workflow import Workflow
+
+    wf = Workflow.load()
+    graph = wf.build(parse_request({**SMALL, "steps": 4}, load_settings(env={})), "ltx2/progress")
+    reporter = ProgressReporter("p", graph, 0.0, sent.append)
+    client.run(graph, time.monotonic() + 20, reporter)
+    stage1 = [p for p in sent if p["node"] == wf.node_ids["sampler_stage1"] and "step" in p]
+    assert stage1, sent
+    assert stage1[-1]["steps"] == 4 and stage1[-1]["step"] == 4
+    assert "SamplerCustomAdvanced" in stage1[0]["stage"]
+
+
+def test_progress_reporter_throttles():
+    sent = []
+    reporter = ProgressReporter("p", {}, 60.0, sent.append)
+    for i in range(1, 50):
+        reporter(Progress("92:41", i, 49))
+    assert len(sent) == 1
