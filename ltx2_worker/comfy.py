@@ -6,8 +6,8 @@ Why it is built this way:
 - The socket is opened (with this job's client id) before the prompt is posted, so no message is missed.
 - Every receive has a short timeout so the deadline is checked even while ComfyUI is silent (the text
   encoder can run for minutes without a message); silence also triggers a /history check.
-- `execution_success` is sent before ComfyUI stores the history entry, so the result is read from /history
-  with a short bounded retry.
+- `execution_success` is sent before ComfyUI stores the history entry; `executing` with node null follows
+  once it is stored (main.py), so that is the signal to read /history, with a bounded retry as a fallback.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ RECV_SLICE_S = 1.0  # longest single blocking WebSocket read: bounds how late a 
 SILENCE_CHECK_S = 15.0  # with no message for this long, ask /history whether the prompt ended unseen
 RECONNECT_GRACE_S = 20.0  # how long ComfyUI may refuse connections before it counts as dead
 HISTORY_SETTLE_S = 10.0  # how long /history may lag behind the end-of-prompt message
+SUCCESS_TO_HISTORY_S = 2.0  # after execution_success, wait this long for executing/null before polling /history
 
 
 class ComfyError(Exception):
@@ -151,11 +152,18 @@ class ComfyClient:
 
     def view(self, item: OutputFile) -> bytes:
         params = {"filename": item.filename, "subfolder": item.subfolder, "type": item.type}
-        r = self._request("GET", "/view", params=params)
-        if r.status_code != 200:
-            raise ComfyError(f"ComfyUI could not serve output {item.subfolder}/{item.filename}: "
-                             f"HTTP {r.status_code}")
-        return r.content
+        r = self._request("GET", "/view", params=params, stream=True)
+        with r:
+            if r.status_code != 200:
+                raise ComfyError(f"ComfyUI could not serve output {item.subfolder}/{item.filename}: "
+                                 f"HTTP {r.status_code}")
+            body = bytearray()
+            try:
+                for chunk in r.iter_content(1 << 20):  # large chunks: twice as fast as .content for 5 MB
+                    body += chunk
+            except requests.RequestException as exc:
+                raise ComfyUnavailable(f"ComfyUI broke off sending {item.filename}: {_short(exc)}") from None
+        return bytes(body)
 
     def upload_image(self, data: bytes, name: str) -> str:
         """Put an image into ComfyUI's input folder; returns the name LoadImage must use."""
@@ -222,8 +230,11 @@ class ComfyClient:
     def _watch(self, ws: websocket.WebSocket, client_id: str, prompt_id: str, deadline: float,
                on_progress: Callable[[Progress], None]) -> dict[str, Any]:
         last_message = time.monotonic()
+        succeeded_at = None  # execution_success seen: the history entry follows, announced by executing/null
         while True:
             now = time.monotonic()
+            if succeeded_at is not None and now - succeeded_at >= SUCCESS_TO_HISTORY_S:
+                return self._settled_entry(prompt_id, deadline)
             if now >= deadline:
                 self.interrupt(prompt_id)
                 raise DeadlinePassed(f"job deadline passed before ComfyUI finished prompt {prompt_id}; "
@@ -257,32 +268,35 @@ class ComfyClient:
                 message = json.loads(raw)
             except json.JSONDecodeError:
                 continue
-            done = self._handle(message, prompt_id, on_progress)
-            if done:
+            state = self._handle(message, prompt_id, on_progress)
+            if state == "history_ready":
                 return self._settled_entry(prompt_id, deadline)
+            if state == "succeeded" and succeeded_at is None:
+                succeeded_at = time.monotonic()
 
     def _handle(self, message: dict[str, Any], prompt_id: str,
-                on_progress: Callable[[Progress], None]) -> bool:
-        """React to one message; True when the prompt ended successfully."""
+                on_progress: Callable[[Progress], None]) -> str | None:
+        """React to one message: "succeeded" on execution_success, "history_ready" on the `executing` with
+        node null that main.py sends once the history entry is stored; raises the prompt's failure."""
         kind = message.get("type")
         data = message.get("data") or {}
         if not isinstance(data, dict) or data.get("prompt_id") not in (None, prompt_id):
-            return False
+            return None
         if kind == "executing":
             if data.get("prompt_id") == prompt_id and data.get("node") is None:
-                return True
+                return "history_ready"
             if data.get("node") is not None:
                 on_progress(Progress(str(data["node"])))
         elif kind == "progress" and data.get("prompt_id") == prompt_id:
             on_progress(Progress(str(data.get("node")), _int(data.get("value")), _int(data.get("max"))))
         elif kind == "execution_success" and data.get("prompt_id") == prompt_id:
-            return True
+            return "succeeded"
         elif kind == "execution_error" and data.get("prompt_id") == prompt_id:
             raise ExecutionFailed(data)
         elif kind == "execution_interrupted" and data.get("prompt_id") == prompt_id:
             raise Interrupted(f"ComfyUI interrupted prompt {prompt_id} at node "
                               f"{data.get('node_type')} (id {data.get('node_id')})")
-        return False
+        return None
 
     def _finished_entry(self, prompt_id: str) -> dict[str, Any] | None:
         """History entry of a prompt that ended; raises the prompt's failure if it ended in one."""

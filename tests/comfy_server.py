@@ -71,6 +71,7 @@ class ProtocolComfy:
         self.interrupts = 0
         self.frees = 0
         self.ws_connections = 0
+        self.exec_durations: list[float] = []  # seconds from POST /prompt to the history entry, per prompt
         self.url = ""
         self._faults: list[tuple[str, dict]] = []
         self._history: dict[str, dict] = {}
@@ -215,6 +216,7 @@ class ProtocolComfy:
         self._number += 1
         item = {"number": number, "prompt_id": prompt_id, "prompt": prompt, "outputs": outputs,
                 "client_id": body.get("client_id"), "faults": faults, "create_time": int(time.time() * 1000),
+                "received": time.perf_counter(),
                 "interrupted": asyncio.Event()}
         await self._queue.put(item)
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
@@ -458,6 +460,7 @@ class ProtocolComfy:
         files = [f for ui in outputs.values() for f in ui.get("images", [])]
         if "history_missing_output" in item["faults"]:
             outputs = {}
+        self.exec_durations.append(time.perf_counter() - item["received"])
         self._history[item["prompt_id"]] = {
             "prompt": [item["number"], item["prompt_id"], item["prompt"],
                        {"client_id": item["client_id"], "create_time": item["create_time"]}, item["outputs"]],
