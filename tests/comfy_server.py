@@ -208,7 +208,7 @@ class ProtocolComfy:
             return web.json_response({"error": {"type": "invalid_prompt", "message": "Invalid prompt",
                                                 "details": "no prompt", "extra_info": {}}, "node_errors": {}},
                                      status=400)
-        ok, error, outputs, node_errors = validate_prompt(prompt, self.object_info)
+        ok, error, outputs, node_errors = validate_prompt(prompt, self.object_info, self.input_dir)
         if not ok:
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
         prompt_id = str(uuid.uuid4())
@@ -496,7 +496,7 @@ def _error(kind: str, message: str, details: str, **extra: Any) -> dict:
     return {"type": kind, "message": message, "details": details, "extra_info": extra}
 
 
-def validate_prompt(prompt: dict, info: dict) -> tuple[bool, dict | None, list[str], dict]:
+def validate_prompt(prompt: dict, info: dict, input_dir: Path) -> tuple[bool, dict | None, list[str], dict]:
     outputs = []
     for nid, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
@@ -518,7 +518,7 @@ def validate_prompt(prompt: dict, info: dict) -> tuple[bool, dict | None, list[s
     failed = []
     for out in outputs:
         try:
-            ok = _validate_node(prompt, info, out, validated, node_errors)
+            ok = _validate_node(prompt, info, out, validated, node_errors, input_dir)
         except Exception as exc:
             node_errors.setdefault(out, {"errors": [], "dependent_outputs": [], "class_type":
                                          prompt[out]["class_type"]})
@@ -538,7 +538,7 @@ def validate_prompt(prompt: dict, info: dict) -> tuple[bool, dict | None, list[s
     return True, None, good, {}
 
 
-def _validate_node(prompt: dict, info: dict, nid: str, validated: dict, node_errors: dict) -> bool:
+def _validate_node(prompt: dict, info: dict, nid: str, validated: dict, node_errors: dict, input_dir: Path) -> bool:
     if nid in validated:
         return validated[nid]
     validated[nid] = True  # a cycle reaching this node again is not re-entered
@@ -567,8 +567,14 @@ def _validate_node(prompt: dict, info: dict, nid: str, validated: dict, node_err
                                      f"{name}, received_type({returned}) mismatch input_type({expected})",
                                      input_name=name, received_type=returned, linked_node=value))
                 continue
-            if not _validate_node(prompt, info, value[0], validated, node_errors):
+            if not _validate_node(prompt, info, value[0], validated, node_errors, input_dir):
                 valid = False
+            continue
+        if (node["class_type"], name) == ("LoadImage", "image"):
+            # LoadImage.VALIDATE_INPUTS replaces the list check: the file must exist in the input folder
+            if not (isinstance(value, str) and (input_dir / value).is_file()):
+                errors.append(_error("custom_validation_failed", "Custom validation failed for node",
+                                     f"image - Invalid image file: {value}", input_name=name))
             continue
         errors.extend(_check_widget(name, kind, opts, value))
     if errors:
@@ -724,6 +730,8 @@ def simulate(class_type: str, i: dict, server: ProtocolComfy) -> tuple[list, dic
             lat = i["samples"]
             return [{"w": lat["w"] * 32, "h": lat["h"] * 32, "frames": (lat["t"] - 1) * 8 + 1,
                      "seeds": lat.get("seeds", ())}], None
+        case "EmptyAudio":
+            return [{"audio_seconds": i["duration"]}], None
         case "LTXVAudioVAEDecode":
             return [{"audio_seconds": i["samples"]["seconds"]}], None
         case "CreateVideo":

@@ -193,3 +193,48 @@ def test_progress_reporter_throttles():
     for i in range(1, 50):
         reporter(Progress("92:41", i, 49))
     assert len(sent) == 1
+
+
+def test_out_of_memory_retries_after_freeing_memory(worker, comfy, output_dir):
+    comfy.inject("execution_error", node_type="VAEDecodeTiled")  # a CUDA OOM, once
+    out = run(worker, SMALL)
+    assert "error" not in out, out
+    assert out["fallback"]["rung"] == "retry"
+    assert "OutOfMemoryError" in out["fallback"]["reason"] and "VAEDecodeTiled" in out["fallback"]["reason"]
+    assert comfy.frees == 1
+    assert (out["width"], out["height"]) == (512, 288)
+    assert files_under(output_dir) == []
+
+
+def test_out_of_memory_ladder_shrinks_and_reports_the_size_it_made(worker, comfy, output_dir):
+    comfy.inject("execution_error", node_type="SamplerCustomAdvanced", times=2)
+    out = run(worker, {**SMALL, "width": 1280, "height": 720, "prompt": "unchanged prompt"})
+    assert out["fallback"]["rung"] == "scale:0.75"
+    assert out["fallback"]["requested"] == {"width": 1280, "height": 720, "frame_count": 9}
+    assert (out["width"], out["height"]) == (960, 528)
+    assert decode_video_field(out)["width"] == 960
+    texts = [n["inputs"]["text"] for n in comfy.submitted[-1]["prompt"].values() if n["class_type"] == "CLIPTextEncode"]
+    assert "unchanged prompt" in texts, "the ladder never changes the prompt"
+    assert comfy.frees == 2
+    assert files_under(output_dir) == []
+
+
+def test_out_of_memory_on_every_rung_fails_naming_the_ladder(worker, comfy):
+    comfy.inject("execution_error", node_type="VAEDecodeTiled", times=10)
+    out = run(worker, {**SMALL, "frame_count": 17})
+    assert "OutOfMemoryError" in out["error"] and "retry, scale:0.75, frames:0.5" in out["error"]
+    assert len(comfy.submitted) == 4
+    assert [n["inputs"]["length"] for p in comfy.submitted for n in p["prompt"].values()
+            if n["class_type"] == "EmptyLTXVLatentVideo"] == [17, 17, 17, 9]
+
+
+def test_a_rung_that_cannot_shrink_is_skipped(worker, comfy):
+    comfy.inject("execution_error", node_type="VAEDecodeTiled", times=10)
+    out = run(worker, SMALL)  # 9 frames: frames:0.5 has nothing left to take
+    assert "did not help" in out["error"] and len(comfy.submitted) == 3
+
+
+def test_other_execution_errors_are_not_retried(worker, comfy):
+    comfy.inject("execution_error", exception_type="RuntimeError", exception_message="shape mismatch")
+    out = run(worker, SMALL)
+    assert "shape mismatch" in out["error"] and len(comfy.submitted) == 1 and comfy.frees == 0
