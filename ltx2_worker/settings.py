@@ -58,6 +58,15 @@ def _ladder(text: str) -> tuple:
     return parse_ladder(text)
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
@@ -67,6 +76,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("comfy_dir", "comfy", "dir", "COMFYUI_DIR", Path),
     Setting("comfy_output_dir_override", "comfy", "output_dir", "COMFY_OUTPUT_DIR", _optional_path),
     Setting("comfy_http_timeout_s", "comfy", "http_timeout_s", "COMFY_HTTP_TIMEOUT_S", _positive_float),
+    Setting("comfy_start_timeout_s", "comfy", "start_timeout_s", "COMFY_START_TIMEOUT_S", _positive_float),
+    Setting("comfy_extra_args", "comfy", "extra_args", "COMFY_EXTRA_ARGS", str),
+    Setting("comfy_reserve_vram_gb", "comfy", "reserve_vram_gb", "COMFY_RESERVE_VRAM_GB", float),
+    Setting("volume_path", "volume", "path", "NETWORK_VOLUME_PATH", Path),
+    Setting("allow_container_disk", "volume", "allow_container_disk", "ALLOW_CONTAINER_DISK", _bool),
+    Setting("enable_models", "volume", "enable_models", "ENABLE_MODELS", str),
+    Setting("disk_reserve_mb", "volume", "disk_reserve_mb", "DISK_RESERVE_MB", float),
+    Setting("lock_stale_s", "volume", "lock_stale_s", "PROVISION_LOCK_STALE_S", _positive_float),
+    Setting("provision_wait_s", "volume", "wait_s", "PROVISION_WAIT_S", _positive_float),
+    Setting("sha256_after_download", "volume", "sha256_after_download", "SHA256_AFTER_DOWNLOAD", _bool),
     Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _positive_float),
     Setting("comfy_log_file", "comfy", "log_file", "COMFY_LOG_FILE", Path),
     Setting("comfy_pid_file", "comfy", "pid_file", "COMFY_PID_FILE", Path),
@@ -101,6 +120,16 @@ class Settings:
     comfy_dir: Path
     comfy_output_dir_override: Path | None
     comfy_http_timeout_s: float
+    comfy_start_timeout_s: float
+    comfy_extra_args: str
+    comfy_reserve_vram_gb: float
+    volume_path: Path
+    allow_container_disk: bool
+    enable_models: str
+    disk_reserve_mb: float
+    lock_stale_s: float
+    provision_wait_s: float
+    sha256_after_download: bool
     comfy_ready_timeout_s: float
     comfy_log_file: Path
     comfy_pid_file: Path
@@ -141,13 +170,23 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def load_settings(config_path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read config.ini (or $LTX2_CONFIG), apply environment overrides, and check every value."""
+def config_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    path = Path(config_path or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    return Path(env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def read_config(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
     if not parser.read(path, encoding="utf-8"):
         raise SettingsError(f"config file {path} cannot be read")
+    return parser
+
+
+def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read config.ini (or $LTX2_CONFIG), apply environment overrides, and check every value."""
+    env = os.environ if env is None else env
+    path = Path(config_file) if config_file else config_path(env)
+    parser = read_config(path)
     values: dict[str, Any] = {}
     for s in SETTINGS:
         raw = env.get(s.env)

@@ -1,0 +1,58 @@
+"""The model manifest (config.ini's [model.<role>] sections): which files the worker needs, where they come
+from, and their exact size and sha256. Data, not code: adding a file is a config change."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from .settings import Settings, SettingsError, config_path, read_config
+
+SECTION = re.compile(r"model\.(?P<role>[a-z0-9_]+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFile:
+    role: str
+    repo: str
+    revision: str
+    path: str  # inside the hub repo
+    folder: str  # ComfyUI model folder under <volume>/models/
+    size: int
+    sha256: str
+    required: bool
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def target(self, volume: Path) -> Path:
+        return volume / "models" / self.folder / self.name
+
+
+def load_manifest(settings: Settings, config_file: Path | None = None) -> list[ModelFile]:
+    """The files to provision: every required entry, plus the optional roles named in ENABLE_MODELS."""
+    parser = read_config(config_file or config_path())
+    entries = {}
+    for section in parser.sections():
+        match = SECTION.fullmatch(section)
+        if not match:
+            continue
+        s = parser[section]
+        try:
+            entries[match["role"]] = ModelFile(
+                role=match["role"], repo=s["repo"], revision=s["revision"], path=s["path"], folder=s["folder"],
+                size=int(s["size"]), sha256=s.get("sha256", "").strip().lower(), required=s.getboolean("required"))
+        except (KeyError, ValueError) as exc:
+            raise SettingsError(f"[{section}] is incomplete or malformed: {exc}") from None
+    wanted = {r.strip() for r in settings.enable_models.split(",") if r.strip()}
+    unknown = wanted - set(entries)
+    if unknown:
+        raise SettingsError(f"ENABLE_MODELS names unknown roles {sorted(unknown)}; known: {sorted(entries)}")
+    chosen = [m for m in entries.values() if m.required or m.role in wanted]
+    for m in chosen:
+        if m.size <= 0 or not re.fullmatch(r"[0-9a-f]{64}", m.sha256):
+            raise SettingsError(f"[model.{m.role}] needs its exact size and sha256 before it can be provisioned "
+                                "(read them from the file's page on the hub)")
+    return chosen

@@ -1,0 +1,126 @@
+"""Provisioning the network volume: verify every manifest file, download what is missing or bad, one worker
+per file. Shared by entrypoint.sh (at every start) and setup_netvolume.sh (once, on a pod):
+
+    python -m ltx2_worker.provision [--check] [--sha256] [--boot]
+
+--check verifies only (exit 1 and one line per bad file); --sha256 also checks content hashes (remembered,
+so a file is hashed once); --boot writes a failure to BOOT_ERROR_FILE so every job reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .download import ProvisionError, download
+from .locking import VolumeLock
+from .manifest import ModelFile, load_manifest
+from .settings import Settings, SettingsError, load_settings
+from .verify import problem, write_atomically
+
+log = logging.getLogger(__name__)
+WAIT_POLL_S = 2.0
+
+
+def volume_root(settings: Settings) -> Path:
+    volume = settings.volume_path
+    if volume.is_dir():
+        return volume
+    if not settings.allow_container_disk:
+        raise ProvisionError(
+            f"no network volume at {volume}: attach one to the endpoint (about 60 GB), or set "
+            "ALLOW_CONTAINER_DISK=true to download ~45 GB onto the container disk at every cold start")
+    log.warning("no network volume at %s: downloading onto the container disk (ALLOW_CONTAINER_DISK)", volume)
+    volume.mkdir(parents=True, exist_ok=True)
+    return volume
+
+
+def check(settings: Settings, models: list[ModelFile], sha256: bool = False) -> list[str]:
+    """One line per bad or missing file; empty when the volume is ready."""
+    volume = volume_root(settings)
+    lines = []
+    for model in models:
+        started = time.perf_counter()
+        bad = problem(model.target(volume), model, sha256=sha256)
+        if bad:
+            lines.append(f"{model.folder}/{model.name}: {bad}")
+        else:
+            log.info("ok %s/%s (%.2f GB) in %.1f ms", model.folder, model.name, model.size / 1e9,
+                     (time.perf_counter() - started) * 1000)
+    return lines
+
+
+def provision(settings: Settings, models: list[ModelFile], sha256: bool = False) -> None:
+    """Make every file valid on the volume; raises ProvisionError naming the first file that cannot be."""
+    volume = volume_root(settings)
+    for model in models:
+        ensure(settings, volume, model, sha256)
+
+
+def ensure(settings: Settings, volume: Path, model: ModelFile, sha256: bool) -> None:
+    target = model.target(volume)
+    bad = problem(target, model, sha256=sha256)
+    if bad is None:
+        log.info("ok %s/%s", model.folder, model.name)
+        return
+    log.info("%s/%s %s", model.folder, model.name, bad)
+    lock = VolumeLock(target.with_name(target.name + ".lock"), settings.lock_stale_s)
+    give_up = time.monotonic() + settings.provision_wait_s
+    waiting_logged = False
+    while True:
+        if lock.try_acquire():
+            try:
+                bad = problem(target, model, sha256=sha256)  # another worker may have finished it meanwhile
+                if bad is None:
+                    return
+                if target.exists():
+                    target.unlink()  # invalid: it must never be loaded
+                download(model, volume, settings.disk_reserve_mb, settings.sha256_after_download or sha256)
+                return
+            finally:
+                lock.release()
+        if not waiting_logged:
+            log.info("another worker is downloading %s/%s; waiting for it", model.folder, model.name)
+            waiting_logged = True
+        if time.monotonic() > give_up:
+            raise ProvisionError(f"waited {settings.provision_wait_s:g} s for another worker's download of "
+                                 f"{model.folder}/{model.name} (PROVISION_WAIT_S)")
+        time.sleep(WAIT_POLL_S)
+        if not lock.held_by_someone() and problem(target, model, sha256=sha256) is None:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ltx2_worker.provision", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="verify only; download nothing")
+    parser.add_argument("--sha256", action="store_true", help="also check every file's sha256 (remembered)")
+    parser.add_argument("--boot", action="store_true", help="write a failure to BOOT_ERROR_FILE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s provision: %(message)s")
+    settings = None
+    try:
+        settings = load_settings()
+        models = load_manifest(settings)
+        if args.check:
+            lines = check(settings, models, sha256=args.sha256)
+            for line in lines:
+                print(f"BAD {line}")
+            if lines:
+                return 1
+            print(f"OK all {len(models)} model files on {settings.volume_path} are valid")
+            return 0
+        provision(settings, models, sha256=args.sha256)
+        return 0
+    except (ProvisionError, SettingsError, OSError) as exc:
+        message = f"model provisioning failed: {exc}"
+        log.error(message)
+        if args.boot and settings is not None:
+            write_atomically(settings.boot_error_file, message.encode())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
