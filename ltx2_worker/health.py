@@ -7,6 +7,7 @@ ComfyUI's pid file. A job on a broken worker fails at once with the reason inste
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -76,5 +77,17 @@ def worker_problem(settings: Settings) -> Problem | None:
     except OSError as exc:
         text = f"cannot read {settings.boot_error_file}: {exc}"
     if text:
-        return Problem(f"worker start-up failed: {text}", refresh_worker=False)
+        return _boot_problem(text)
     return comfy_exit_problem(settings)
+
+
+def _boot_problem(text: str) -> Problem:
+    """The boot error file holds plain text, or JSON {"message", "refresh_worker"} (a broken GPU asks for a
+    fresh worker; a missing volume would not be helped by one)."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if isinstance(record, dict) and "message" in record:
+        return Problem(f"worker start-up failed: {record['message']}", bool(record.get("refresh_worker")))
+    return Problem(f"worker start-up failed: {text}", refresh_worker=False)

@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = load_settings()
+        if args.boot:
+            settings.boot_error_file.unlink(missing_ok=True)  # a new start: only this start's failures count
         models = load_manifest(settings)
         if args.check:
             lines = check(settings, models, sha256=args.sha256)

@@ -76,6 +76,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("comfy_dir", "comfy", "dir", "COMFYUI_DIR", Path),
     Setting("comfy_output_dir_override", "comfy", "output_dir", "COMFY_OUTPUT_DIR", _optional_path),
     Setting("comfy_http_timeout_s", "comfy", "http_timeout_s", "COMFY_HTTP_TIMEOUT_S", _positive_float),
+    Setting("comfy_python", "comfy", "python", "COMFY_PYTHON", str),
     Setting("comfy_start_timeout_s", "comfy", "start_timeout_s", "COMFY_START_TIMEOUT_S", _positive_float),
     Setting("comfy_extra_args", "comfy", "extra_args", "COMFY_EXTRA_ARGS", str),
     Setting("comfy_reserve_vram_gb", "comfy", "reserve_vram_gb", "COMFY_RESERVE_VRAM_GB", float),
@@ -120,6 +121,7 @@ class Settings:
     comfy_dir: Path
     comfy_output_dir_override: Path | None
     comfy_http_timeout_s: float
+    comfy_python: str
     comfy_start_timeout_s: float
     comfy_extra_args: str
     comfy_reserve_vram_gb: float

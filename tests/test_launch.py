@@ -1,0 +1,138 @@
+"""Launching ComfyUI: GPU-aware flags, extra_model_paths.yaml, readiness, the log and pid files, and what a
+job sees when ComfyUI is gone. A stand-in main.py plays ComfyUI (the real one is the COMFYUI_DIR tier's)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import time
+
+import pytest
+import yaml
+
+from ltx2_worker import health
+from ltx2_worker.launch import Gpu, LaunchError, detect_gpu, extra_model_paths_yaml, gpu_flags, start, wait_ready
+from ltx2_worker.manifest import ModelFile
+from ltx2_worker.settings import load_settings
+from ltx2_worker.worker import Worker
+
+from helpers import free_port
+
+S = load_settings(env={})
+MODELS = [ModelFile("checkpoint", "r", "main", "a.safetensors", "checkpoints", 1, "0" * 64, True),
+          ModelFile("lora", "r", "main", "b.safetensors", "loras", 1, "0" * 64, True),
+          ModelFile("upscaler", "r", "main", "c.safetensors", "latent_upscale_models", 1, "0" * 64, True)]
+
+
+@pytest.mark.parametrize("gpu,flags", [
+    (Gpu("RTX 4090", 24.0, 8.9), ["--lowvram", "--fast", "fp8_matrix_mult", "--reserve-vram", "1.5"]),
+    (Gpu("H100 80GB HBM3", 79.6, 9.0), ["--fast", "fp8_matrix_mult", "--reserve-vram", "1.5"]),
+    (Gpu("A100-SXM4-80GB", 80.0, 8.0), ["--reserve-vram", "1.5"]),
+    (Gpu("RTX A5000", 24.0, 8.6), ["--lowvram", "--reserve-vram", "1.5"]),
+    (None, ["--cpu"]),
+])
+def test_flags_fit_the_gpu(gpu, flags):
+    assert gpu_flags(S, gpu) == flags
+
+
+def test_comfy_extra_args_replace_the_chosen_flags():
+    assert gpu_flags(S.replace(comfy_extra_args="--novram --reserve-vram 3"), Gpu("x", 24, 8.9)) == [
+        "--novram", "--reserve-vram", "3"]
+
+
+def fake_nvidia_smi(tmp_path, monkeypatch, body: str):
+    tool = tmp_path / "bin" / "nvidia-smi"
+    tool.parent.mkdir()
+    tool.write_text(f"#!/bin/sh\n{body}\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}:{os.environ['PATH']}")
+
+
+def test_gpu_is_read_from_nvidia_smi(tmp_path, monkeypatch):
+    fake_nvidia_smi(tmp_path, monkeypatch, 'echo "NVIDIA H100 80GB HBM3, 81559, 9.0"')
+    assert detect_gpu() == Gpu("NVIDIA H100 80GB HBM3", 81559 / 1024, 9.0)
+
+
+def test_a_broken_gpu_asks_for_a_fresh_worker(tmp_path, monkeypatch):
+    fake_nvidia_smi(tmp_path, monkeypatch, 'echo "Unable to determine the device handle for GPU0: Unknown Error" '
+                                           '>&2; exit 15')
+    with pytest.raises(LaunchError, match="Unknown Error") as info:
+        detect_gpu()
+    assert info.value.refresh_worker is True
+
+
+def test_no_nvidia_tools_means_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert detect_gpu() is None
+
+
+def test_extra_model_paths_yaml_points_comfyui_at_the_volume(tmp_path):
+    parsed = yaml.safe_load(extra_model_paths_yaml(tmp_path / "vol", MODELS))
+    assert parsed == {"ltx2_volume": {"base_path": str(tmp_path / "vol" / "models"), "checkpoints": "checkpoints",
+                                      "latent_upscale_models": "latent_upscale_models", "loras": "loras"}}
+
+
+STAND_IN = textwrap.dedent('''
+    """Plays ComfyUI's start: prints, then serves /system_stats on --port (or exits when told to)."""
+    import http.server, os, sys
+    args = sys.argv[1:]
+    print("stand-in ComfyUI starting with", " ".join(args), flush=True)
+    if os.environ.get("STAND_IN_FAIL"):
+        print("Traceback: torch.cuda.OutOfMemoryError: CUDA error: out of memory", flush=True)
+        sys.exit(3)
+    port = int(args[args.index("--port") + 1])
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+''')
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    comfy_dir = tmp_path / "ComfyUI"
+    comfy_dir.mkdir()
+    (comfy_dir / "main.py").write_text(STAND_IN)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: --cpu
+    port = free_port()
+    return load_settings(env={"COMFYUI_DIR": str(comfy_dir), "COMFY_URL": f"http://127.0.0.1:{port}",
+                              "COMFY_PYTHON": os.sys.executable, "COMFY_LOG_FILE": str(tmp_path / "comfy.log"),
+                              "COMFY_PID_FILE": str(tmp_path / "comfy.pid"), "COMFY_START_TIMEOUT_S": "20",
+                              "BOOT_ERROR_FILE": str(tmp_path / "boot-error"), "NETWORK_VOLUME_PATH": str(tmp_path),
+                              "COMFY_READY_TIMEOUT_S": "1"})
+
+
+def test_start_waits_until_ready_and_a_dead_comfyui_fails_the_next_job(stand_in):
+    proc = start(stand_in, MODELS)
+    try:
+        assert wait_ready(stand_in, proc) < 20
+        assert int(stand_in.comfy_pid_file.read_text()) == proc.pid
+        log_text = stand_in.comfy_log_file.read_text()
+        assert "stand-in ComfyUI starting with" in log_text and "--cpu" in log_text
+        assert "--extra-model-paths-config" in log_text and "--output-directory" in log_text
+        assert health.worker_problem(stand_in) is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    problem = health.worker_problem(stand_in)
+    assert problem.refresh_worker is True and "is not running" in problem.message
+    assert "stand-in ComfyUI starting" in problem.message  # the log's last lines
+    out = Worker(stand_in).handle({"id": "j", "input": {"prompt": "x"}})
+    assert out["refresh_worker"] is True and "is not running" in out["error"]
+
+
+def test_comfyui_dying_at_start_is_reported_with_its_log(stand_in, monkeypatch):
+    monkeypatch.setenv("STAND_IN_FAIL", "1")
+    proc = start(stand_in, MODELS)
+    started = time.monotonic()
+    with pytest.raises(LaunchError, match="exited with code 3") as info:
+        wait_ready(stand_in, proc)
+    assert "CUDA error: out of memory" in str(info.value)
+    assert time.monotonic() - started < 15
+
+
+def test_missing_comfyui_is_a_clear_error(stand_in, tmp_path):
+    with pytest.raises(LaunchError, match="no ComfyUI at .*COMFYUI_DIR"):
+        start(stand_in.replace(comfy_dir=tmp_path / "nowhere"), MODELS)
