@@ -1,0 +1,76 @@
+"""Secrets (HF_TOKEN, the bucket keys) never reach a log line or a job's output: known values are set, the
+whole worker runs through the SDK's local API at DEBUG log level (inline result, bucket upload, bad inputs, a
+provisioning failure), and everything it printed or returned is scanned. The one exception is by S3's design:
+a presigned URL names the access key *id* in X-Amz-Credential (never the secret key)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+import requests
+from moto.server import ThreadedMotoServer
+
+from comfy_server import ProtocolComfy
+from helpers import free_port, loopback_env
+
+ROOT = Path(__file__).resolve().parent.parent
+HF_TOKEN = "hf_SECRETtokenVALUE1234567890abcdef"
+ACCESS_KEY = "AKIASECRETACCESSID77"
+SECRET_KEY = "sEcReT/bucket+key/that-must-never-show-0123456789"
+JOB = {"prompt": "a lighthouse", "width": 256, "height": 256, "frame_count": 9, "seed": 3}
+
+
+def test_no_secret_in_any_log_or_output(tmp_path):
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                 region_name="us-east-1").create_bucket(Bucket="ltx2-videos")
+    comfy = ProtocolComfy(output_dir=tmp_path / "output").start()
+    api_port = free_port()
+    env = {**os.environ, **loopback_env(comfy.url, tmp_path / "output", tmp_path), "HF_TOKEN": HF_TOKEN,
+           "BUCKET_ENDPOINT_URL": endpoint, "BUCKET_ACCESS_KEY_ID": ACCESS_KEY, "BUCKET_SECRET_ACCESS_KEY": SECRET_KEY}
+    log_path = tmp_path / "handler.log"
+    outputs = []
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                                 "--rp_api_port", str(api_port), "--rp_log_level", "DEBUG"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{api_port}"
+            give_up = time.monotonic() + 60
+            while True:
+                try:
+                    requests.get(base + "/docs", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    assert time.monotonic() < give_up and proc.poll() is None
+                    time.sleep(0.2)
+            for job in (JOB, {**JOB, "delivery": "url"}, {**JOB, "width": 1000}, {"prompt": HF_TOKEN[:3]}):
+                outputs.append(requests.post(base + "/runsync", json={"input": job}, timeout=60).json())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            comfy.stop()
+    provision = subprocess.run([sys.executable, "-m", "ltx2_worker.provision"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=60, env={**env, "NETWORK_VOLUME_PATH": str(tmp_path / "none")})
+    moto.stop()
+
+    url_job = outputs[1]["output"]
+    assert url_job["video_url"].startswith(endpoint)
+    # SigV4 presigned URLs carry the access key *id* in X-Amz-Credential by design; never the secret key.
+    credential = parse_qs(urlparse(url_job["video_url"]).query)["X-Amz-Credential"][0]
+    assert credential.startswith(ACCESS_KEY + "/")
+    everything = (log_path.read_text() + provision.stdout + provision.stderr + json.dumps(outputs)).replace(
+        url_job["video_url"], "<presigned url>")
+    assert "DEBUG" in log_path.read_text() or "INFO" in log_path.read_text()
+    for secret in (HF_TOKEN, ACCESS_KEY, SECRET_KEY):
+        assert secret not in everything, f"a secret leaked: {secret[:6]}..."
