@@ -61,7 +61,8 @@ class NotModelled(Exception):
 class ProtocolComfy:
     def __init__(self, output_dir: Path, object_info_path: Path = DATA / "object_info.json",
                  model_files: dict[str, list[str]] | None = None, exec_seconds: float = 0.0,
-                 input_dir: Path | None = None):
+                 input_dir: Path | None = None, port: int = 0):
+        self.port = port  # 0: any free port
         self.output_dir = Path(output_dir)
         self.input_dir = Path(input_dir) if input_dir else self.output_dir.parent / "input"
         self.model_files = model_files if model_files is not None else DEFAULT_MODEL_FILES
@@ -107,7 +108,7 @@ class ProtocolComfy:
             web.post("/queue", self._post_queue), web.post("/upload/image", self._upload_image)])
         self._runner = web.AppRunner(app, handle_signals=False)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         self._loop.run_until_complete(site.start())
         self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         self._worker = self._loop.create_task(self._execute_queue())

@@ -238,3 +238,48 @@ def test_other_execution_errors_are_not_retried(worker, comfy):
     comfy.inject("execution_error", exception_type="RuntimeError", exception_message="shape mismatch")
     out = run(worker, SMALL)
     assert "shape mismatch" in out["error"] and len(comfy.submitted) == 1 and comfy.frees == 0
+
+
+def test_a_job_arriving_while_comfyui_starts_waits_for_it(output_dir, tmp_path):
+    import threading
+
+    from helpers import free_port
+
+    port = free_port()
+    worker = Worker(loopback_settings(f"http://127.0.0.1:{port}", output_dir, tmp_path, COMFY_READY_TIMEOUT_S="20"))
+    late = ProtocolComfy(output_dir=output_dir, port=port)
+    timer = threading.Timer(1.5, late.start)
+    timer.start()
+    try:
+        out = run(worker, SMALL)
+    finally:
+        timer.join()
+        late.stop()
+    assert "error" not in out, out
+    assert out["timings"]["comfy_startup_wait"] >= 1.0
+
+
+def test_result_over_the_inline_limit_goes_to_the_bucket(comfy, output_dir, tmp_path, monkeypatch):
+    import boto3
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3.start()
+    try:
+        host, port = s3.get_host_and_port()
+        keys = {"BUCKET_ENDPOINT_URL": f"http://{host}:{port}", "BUCKET_ACCESS_KEY_ID": "AKIAEXAMPLE",
+                "BUCKET_SECRET_ACCESS_KEY": "example-secret"}
+        boto3.client("s3", endpoint_url=keys["BUCKET_ENDPOINT_URL"], aws_access_key_id="AKIAEXAMPLE",
+                     aws_secret_access_key="example-secret", region_name="us-east-1").create_bucket(Bucket="clips")
+        for key, value in keys.items():
+            monkeypatch.setenv(key, value)
+        worker = make_worker(comfy, output_dir, tmp_path, MAX_INLINE_MB="0.001", BUCKET_NAME="clips")
+        out = run(worker, SMALL)
+        assert "video" not in out and out["video_url"].startswith(keys["BUCKET_ENDPOINT_URL"] + "/clips/ltx2/job-1-")
+        from helpers import mp4_facts
+
+        assert mp4_facts(requests.get(out["video_url"], timeout=10).content)["frames"] == 9
+        assert files_under(output_dir) == []
+    finally:
+        s3.stop()
