@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from comfy_server import ProtocolComfy  # noqa: E402
-from helpers import files_under, free_port, loopback_env  # noqa: E402
+from helpers import LocalApi, files_under, loopback_env  # noqa: E402
 
 JOB = {"prompt": "a lighthouse at dusk, waves", "width": 512, "height": 288, "frame_count": 17}
 
@@ -43,38 +42,19 @@ def main() -> None:
         tmp_path = Path(tmp)
         output_dir = tmp_path / "output"
         with ProtocolComfy(output_dir=output_dir) as comfy:
-            port = free_port()
-            env = {**os.environ, **loopback_env(comfy.url, output_dir, tmp_path)}
-            log = open(tmp_path / "handler.log", "w")
-            proc = subprocess.Popen([sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-                                     "--rp_api_port", str(port)], cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
-            base = f"http://127.0.0.1:{port}"
-            try:
-                give_up = time.monotonic() + 60
-                while True:
-                    try:
-                        requests.get(base + "/docs", timeout=1)
-                        break
-                    except requests.ConnectionError:
-                        if proc.poll() is not None or time.monotonic() > give_up:
-                            raise SystemExit("handler.py did not start") from None
-                        time.sleep(0.2)
+            with LocalApi(loopback_env(comfy.url, output_dir, tmp_path), tmp_path / "handler.log") as api:
                 session = requests.Session()
                 for i in range(5):  # warm-up: imports and first allocations are not a leak
-                    session.post(base + "/runsync", json={"input": {**JOB, "seed": i}}, timeout=60)
-                before = process_stats(proc.pid)
+                    session.post(api.base + "/runsync", json={"input": {**JOB, "seed": i}}, timeout=60)
+                before = process_stats(api.proc.pid)
                 times, failures = [], 0
                 for i in range(args.jobs):
                     started = time.perf_counter()
-                    body = session.post(base + "/runsync", json={"input": {**JOB, "seed": 1000 + i}}, timeout=60).json()
+                    body = session.post(api.base + "/runsync", json={"input": {**JOB, "seed": 1000 + i}},
+                                        timeout=60).json()
                     times.append(time.perf_counter() - started)
                     failures += body.get("status") != "COMPLETED"
-                after = process_stats(proc.pid)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=10)
-                log.close()
+                after = process_stats(api.proc.pid)
             left = files_under(output_dir)
     ordered = sorted(times)
     print(f"{args.jobs} jobs through /runsync (512x288x17 MP4), {failures} failed")

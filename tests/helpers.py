@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
+import requests
 
-from ltx2_worker.settings import Settings, load_settings
+from ltx2_worker.settings import ROOT, Settings, load_settings
 
 
 def free_port() -> int:
@@ -53,3 +59,47 @@ def loopback_settings(comfy_url: str, output_dir: Path, tmp: Path, **extra: str)
 
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+class LocalApi:
+    """`handler.py` (or entrypoint.sh) serving RunPod's local API on a free loopback port, its output in a log
+    file; a context manager that waits until /docs answers (deadline `start_s`) and stops the process after."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, command: tuple[str, ...] | None = None,
+                 extra_args: tuple[str, ...] = (), start_s: float = 60):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.argv = [*(command or (sys.executable, "handler.py")), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                     "--rp_api_port", str(self.port), *extra_args]
+        self.env = {**os.environ, **env}
+        self.start_s = start_s
+
+    def __enter__(self) -> LocalApi:
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        give_up = time.monotonic() + self.start_s
+        while True:
+            try:
+                requests.get(self.base + "/docs", timeout=1)
+                return self
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > give_up:
+                self.__exit__()
+                raise RuntimeError(f"the local API did not come up: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+    def runsync(self, job_input: dict, timeout: float = 120) -> dict:
+        return requests.post(self.base + "/runsync", json={"input": job_input}, timeout=timeout).json()

@@ -4,9 +4,6 @@ the earlier package's request POSTed to /runsync, and progress posted to a RunPo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +14,7 @@ import pytest
 import requests
 
 from comfy_server import ProtocolComfy
-from helpers import decode_video_field, files_under, free_port, loopback_env
+from helpers import LocalApi, decode_video_field, files_under, loopback_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EARLIER_PACKAGE_REQUEST = {"prompt": "a red fox running through snow", "negative_prompt": "blurry",
@@ -48,29 +45,12 @@ def stack(tmp_path_factory):
     comfy = ProtocolComfy(output_dir=output_dir, exec_seconds=1.0).start()
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _ProgressSink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    port = free_port()
-    env = {**os.environ, **loopback_env(comfy.url, output_dir, tmp),
+    env = {**loopback_env(comfy.url, output_dir, tmp),
            "RUNPOD_WEBHOOK_POST_OUTPUT": f"http://127.0.0.1:{sink.server_port}/job-done?id=$ID",
            "PROGRESS_INTERVAL_S": "0.2"}
-    log = open(tmp / "handler.log", "w")
-    proc = subprocess.Popen([sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-                             "--rp_api_port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    give_up = time.monotonic() + START_DEADLINE_S
-    while True:
-        try:
-            if requests.get(base + "/docs", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > give_up:
-            proc.kill()
-            pytest.fail(f"handler.py did not serve the local API: {(tmp / 'handler.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    yield {"base": base, "comfy": comfy, "output_dir": output_dir, "log": tmp / "handler.log"}
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    api = LocalApi(env, tmp / "handler.log").__enter__()
+    yield {"base": api.base, "comfy": comfy, "output_dir": output_dir, "log": tmp / "handler.log"}
+    api.__exit__()
     sink.shutdown()
     comfy.stop()
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
 from test_provision import FILES, make_config
 
-from helpers import free_port
+from helpers import LocalApi
 from hf_server import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,27 +50,10 @@ def test_unknown_option_is_refused(tmp_path):
 
 
 def test_entrypoint_starts_the_handler_even_when_provisioning_fails(tmp_path):
-    port = free_port()
-    env = {**os.environ, "WORKER_PYTHON": sys.executable, "LTX2_CONFIG": str(make_config(tmp_path)),
+    env = {"WORKER_PYTHON": sys.executable, "LTX2_CONFIG": str(make_config(tmp_path)),
            "NETWORK_VOLUME_PATH": str(tmp_path / "no-volume"), "BOOT_ERROR_FILE": str(tmp_path / "boot-error"),
            "COMFY_LOG_FILE": str(tmp_path / "comfy.log"), "COMFY_PID_FILE": str(tmp_path / "comfy.pid")}
-    log = open(tmp_path / "entrypoint.log", "w")
-    proc = subprocess.Popen(["bash", "entrypoint.sh", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-                             "--rp_api_port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        give_up = time.monotonic() + 60
-        while True:
-            try:
-                r = requests.post(f"http://127.0.0.1:{port}/runsync", json={"input": {"prompt": "x"}}, timeout=10)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < give_up, (tmp_path / "entrypoint.log").read_text()
-                time.sleep(0.3)
-        body = r.json()
-        assert body["status"] == "FAILED"
-        assert body["error"].startswith("worker start-up failed: model provisioning failed: no network volume at")
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=10)
-        log.close()
+    with LocalApi(env, tmp_path / "entrypoint.log", command=("bash", "entrypoint.sh")) as api:
+        body = api.runsync({"prompt": "x"}, timeout=30)
+    assert body["status"] == "FAILED"
+    assert body["error"].startswith("worker start-up failed: model provisioning failed: no network volume at")

@@ -9,16 +9,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import boto3
-import requests
 from moto.server import ThreadedMotoServer
 
 from comfy_server import ProtocolComfy
-from helpers import free_port, loopback_env
+from helpers import LocalApi, loopback_env
 
 ROOT = Path(__file__).resolve().parent.parent
 HF_TOKEN = "hf_SECRETtokenVALUE1234567890abcdef"
@@ -35,33 +33,18 @@ def test_no_secret_in_any_log_or_output(tmp_path):
     boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
                  region_name="us-east-1").create_bucket(Bucket="ltx2-videos")
     comfy = ProtocolComfy(output_dir=tmp_path / "output").start()
-    api_port = free_port()
-    env = {**os.environ, **loopback_env(comfy.url, tmp_path / "output", tmp_path), "HF_TOKEN": HF_TOKEN,
+    env = {**loopback_env(comfy.url, tmp_path / "output", tmp_path), "HF_TOKEN": HF_TOKEN,
            "BUCKET_ENDPOINT_URL": endpoint, "BUCKET_ACCESS_KEY_ID": ACCESS_KEY, "BUCKET_SECRET_ACCESS_KEY": SECRET_KEY}
     log_path = tmp_path / "handler.log"
-    outputs = []
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-                                 "--rp_api_port", str(api_port), "--rp_log_level", "DEBUG"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            base = f"http://127.0.0.1:{api_port}"
-            give_up = time.monotonic() + 60
-            while True:
-                try:
-                    requests.get(base + "/docs", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    assert time.monotonic() < give_up and proc.poll() is None
-                    time.sleep(0.2)
-            for job in (JOB, {**JOB, "delivery": "url"}, {**JOB, "width": 1000}, {"prompt": HF_TOKEN[:3]}):
-                outputs.append(requests.post(base + "/runsync", json={"input": job}, timeout=60).json())
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-            comfy.stop()
+    try:
+        with LocalApi(env, log_path, extra_args=("--rp_log_level", "DEBUG")) as api:
+            outputs = [api.runsync(job, timeout=60) for job in
+                       (JOB, {**JOB, "delivery": "url"}, {**JOB, "width": 1000}, {"prompt": HF_TOKEN[:3]})]
+    finally:
+        comfy.stop()
     provision = subprocess.run([sys.executable, "-m", "ltx2_worker.provision"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=60, env={**env, "NETWORK_VOLUME_PATH": str(tmp_path / "none")})
+                               text=True, timeout=60,
+                               env={**os.environ, **env, "NETWORK_VOLUME_PATH": str(tmp_path / "none")})
     moto.stop()
 
     url_job = outputs[1]["output"]
