@@ -1,0 +1,115 @@
+"""The second tier: the worker against a real ComfyUI v0.26.2, started with the package's own launch code on
+127.0.0.1. Runs only when COMFYUI_DIR points at a checkout whose requirements are installed in COMFY_PYTHON
+(default: this interpreter); skipped otherwise, as on CI (ComfyUI is not on PyPI).
+
+The model files here are placeholders under the four real names: enough for ComfyUI's prompt validation
+(which lists the files in its model folders) and for its loaders to fail the way a corrupt volume makes them
+fail, which the worker must report by node.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from ltx2_worker import launch
+from ltx2_worker.comfy import ComfyClient
+from ltx2_worker.job import parse_request
+from ltx2_worker.manifest import load_manifest
+from ltx2_worker.settings import load_settings
+from ltx2_worker.worker import Worker
+from ltx2_worker.workflow import DISTILLED_CHECKPOINT, Workflow
+
+from helpers import files_under, free_port
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
+COMFY_PYTHON = os.environ.get("COMFY_PYTHON", sys.executable)
+
+
+def _comfyui_usable() -> str | None:
+    if not COMFYUI_DIR or not (Path(COMFYUI_DIR) / "main.py").is_file():
+        return "COMFYUI_DIR does not point at a ComfyUI checkout"
+    probe = subprocess.run([COMFY_PYTHON, "-c", "import torch, aiohttp, av"], capture_output=True, timeout=120)
+    return None if probe.returncode == 0 else f"{COMFY_PYTHON} cannot import ComfyUI's requirements"
+
+
+pytestmark = pytest.mark.skipif(bool(reason := _comfyui_usable()), reason=reason or "")
+EARLIER_PACKAGE_REQUEST = {"prompt": "a red fox running through snow", "negative_prompt": "blurry",
+                           "width": 1280, "height": 720, "frame_count": 121, "seed": 42}
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    """A real ComfyUI on a free loopback port, models found through the package's extra_model_paths.yaml."""
+    tmp = tmp_path_factory.mktemp("real-comfyui")
+    env = {"COMFYUI_DIR": COMFYUI_DIR, "COMFY_PYTHON": COMFY_PYTHON, "COMFY_URL": f"http://127.0.0.1:{free_port()}",
+           "NETWORK_VOLUME_PATH": str(tmp / "volume"), "COMFY_OUTPUT_DIR": str(tmp / "output"),
+           "COMFY_LOG_FILE": str(tmp / "comfyui.log"), "COMFY_PID_FILE": str(tmp / "comfyui.pid"),
+           "BOOT_ERROR_FILE": str(tmp / "boot-error"), "COMFY_EXTRA_ARGS": "--cpu", "COMFY_START_TIMEOUT_S": "240",
+           "JOB_TIMEOUT_S": "120"}
+    settings = load_settings(env=env)
+    models = load_manifest(settings)
+    for model in models:  # placeholders: listed by ComfyUI, rejected by its loaders like a truncated file
+        model.target(settings.volume_path).parent.mkdir(parents=True, exist_ok=True)
+        model.target(settings.volume_path).write_bytes(b"\0" * 64)
+    (settings.volume_path / "models" / "checkpoints" / DISTILLED_CHECKPOINT).write_bytes(b"\0" * 64)
+    proc = launch.start(settings, models)
+    try:
+        launch.wait_ready(settings, proc)
+        yield settings
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _validate(settings, graph) -> requests.Response:
+    """POST /prompt: 200 means ComfyUI's validation passed (the prompt is then queued and fails on the
+    placeholder weights, which is fine here)."""
+    return requests.post(settings.comfy_url + "/prompt", json={"prompt": graph, "client_id": "tier2"}, timeout=30)
+
+
+@pytest.mark.parametrize("job", [
+    EARLIER_PACKAGE_REQUEST,
+    {"prompt": "x", "aspect_ratio": "9:16", "frame_count": 17, "fps": 30, "steps": 8, "cfg": 3.0},
+    {"prompt": "x", "width": 352, "height": 288, "audio": False},
+    {"prompt": "x", "mode": "distilled"},
+], ids=["earlier-request", "portrait-30fps", "small-no-audio", "distilled"])
+def test_real_comfyui_accepts_the_patched_workflow(comfy, job):
+    graph = Workflow.load().build(parse_request(job, comfy), "ltx2/tier2")
+    r = _validate(comfy, graph)
+    assert r.status_code == 200, r.text
+    assert r.json()["node_errors"] == {}
+
+
+def test_real_comfyui_accepts_the_image_to_video_graph(comfy):
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 360), (10, 120, 200)).save(buf, "PNG")
+    name = ComfyClient(comfy.comfy_url).upload_image(buf.getvalue(), "tier2-first-frame.png")
+    req = parse_request({"prompt": "x", "image": base64.b64encode(buf.getvalue()).decode()}, comfy)
+    r = _validate(comfy, Workflow.load().build(req, "ltx2/tier2-i2v", name))
+    assert r.status_code == 200, r.text
+
+
+def test_real_comfyui_rejects_a_bad_value_the_way_the_worker_reports(comfy):
+    graph = Workflow.load().build(parse_request({"prompt": "x"}, comfy), "ltx2/tier2")
+    graph["75"]["inputs"]["codec"] = "vp9"
+    r = _validate(comfy, graph)
+    assert r.status_code == 400 and r.json()["node_errors"]["75"]["errors"][0]["type"] == "value_not_in_list"
+
+
+def test_a_corrupt_model_fails_the_job_naming_the_node(comfy):
+    out = Worker(comfy).handle({"id": "tier2-corrupt", "input": {**EARLIER_PACKAGE_REQUEST, "frame_count": 9}})
+    assert "error" in out, out
+    assert "failed" in out["error"] and "Loader" in out["error"], out["error"]
+    assert files_under(comfy.comfy_output_dir / "ltx2") == []
