@@ -1,0 +1,429 @@
+"""The delivery files, checked without Docker: the linters pass on every file they cover (hadolint, shellcheck,
+actionlint), and the Dockerfile, compose file, workflows, RunPod Hub files, test input and n8n flow say what the
+code really does (fields it accepts and returns, settings it reads, ports and paths it uses)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ltx2_worker.job import InputError, parse_request
+from ltx2_worker.settings import SETTINGS, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DOCKERFILE = ROOT / "Dockerfile"
+COMFYUI_TAG = "v0.26.2"
+SETTING = {s.env: s for s in SETTINGS}
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _json(rel: str):
+    return json.loads((ROOT / rel).read_text(encoding="utf-8"))
+
+
+def _yaml(rel: str):
+    return yaml.safe_load((ROOT / rel).read_text(encoding="utf-8"))
+
+
+# --- linters -------------------------------------------------------------------------------------------------
+
+def test_hadolint_passes_on_the_dockerfile():
+    result = _run(BIN / "hadolint", "--config", ".hadolint.yaml", "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_would_fail_on_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu\nRUN cd /tmp && apt-get install curl\n", encoding="utf-8")
+    result = _run(BIN / "hadolint", "--config", ROOT / ".hadolint.yaml", bad)
+    assert result.returncode != 0 and "DL3006" in result.stdout, result.stdout
+
+
+def test_every_ignored_hadolint_rule_is_explained():
+    config = _yaml(".hadolint.yaml")
+    text = (ROOT / ".hadolint.yaml").read_text(encoding="utf-8")
+    for rule in config.get("ignored", []):
+        assert re.search(rf"#\s*{rule}\b", text), f".hadolint.yaml ignores {rule} without a comment saying why"
+
+
+def _shell_scripts() -> list[Path]:
+    skip = {".venv", ".git", "runpod-volume", "node_modules"}
+    scripts = [p for p in ROOT.rglob("*.sh") if not skip & set(p.relative_to(ROOT).parts)]
+    return sorted(scripts + [ROOT / ".ci" / "run"])
+
+
+def test_shellcheck_passes_on_every_shell_script():
+    scripts = _shell_scripts()
+    assert {"entrypoint.sh", "setup_netvolume.sh", "run.sh"} <= {p.name for p in scripts}
+    result = _run(BIN / "shellcheck", *scripts)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_passes_on_the_workflows():
+    result = _run(BIN / "actionlint", "-shellcheck", BIN / "shellcheck")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_would_fail_on_a_bad_workflow(tmp_path):
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "bad.yml").write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n",
+        encoding="utf-8")
+    result = _run(BIN / "actionlint", "-shellcheck", BIN / "shellcheck", cwd=tmp_path)
+    assert result.returncode != 0, result.stdout
+
+
+# --- Dockerfile ------------------------------------------------------------------------------------------------
+
+def _dockerfile() -> str:
+    return DOCKERFILE.read_text(encoding="utf-8")
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in _dockerfile().splitlines()
+                                           if not line.lstrip().startswith("#")))
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, rest in _instructions():
+        if word == "ENV":
+            env.update(dict(re.findall(r"([A-Z_][A-Z0-9_]*)=(\S+)", rest)))
+    return env
+
+
+def _args() -> dict[str, str]:
+    return dict(re.findall(r"^ARG ([A-Z_]+)=(\S+)", _dockerfile(), re.M))
+
+
+def test_base_images_are_pinned_by_tag_and_digest():
+    args = _args()
+    froms = [rest.split()[0] for word, rest in _instructions() if word == "FROM"]
+    assert froms, "no FROM"
+    for image in froms:
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), f"{image} is not pinned by tag+digest"
+    assert "nvidia/cuda:12.8" in args["CUDA_IMAGE"], "the CUDA runtime must match torch's cu128 wheels"
+
+
+def test_torch_and_comfyui_are_pinned_and_match():
+    args = _args()
+    assert args["COMFYUI_VERSION"] == COMFYUI_TAG
+    assert args["TORCH_INDEX_URL"].endswith("/cu128")
+    assert re.search(r"git clone --depth 1 --branch \"\$\{COMFYUI_VERSION\}\"", _dockerfile())
+    assert args["COMFYUI_REPO"] in ("https://github.com/comfyanonymous/ComfyUI.git",
+                                    "https://github.com/Comfy-Org/ComfyUI.git")
+    pins = {}
+    for line in (ROOT / "docker" / "comfyui-constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"unpinned line in docker/comfyui-constraints.txt: {line}"
+            pins[name.lower()] = version
+    for name in ("torch", "torchvision", "torchaudio"):
+        assert pins[name].endswith("+cu128"), f"{name} must be the cu128 build, got {pins[name]}"
+    assert pins["torch"].split("+")[0] == pins["torchaudio"].split("+")[0]
+    assert "custom_nodes" not in _dockerfile().replace("#", ""), "no custom node packs: core nodes only"
+
+
+def test_two_venvs_and_the_layer_order_keep_code_changes_cheap():
+    steps = [f"{w} {r}" for w, r in _instructions()]
+
+    def index(pattern: str) -> int:
+        hits = [i for i, s in enumerate(steps) if re.search(pattern, s)]
+        assert hits, f"no Dockerfile step matches {pattern}"
+        return hits[0]
+
+    torch = index(r"uv pip install .*torch torchvision torchaudio")
+    comfy = index(r"git clone")
+    worker_reqs = index(r"uv pip install --python \"\$\{WORKER_PYTHON\}\" -r requirements.txt")
+    code = index(r"^COPY \. \.")
+    assert torch < comfy < worker_reqs < code == len(steps) - 2, steps
+    assert steps[-1].startswith("CMD") and "entrypoint.sh" in steps[-1]
+    env = _env()
+    assert env["COMFY_PYTHON"] != env["WORKER_PYTHON"]
+    assert env["PATH"].startswith(str(Path(env["WORKER_PYTHON"]).parent)), "python must be the worker's venv"
+
+
+def test_image_environment_matches_the_settings_and_entrypoint():
+    env = _env()
+    defaults = load_settings(env={})
+    assert Path(env["COMFYUI_DIR"]) == defaults.comfy_dir, "COMFYUI_DIR in the image and config.ini differ"
+    assert "COMFY_PYTHON" in SETTING, "the launcher must read COMFY_PYTHON"
+    entrypoint = (ROOT / "entrypoint.sh").read_text(encoding="utf-8")
+    assert "WORKER_PYTHON" in entrypoint
+    assert re.search(r'handler\.py "\$@"', entrypoint), "entrypoint.sh must pass its arguments to handler.py"
+    image_only = {"PATH", "PYTHONUNBUFFERED"}
+    sys.path.insert(0, str(ROOT / "tools"))
+    import settings_table
+
+    for name in env:
+        if name in image_only or name.startswith("UV_"):
+            continue
+        assert name in settings_table.table_names(), f"the image sets {name}, which the settings table lacks"
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """.dockerignore semantics for plain patterns: the last matching pattern wins, ! re-includes."""
+    result = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, pattern.replace("**/", "")) for p in prefixes):
+            result = not negate
+    return result
+
+
+def test_dockerignore_keeps_what_the_image_runs_and_drops_the_rest():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")]
+    for needed in ("handler.py", "config.ini", "workflow_api.json", "entrypoint.sh", "setup_netvolume.sh",
+                   "requirements.txt", "constraints.txt", "docker/comfyui-constraints.txt", "test_input.json",
+                   "ltx2_worker/worker.py", "ltx2_worker/settings.py"):
+        assert (ROOT / needed).exists(), needed
+        assert not _ignored(needed, patterns), f".dockerignore drops {needed}, which the image needs"
+    for dropped in (".git/HEAD", ".venv/bin/python", "tests/test_job.py", "runpod-volume/models/x",
+                    "ltx2_worker/__pycache__/x.pyc", "examples/n8n/README.md"):
+        assert _ignored(dropped, patterns), f".dockerignore lets {dropped} into the build context"
+
+
+# --- local run -------------------------------------------------------------------------------------------------
+
+def test_compose_builds_mounts_the_volume_requests_a_gpu_and_serves_the_local_api():
+    compose = _yaml("docker-compose.yml")
+    (service,) = compose["services"].values()
+    assert service["build"] in (".", {"context": "."})
+    assert "./runpod-volume:/runpod-volume" in service["volumes"]
+    assert service["environment"]["NETWORK_VOLUME_PATH"] == "/runpod-volume"
+    device = service["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    command = service["command"]
+    assert command[:2] == ["bash", "/app/entrypoint.sh"], "compose's command replaces the image's CMD"
+    flags = command[2:]
+    assert flags[:1] == ["--rp_serve_api"] and flags[flags.index("--rp_api_host") + 1] == "0.0.0.0"
+    port = flags[flags.index("--rp_api_port") + 1]
+    assert f"{port}:{port}" in service["ports"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert quick.strip().startswith("docker compose up --build")
+    assert f"http://localhost:{port}/runsync" in quick and "@test_input.json" in quick
+    assert 'base64.b64decode(o["video"])' in quick
+
+
+def _valid(raw: dict) -> object:
+    try:
+        return parse_request(raw, load_settings(env={}))
+    except InputError as exc:  # pragma: no cover - the assertion message is the point
+        pytest.fail(f"the worker refuses {raw}: {exc}")
+
+
+def test_test_input_is_a_small_valid_request_with_a_fixed_seed():
+    raw = _json("test_input.json")["input"]
+    req = _valid(raw)
+    assert (req.width, req.height, req.frame_count) == (768, 512, 49)
+    assert raw["seed"] >= 0 and req.seed == raw["seed"]
+
+
+# --- GitHub Actions --------------------------------------------------------------------------------------------
+
+def _workflow(name: str) -> dict:
+    wf = _yaml(f".github/workflows/{name}")
+    wf["on"] = wf.pop(True, wf.get("on"))  # YAML 1.1 reads the key `on` as true
+    return wf
+
+
+def _steps(wf: dict) -> list[dict]:
+    return [step for job in wf["jobs"].values() for step in job.get("steps", [])]
+
+
+def test_every_action_is_pinned_by_commit_sha():
+    for path in (ROOT / ".github" / "workflows").glob("*.yml"):
+        for step in _steps(_workflow(path.name)):
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), f"{path.name}: {step['uses']}"
+
+
+def test_ci_runs_the_readme_test_command_and_every_linter():
+    wf = _workflow("ci.yml")
+    assert {"push", "pull_request", "workflow_call"} <= set(wf["on"])
+    runs = " ".join(step.get("run", "") for step in _steps(wf))
+    for command in ("bash tests/run.sh", "ruff check", "hadolint", "shellcheck", "actionlint"):
+        assert command in runs, f"ci.yml does not run {command}"
+
+
+def test_image_is_built_after_the_tests_and_pushed_to_ghcr_with_the_gha_cache():
+    wf = _workflow("image.yml")
+    assert wf["jobs"]["test"]["uses"] == "./.github/workflows/ci.yml"
+    image = wf["jobs"]["image"]
+    assert image["needs"] == "test" and image["permissions"]["packages"] == "write"
+    by_action = {step["uses"].split("@")[0]: step for step in image["steps"] if "uses" in step}
+    build = by_action["docker/build-push-action"]["with"]
+    assert build["cache-from"] == "type=gha" and build["cache-to"].startswith("type=gha")
+    assert "steps.meta.outputs.tags" in build["tags"]
+    assert by_action["docker/login-action"]["with"]["registry"] == "ghcr.io"
+    meta = by_action["docker/metadata-action"]["with"]
+    assert meta["images"].startswith("ghcr.io/")
+    tags = meta["tags"]
+    assert "type=semver" in tags and "type=sha" in tags and "value=latest,enable={{is_default_branch}}" in tags
+    assert wf["on"]["push"]["branches"] == ["main"] and "v*" in wf["on"]["push"]["tags"]
+
+
+# --- RunPod Hub ------------------------------------------------------------------------------------------------
+
+# RunPod's serverless GPU pools and their memory in GB.
+POOL_VRAM = {"AMPERE_16": 16, "AMPERE_24": 24, "ADA_24": 24, "ADA_32_PRO": 32, "AMPERE_48": 48,
+             "ADA_48_PRO": 48, "AMPERE_80": 80, "ADA_80_PRO": 80, "BLACKWELL_96": 96, "HOPPER_141": 141,
+             "BLACKWELL_180": 180}
+
+
+def test_hub_json_has_the_fields_the_hub_reads():
+    hub = _json(".runpod/hub.json")
+    assert hub["title"] and hub["description"] and hub["type"] == "serverless" and hub["category"] == "video"
+    config = hub["config"]
+    assert config["runsOn"] == "GPU" and config["gpuCount"] == 1
+    assert isinstance(config["containerDiskInGb"], int) and config["containerDiskInGb"] >= 30
+    assert all(float(v) >= 12.8 for v in config["allowedCudaVersions"]), "the image needs CUDA 12.8+ drivers"
+    pools = config["gpuIds"].split(",")
+    assert set(pools) <= set(POOL_VRAM), f"unknown GPU pool in {pools}"
+    vram = [POOL_VRAM[p] for p in pools]
+    big = [v >= 48 for v in vram]
+    assert big[0] and big == sorted(big, reverse=True), "GPUs with 48 GB or more must be listed first"
+    assert "10" in hub["description"] and "licen" in hub["description"].lower()
+
+
+def test_hub_env_entries_are_complete_and_their_defaults_are_the_workers():
+    hub = _json(".runpod/hub.json")
+    comments, values = _settings_table().config_comments()
+    keys = []
+    for entry in hub["config"]["env"]:
+        key, field = entry["key"], entry["input"]
+        keys.append(key)
+        assert field["name"] and field["description"] and field["type"] in ("string", "number", "boolean"), key
+        assert "default" in field, key
+        setting = SETTING.get(key)
+        if setting is None:
+            assert field["default"] in ("", None), f"{key}: only settings of config.ini may have a default"
+            continue
+        given = str(field["default"]).lower() if field["type"] == "boolean" else str(field["default"])
+        assert setting.parse(given) == setting.parse(values[(setting.section, setting.key)]), \
+            f"hub.json's default for {key} ({field['default']!r}) differs from config.ini's"
+    assert len(keys) == len(set(keys))
+    for preset in hub["config"].get("presets", []):
+        assert preset["name"] and set(preset["defaults"]) <= set(keys)
+        for key, value in preset["defaults"].items():
+            SETTING[key].parse(str(value))
+
+
+def test_hub_tests_send_valid_requests():
+    tests = _json(".runpod/tests.json")
+    assert tests["tests"]
+    for case in tests["tests"]:
+        assert case["name"] and isinstance(case["timeout"], int) and case["timeout"] > 0
+        _valid(case["input"])
+    for entry in tests["config"]["env"]:
+        if entry["key"] in SETTING:
+            SETTING[entry["key"]].parse(entry["value"])
+
+
+def _settings_table():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import settings_table
+
+    return settings_table
+
+
+# --- n8n -------------------------------------------------------------------------------------------------------
+
+def _flow() -> dict:
+    (path,) = (ROOT / "examples" / "n8n").glob("*.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _node(flow: dict, type_: str) -> list[dict]:
+    return [n for n in flow["nodes"] if n["type"] == f"n8n-nodes-base.{type_}"]
+
+
+def test_n8n_flow_is_importable_and_its_connections_are_sound():
+    flow = _flow()
+    names = [n["name"] for n in flow["nodes"]]
+    assert len(names) == len(set(names))
+    for node in flow["nodes"]:
+        assert node["id"] and node["type"].startswith("n8n-nodes-base.") and node["typeVersion"]
+        assert len(node["position"]) == 2
+    for source, outputs in flow["connections"].items():
+        assert source in names
+        for branch in outputs["main"]:
+            for link in branch:
+                assert link["node"] in names
+
+
+def test_n8n_flow_submits_with_run_and_polls_status_with_a_cap():
+    flow = _flow()
+    http = {n["name"]: n for n in _node(flow, "httpRequest")}
+    submit = next(n for n in http.values() if n["parameters"].get("method") == "POST")
+    assert submit["parameters"]["url"].endswith("/run")
+    assert "{{" in submit["parameters"]["url"], "the endpoint id is a variable"
+    status = next(n for n in http.values() if "/status/" in n["parameters"]["url"])
+    for node in (submit, status):
+        assert node["parameters"]["genericAuthType"] == "httpHeaderAuth" and "httpHeaderAuth" in node["credentials"]
+    (wait,) = _node(flow, "wait")
+    conns = flow["connections"]
+    assert conns[submit["name"]]["main"][0][0]["node"] == wait["name"]
+    # the loop: some IF's true branch goes back to the Wait node, and its condition is a poll count
+    loop_ifs = [n for n in _node(flow, "if") if any(link["node"] == wait["name"]
+                                                    for link in conns.get(n["name"], {}).get("main", [[]])[0])]
+    assert loop_ifs, "no IF node loops back to the Wait node"
+    condition = loop_ifs[0]["parameters"]["conditions"]["conditions"][0]
+    assert condition["operator"] == {"type": "number", "operation": "lt"} and "polls" in json.dumps(condition)
+    config = {a["name"]: a["value"] for n in _node(flow, "set")
+              for a in n["parameters"]["assignments"]["assignments"]}
+    assert isinstance(config["max_polls"], int) and 0 < config["max_polls"] <= 1000
+
+
+def test_n8n_flow_handles_every_final_status_and_makes_a_file():
+    flow = _flow()
+    (switch,) = _node(flow, "switch")
+    keys = [rule["outputKey"] for rule in switch["parameters"]["rules"]["values"]]
+    assert keys == ["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]
+    assert switch["parameters"]["options"]["fallbackOutput"] == "extra"
+    outputs = flow["connections"][switch["name"]]["main"]
+    assert len(outputs) == len(keys) + 1 and all(outputs)
+    (convert,) = _node(flow, "convertToFile")
+    assert convert["parameters"]["operation"] == "toBinary"
+    assert convert["parameters"]["sourceProperty"] == "output.video"
+    assert convert["parameters"]["options"]["mimeType"] == "video/mp4"
+    assert "output.video_url" in json.dumps(flow)
+    assert len(_node(flow, "stopAndError")) >= 1
+
+
+def test_n8n_request_is_one_the_worker_accepts_and_it_reads_fields_the_worker_returns():
+    flow = _flow()
+    submit = next(n for n in _node(flow, "httpRequest") if n["parameters"].get("method") == "POST")
+    body = submit["parameters"]["jsonBody"]
+    fields = dict(re.findall(r"(\w+): \$json\.(\w+)", body))
+    assert "prompt" in fields
+    config = {a["name"]: a["value"] for n in _node(flow, "set")
+              for a in n["parameters"]["assignments"]["assignments"]}
+    _valid({field: config[source] for field, source in fields.items()})
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "ltx2_worker").glob("*.py"))
+    for field in set(re.findall(r"output\??\.(\w+)", json.dumps(flow))):
+        assert f'"{field}"' in source, f"the n8n flow reads output.{field}, which the worker never returns"
