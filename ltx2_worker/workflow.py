@@ -43,6 +43,9 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "upsampler": ("LTXVLatentUpsampler", ("samples",)),
     "av_latent_stage1": ("LTXVConcatAVLatent", ("video_latent",)),
     "av_latent_stage2": ("LTXVConcatAVLatent", ("video_latent",)),
+    "crop_guides": ("LTXVCropGuides", ("latent",)),
+    "sampler_stage2": ("SamplerCustomAdvanced", ("latent_image",)),
+    "video_decode": ("VAEDecodeTiled", ("samples",)),
 }
 
 # Distilled mode (ltx2-workflow.md): the distilled FP8 checkpoint, CFG 1, a fixed 8-step stage-1 schedule,
@@ -124,16 +127,28 @@ class Workflow:
         self.node(graph, "noise_stage1")["noise_seed"] = req.seed
         self.node(graph, "noise_stage2")["noise_seed"] = req.seed
         self.node(graph, "output_resize").update(width=req.width, height=req.height)
-        create = self.node(graph, "create_video")
-        create["fps"] = float(req.fps)
-        if not req.audio:
-            del create["audio"]  # the audio decode is then unreachable, and ComfyUI skips it
+        self.node(graph, "create_video")["fps"] = float(req.fps)
         self.node(graph, "save_video")["filename_prefix"] = filename_prefix
         if req.mode == "distilled":
             self._distilled(graph)
         if image_name is not None:
             self._first_frame(graph, image_name, req.image_strength)
+        if not req.audio:
+            self._video_only(graph)
         return graph
+
+    def _video_only(self, graph: dict[str, Any]) -> None:
+        """No audio branch at all: both samplers denoise the video latent alone (ComfyUI's LTXAV model takes
+        a latent without audio part), and the audio latent, its VAE and its decode become unreachable, so
+        ComfyUI never runs them. The MP4 has no audio track."""
+        sampler1 = self.node_ids["sampler_stage1"]
+        video_in = self.node(graph, "av_latent_stage1")["video_latent"]  # after image-to-video, if any
+        self.node(graph, "sampler_stage1")["latent_image"] = video_in
+        self.node(graph, "scheduler")["latent"] = video_in
+        self.node(graph, "crop_guides")["latent"] = [sampler1, 0]
+        self.node(graph, "sampler_stage2")["latent_image"] = self.node(graph, "av_latent_stage2")["video_latent"]
+        self.node(graph, "video_decode")["samples"] = [self.node_ids["sampler_stage2"], 1]
+        del self.node(graph, "create_video")["audio"]
 
     def _add(self, graph: dict[str, Any], role: str, class_type: str, inputs: dict[str, Any]) -> str:
         node_id = f"ltx2:{role}"

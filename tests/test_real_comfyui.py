@@ -84,7 +84,8 @@ def _validate(settings, graph) -> requests.Response:
     {"prompt": "x", "aspect_ratio": "9:16", "frame_count": 17, "fps": 30, "steps": 8, "cfg": 3.0},
     {"prompt": "x", "width": 352, "height": 288, "audio": False},
     {"prompt": "x", "mode": "distilled"},
-], ids=["earlier-request", "portrait-30fps", "small-no-audio", "distilled"])
+    {"prompt": "x", "mode": "distilled", "audio": False},
+], ids=["earlier-request", "portrait-30fps", "small-no-audio", "distilled", "distilled-no-audio"])
 def test_real_comfyui_accepts_the_patched_workflow(comfy, job):
     graph = Workflow.load().build(parse_request(job, comfy), "ltx2/tier2")
     r = _validate(comfy, graph)
@@ -92,11 +93,12 @@ def test_real_comfyui_accepts_the_patched_workflow(comfy, job):
     assert r.json()["node_errors"] == {}
 
 
-def test_real_comfyui_accepts_the_image_to_video_graph(comfy):
+@pytest.mark.parametrize("audio", [True, False])
+def test_real_comfyui_accepts_the_image_to_video_graph(comfy, audio):
     buf = io.BytesIO()
     Image.new("RGB", (640, 360), (10, 120, 200)).save(buf, "PNG")
     name = ComfyClient(comfy.comfy_url).upload_image(buf.getvalue(), "tier2-first-frame.png")
-    req = parse_request({"prompt": "x", "image": base64.b64encode(buf.getvalue()).decode()}, comfy)
+    req = parse_request({"prompt": "x", "image": base64.b64encode(buf.getvalue()).decode(), "audio": audio}, comfy)
     r = _validate(comfy, Workflow.load().build(req, "ltx2/tier2-i2v", name))
     assert r.status_code == 200, r.text
 

@@ -57,11 +57,27 @@ def test_defaults_keep_the_workflows_values_and_the_loaded_graph_is_untouched():
     assert g[WF.node_ids["guider_stage1"]]["inputs"]["cfg"] == 4.0
 
 
-def test_audio_off_disconnects_the_audio_track():
-    g = WF.build(parse_request({"prompt": "x", "audio": False}, S), "ltx2/a")
+AUDIO_CLASSES = {"LTXVEmptyLatentAudio", "LTXVAudioVAELoader", "LTXVAudioVAEDecode", "LTXVConcatAVLatent",
+                 "LTXVSeparateAVLatent"}
+
+
+@pytest.mark.parametrize("extra", [{}, {"mode": "distilled"}], ids=["standard", "distilled"])
+def test_audio_off_runs_no_audio_node_at_all(extra):
+    g = WF.build(parse_request({"prompt": "x", "audio": False, **extra}, S), "ltx2/a")
+    reachable = {g[nid]["class_type"] for nid in _reachable(g, WF.node_ids["save_video"])}
+    assert not reachable & AUDIO_CLASSES
     assert "audio" not in g[WF.node_ids["create_video"]]["inputs"]
-    g = WF.build(parse_request({"prompt": "x"}, S), "ltx2/a")
+    assert {"SamplerCustomAdvanced", "LTXVLatentUpsampler", "VAEDecodeTiled", "EmptyLTXVLatentVideo"} <= reachable
+    g = WF.build(parse_request({"prompt": "x", **extra}, S), "ltx2/a")
     assert g[WF.node_ids["create_video"]]["inputs"]["audio"] == [WF.node_ids["audio_decode"], 0]
+    assert AUDIO_CLASSES <= {g[nid]["class_type"] for nid in _reachable(g, WF.node_ids["save_video"])}
+
+
+def test_audio_off_keeps_the_first_frame_of_image_to_video():
+    g = WF.build(parse_request({"prompt": "x", "audio": False, "image": "aGk="}, S), "ltx2/a", "f.png")
+    sampler1 = g[WF.node_ids["sampler_stage1"]]["inputs"]["latent_image"][0]
+    sampler2 = g[WF.node_ids["sampler_stage2"]]["inputs"]["latent_image"][0]
+    assert g[sampler1]["class_type"] == g[sampler2]["class_type"] == "LTXVImgToVideoInplace"
 
 
 def test_a_graph_without_a_role_is_refused_at_load():
