@@ -49,21 +49,19 @@ class Worker:
         if problem:
             log.error("job %s refused: %s", job_id, problem.message)
             return _error(problem.message, problem.refresh_worker)
-        try:
-            req = parse_request(raw_input, s)
-        except InputError as exc:
-            log.info("job %s rejected: %s", job_id, exc)
-            return {"error": str(exc)}
-        timings = {"validate": time.monotonic() - started}
-        prefixes: list[str] = []
+        prefixes: list[str] = []  # every output prefix this job used, all removed at the end
         image_name = None
         try:
+            req = parse_request(raw_input, s)
+            timings = {"validate": time.monotonic() - started}
+            self._wait_ready(deadline, timings)
             if req.mode == "distilled":
                 self._check_distilled_available()
             if req.image is not None:
+                mark = time.monotonic()
                 data, ext = load_image(req.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels)
                 image_name = self.client.upload_image(data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{ext}")
-                timings["image"] = time.monotonic() - started - timings["validate"]
+                timings["image"] = time.monotonic() - mark
             return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_name)
         except InputError as exc:
             log.info("job %s rejected: %s", job_id, exc)
@@ -82,7 +80,8 @@ class Worker:
             removed = sum(len(remove_outputs(s.comfy_output_dir, prefix)) for prefix in prefixes)
             if image_name is not None:
                 (s.comfy_input_dir / image_name).unlink(missing_ok=True)
-            log.info("job %s: removed %d output file(s)", job_id, removed)
+            if prefixes:
+                log.info("job %s: removed %d output file(s)", job_id, removed)
 
     def _check_distilled_available(self) -> None:
         if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):
@@ -127,10 +126,6 @@ class Worker:
     def _run(self, job_id: str, req: VideoRequest, graph: dict[str, Any], deadline: float,
              timings: dict[str, float], started: float) -> dict[str, Any]:
         mark = time.monotonic()
-        self._wait_ready(deadline)
-        if time.monotonic() - mark > 0.05:
-            timings["comfy_startup_wait"] = time.monotonic() - mark
-        mark = time.monotonic()
         reporter = ProgressReporter(job_id, graph, self.settings.progress_interval_s, runpod_sender({"id": job_id}))
         prompt_id, entry = self.client.run(graph, deadline, reporter)
         timings["generate"] = time.monotonic() - mark
@@ -143,7 +138,8 @@ class Worker:
         data = self.client.view(videos[0])
         timings["fetch"] = time.monotonic() - mark
         mark = time.monotonic()
-        payload = deliver(data, self.settings, self.bucket, f"ltx2/{safe_stem(job_id)}-{prompt_id}.mp4", req.delivery)
+        key = f"{OUTPUT_SUBFOLDER}/{safe_stem(job_id)}-{prompt_id}.mp4"
+        payload = deliver(data, self.settings, self.bucket, key, req.delivery)
         timings["encode"] = time.monotonic() - mark
         timings["total"] = time.monotonic() - started
         log.info("job %s done: %d bytes in %.1f s", job_id, len(data), timings["total"])
@@ -161,9 +157,10 @@ class Worker:
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
 
-    def _wait_ready(self, deadline: float) -> None:
+    def _wait_ready(self, deadline: float, timings: dict[str, float]) -> None:
         """A job that arrives while ComfyUI still starts waits for it, within COMFY_READY_TIMEOUT_S."""
-        deadline = min(deadline, time.monotonic() + self.settings.comfy_ready_timeout_s)
+        started = time.monotonic()
+        deadline = min(deadline, started + self.settings.comfy_ready_timeout_s)
         while not self.client.ready():
             problem = health.comfy_exit_problem(self.settings)
             if problem:
@@ -172,6 +169,8 @@ class Worker:
                 raise ComfyUnavailable(f"ComfyUI at {self.settings.comfy_url} did not answer within "
                                        f"{self.settings.comfy_ready_timeout_s:g} s (COMFY_READY_TIMEOUT_S)")
             time.sleep(READY_POLL_S)
+        if time.monotonic() - started > READY_POLL_S / 2:
+            timings["comfy_startup_wait"] = time.monotonic() - started
 
 
 def _error(message: str, refresh_worker: bool) -> dict[str, Any]:
