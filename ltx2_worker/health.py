@@ -81,6 +81,14 @@ def worker_problem(settings: Settings) -> Problem | None:
     return comfy_exit_problem(settings)
 
 
+def record_boot_failure(settings: Settings, message: str, refresh_worker: bool = False) -> None:
+    """Called by the start-up steps (provisioning, launch) when they fail: every later job reports it."""
+    from .verify import write_atomically
+
+    write_atomically(settings.boot_error_file,
+                     json.dumps({"message": message, "refresh_worker": refresh_worker}).encode())
+
+
 def _boot_problem(text: str) -> Problem:
     """The boot error file holds plain text, or JSON {"message", "refresh_worker"} (a broken GPU asks for a
     fresh worker; a missing volume would not be helped by one)."""

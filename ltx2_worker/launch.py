@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from .health import log_tail
+from .health import log_tail, record_boot_failure
 from .manifest import ModelFile, load_manifest
 from .settings import Settings, SettingsError, load_settings
 from .verify import write_atomically
@@ -149,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LaunchError, SettingsError, OSError) as exc:
         log.error("ComfyUI launch failed: %s", exc)
         if args.boot and settings is not None:
-            write_atomically(settings.boot_error_file, json.dumps({
-                "message": f"ComfyUI launch failed: {exc}",
-                "refresh_worker": getattr(exc, "refresh_worker", False)}).encode())
+            record_boot_failure(settings, f"ComfyUI launch failed: {exc}", getattr(exc, "refresh_worker", False))
         return 1
 
 

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from .download import ProvisionError, download
+from .health import record_boot_failure
 from .locking import VolumeLock
 from .manifest import ModelFile, load_manifest
 from .settings import Settings, SettingsError, load_settings
-from .verify import problem, write_atomically
+from .verify import problem
 
 log = logging.getLogger(__name__)
 WAIT_POLL_S = 2.0
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         message = f"model provisioning failed: {exc}"
         log.error(message)
         if args.boot and settings is not None:
-            write_atomically(settings.boot_error_file, message.encode())
+            record_boot_failure(settings, message)
         return 1
 
 

@@ -136,3 +136,20 @@ def test_comfyui_dying_at_start_is_reported_with_its_log(stand_in, monkeypatch):
 def test_missing_comfyui_is_a_clear_error(stand_in, tmp_path):
     with pytest.raises(LaunchError, match="no ComfyUI at .*COMFYUI_DIR"):
         start(stand_in.replace(comfy_dir=tmp_path / "nowhere"), MODELS)
+
+
+def test_a_failed_launch_at_boot_is_reported_by_every_job(tmp_path, monkeypatch):
+    from ltx2_worker import launch
+
+    fake_nvidia_smi(tmp_path, monkeypatch, 'echo "GPU is lost" >&2; exit 15')
+    comfy_dir = tmp_path / "ComfyUI"
+    comfy_dir.mkdir()
+    (comfy_dir / "main.py").write_text(STAND_IN)
+    env = {"COMFYUI_DIR": str(comfy_dir), "BOOT_ERROR_FILE": str(tmp_path / "boot-error"),
+           "COMFY_PID_FILE": str(tmp_path / "none.pid"), "COMFY_LOG_FILE": str(tmp_path / "comfy.log")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launch.main(["--boot"]) == 1
+    problem = health.worker_problem(load_settings())
+    assert problem.refresh_worker is True
+    assert problem.message.startswith("worker start-up failed: ComfyUI launch failed: nvidia-smi failed (GPU is lost)")
