@@ -57,7 +57,16 @@ class ProgressReporter:
                 log.warning("job %s: progress update failed: %s", self.job_id, exc)
 
 
+# What a caller polling /status reads, by node role (workflow_api.json's _meta.title); other nodes show their
+# class name.
+STAGES = {
+    "checkpoint": "loading the model", "text_encoder": "loading the text encoder",
+    "positive_prompt": "encoding the prompt", "negative_prompt": "encoding the prompt",
+    "sampler_stage1": "stage 1: sampling at half size", "upsampler": "upscaling 2x",
+    "sampler_stage2": "stage 2: refining at full size", "video_decode": "decoding the video",
+    "audio_decode": "decoding the audio", "output_resize": "sizing the frames", "save_video": "writing the MP4",
+}
+
+
 def _label(node: dict[str, Any]) -> str:
-    title = (node.get("_meta") or {}).get("title") or ""
-    class_type = node.get("class_type", "?")
-    return f"{class_type} ({title})" if title and title != class_type else class_type
+    return STAGES.get((node.get("_meta") or {}).get("title") or "", node.get("class_type", "?"))

@@ -184,7 +184,7 @@ def test_progress_is_forwarded_from_sampler_steps(comfy, output_dir):
     stage1 = [p for p in sent if p["node"] == wf.node_ids["sampler_stage1"] and "step" in p]
     assert stage1, sent
     assert stage1[-1]["steps"] == 4 and stage1[-1]["step"] == 4
-    assert "SamplerCustomAdvanced" in stage1[0]["stage"]
+    assert stage1[0]["stage"] == "stage 1: sampling at half size"
 
 
 def test_progress_reporter_throttles():
