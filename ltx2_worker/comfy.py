@@ -69,6 +69,10 @@ class ExecutionFailed(ComfyError):
         return "outofmemory" in text.replace(" ", "") or "out of memory" in text
 
 
+class _SocketDropped(Exception):
+    """The WebSocket broke mid-prompt: reconnect, after asking /history whether the prompt ended."""
+
+
 class Interrupted(ComfyError):
     """The prompt was interrupted (by us at the deadline, or by someone else)."""
 
@@ -204,7 +208,20 @@ class ComfyClient:
         try:
             prompt_id = self.submit(graph, client_id)
             log.info("prompt %s queued", prompt_id)
-            return prompt_id, self._watch(ws, client_id, prompt_id, deadline, on_progress)
+            while True:
+                try:
+                    return prompt_id, self._watch(ws, prompt_id, deadline, on_progress)
+                except _SocketDropped as exc:
+                    log.warning("WebSocket to ComfyUI dropped (%s); reconnecting", exc)
+                ws.close()
+                entry = self._finished_entry(prompt_id)
+                if entry is not None:
+                    return prompt_id, entry
+                ws = self._connect(client_id, deadline)
+                # The prompt may have ended between the history check and the new socket.
+                entry = self._finished_entry(prompt_id)
+                if entry is not None:
+                    return prompt_id, entry
         finally:
             ws.close()
 
@@ -227,8 +244,9 @@ class ComfyClient:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _watch(self, ws: websocket.WebSocket, client_id: str, prompt_id: str, deadline: float,
+    def _watch(self, ws: websocket.WebSocket, prompt_id: str, deadline: float,
                on_progress: Callable[[Progress], None]) -> dict[str, Any]:
+        """Read the socket until the prompt ends; raises _SocketDropped when the connection breaks."""
         last_message = time.monotonic()
         succeeded_at = None  # execution_success seen: the history entry follows, announced by executing/null
         while True:
@@ -250,17 +268,7 @@ class ComfyClient:
                         return entry
                 continue
             except (OSError, websocket.WebSocketException) as exc:
-                log.warning("WebSocket to ComfyUI dropped (%s); reconnecting", _short(exc))
-                ws.close()
-                entry = self._finished_entry(prompt_id)
-                if entry is not None:
-                    return entry
-                ws = self._connect(client_id, deadline)
-                # The prompt may have ended between the history check and the new socket.
-                entry = self._finished_entry(prompt_id)
-                if entry is not None:
-                    return entry
-                continue
+                raise _SocketDropped(_short(exc)) from None
             last_message = time.monotonic()
             if not isinstance(raw, str):
                 continue  # binary frames: previews and text progress, not needed here

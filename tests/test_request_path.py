@@ -108,6 +108,10 @@ def test_dropped_websocket_is_reconnected_and_the_result_recovered(worker, comfy
     assert decode_video_field(out)["frames"] == 9
     assert comfy.ws_connections >= 2
     assert files_under(output_dir) == []
+    give_up = time.monotonic() + 5
+    while any(comfy._sockets.values()) and time.monotonic() < give_up:
+        time.sleep(0.05)
+    assert not any(comfy._sockets.values()), "the worker left a WebSocket open"
 
 
 def test_deadline_interrupts_the_prompt(comfy, output_dir, tmp_path):
