@@ -287,3 +287,13 @@ def test_result_over_the_inline_limit_goes_to_the_bucket(comfy, output_dir, tmp_
         assert files_under(output_dir) == []
     finally:
         s3.stop()
+
+
+def test_comfyui_not_answering_http_in_time_asks_for_a_fresh_worker(comfy, output_dir, tmp_path):
+    worker = make_worker(comfy, output_dir, tmp_path, COMFY_HTTP_TIMEOUT_S="1", COMFY_READY_TIMEOUT_S="2")
+    comfy.inject("slow_http", seconds=4)
+    started = time.monotonic()
+    out = run(worker, SMALL)
+    assert out["refresh_worker"] is True and "did not answer" in out["error"]
+    assert time.monotonic() - started < 8
+    assert comfy.submitted == []
