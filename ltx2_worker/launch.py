@@ -92,6 +92,9 @@ def command(settings: Settings, yaml_path: Path, flags: list[str]) -> list[str]:
     url = urlparse(settings.comfy_url)
     return [*shlex.split(settings.comfy_python), str(settings.comfy_dir / "main.py"),
             "--listen", url.hostname or "127.0.0.1", "--port", str(url.port or 8188), "--disable-auto-launch",
+            # no workflow JSON (paths, settings, per-job file names) inside the delivered MP4, which also makes
+            # the same request with the same seed give byte-identical files
+            "--disable-metadata",
             "--extra-model-paths-config", str(yaml_path), "--output-directory", str(settings.comfy_output_dir),
             "--input-directory", str(settings.comfy_input_dir), *flags]
 

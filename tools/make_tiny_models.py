@@ -1,0 +1,181 @@
+"""Tiny random-weight LTX-2 model files under the four real names, for testing the worker against a real
+ComfyUI v0.26.2 without a GPU and without the 45 GB of weights.
+
+Each part is built from the ComfyUI checkout's own classes (so the key names are exactly what its loaders
+expect) with small widths, filled deterministically from --seed, and written with the metadata ComfyUI reads:
+- the checkpoint: the LTX-2 audio-video transformer (`model.diffusion_model.`), the video VAE (`vae.`), the
+  audio VAE (`audio_vae.`) and its vocoder (`vocoder.`), and the metadata `config` describing all four;
+- the text encoder: Gemma 3 12B cannot be made small in ComfyUI (its shape is fixed in code), so the file
+  holds only a small SentencePiece tokenizer (`spiece_model`) and the norm weights; every other weight stays
+  zero when loaded (ComfyUI warns), which is enough to run the graph;
+- the distilled LoRA (rank 4) and the 2x latent upscaler (with its own metadata `config`).
+
+Run it with ComfyUI's interpreter (it imports torch and ComfyUI):
+
+    $COMFY_PYTHON tools/make_tiny_models.py --comfyui-dir "$COMFYUI_DIR" --out /tmp/volume [--seed 0]
+
+The files land in <out>/models/<folder>/, where the worker's manifest expects them; their sizes and sha256
+are printed (and written to <out>/models/tiny-manifest.json) for a test manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+TRANSFORMER = {  # 1.7 M parameters; the text-attention width must equal heads x head size
+    "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 32, "cross_attention_dim": 64,
+    "audio_num_attention_heads": 2, "audio_attention_head_dim": 16, "audio_cross_attention_dim": 32,
+    "in_channels": 128, "audio_in_channels": 128, "caption_channels": 3840, "rope_type": "split",
+    "connector_num_layers": 0,
+}
+VIDEO_VAE = {  # patch 4 x three 2x stages = 32x spatial, 8x temporal; 128 latent channels (fixed in code)
+    "_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128,
+    "encoder_blocks": [["res_x", {"num_layers": 1}], ["compress_all", {}], ["res_x", {"num_layers": 1}],
+                       ["compress_all", {}], ["res_x", {"num_layers": 1}], ["compress_all", {}],
+                       ["res_x", {"num_layers": 1}]],
+    "decoder_blocks": [["res_x", {"num_layers": 1, "inject_noise": False}],
+                       ["compress_all", {"residual": True, "multiplier": 2}],
+                       ["res_x", {"num_layers": 1, "inject_noise": False}],
+                       ["compress_all", {"residual": True, "multiplier": 2}],
+                       ["res_x", {"num_layers": 1, "inject_noise": False}],
+                       ["compress_all", {"residual": True, "multiplier": 2}],
+                       ["res_x", {"num_layers": 1, "inject_noise": False}]],
+    "encoder_base_channels": 8, "decoder_base_channels": 8, "scaling_factor": 1.0, "norm_layer": "pixel_norm",
+    "patch_size": 4, "latent_log_var": "uniform", "use_quant_conv": False, "causal_decoder": False,
+    "timestep_conditioning": False,
+}
+AUDIO_VAE = {  # mel 64 bins at 16 kHz, hop 160, latent 8 channels x 16 bins (fixed in code); widths free
+    "model": {"params": {"ddconfig": {
+        "double_z": True, "mel_bins": 64, "z_channels": 8, "resolution": 256, "downsample_time": False,
+        "in_channels": 2, "out_ch": 2, "ch": 8, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [],
+        "dropout": 0.0, "mid_block_add_attention": False, "norm_type": "pixel", "causality_axis": "height"},
+        "sampling_rate": 16000}},
+    "preprocessing": {"stft": {"filter_length": 1024, "hop_length": 160}},
+}
+VOCODER = {  # HiFi-GAN: 6*5*2*2*2 = 240 samples per mel frame -> 24 kHz
+    "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]], "upsample_rates": [6, 5, 2, 2, 2],
+    "upsample_kernel_sizes": [12, 10, 4, 4, 4], "upsample_initial_channel": 32, "stereo": True,
+    "activation": "snake", "output_sample_rate": 24000,
+}
+UPSCALER = {"_class_name": "LatentUpsampler", "in_channels": 128, "mid_channels": 32, "num_blocks_per_stage": 1,
+            "dims": 3, "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0,
+            "rational_resampler": False}
+GEMMA_LAYERS, GEMMA_WIDTH, GEMMA_HEAD = 48, 3840, 256  # fixed by ComfyUI's Gemma3_12B_Config
+LORA_RANK = 4
+FILES = {
+    "checkpoints": "ltx-2-19b-dev-fp8.safetensors",
+    "text_encoders": "gemma_3_12B_it_fp4_mixed.safetensors",
+    "loras": "ltx-2-19b-distilled-lora-384.safetensors",
+    "latent_upscale_models": "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+}
+
+
+def fill(module, torch, generator) -> dict:
+    """The module's state dict with every float tensor drawn from `generator` (small values, so the tiny
+    network stays numerically tame), in a fixed order: the same seed gives the same bytes."""
+    state = {}
+    for name, tensor in sorted(module.state_dict().items()):
+        if tensor.is_floating_point():
+            tensor = torch.randn(tensor.shape, generator=generator, dtype=torch.float32) * 0.02
+        state[name] = tensor.contiguous().clone()
+    return state
+
+
+def tokenizer_model(seed: int) -> bytes:
+    """A small SentencePiece model with Gemma's special ids (pad 0, eos 1, bos 2, unk 3)."""
+    import sentencepiece as spm
+
+    words = ["a", "red", "fox", "running", "through", "snow", "lighthouse", "at", "dusk", "waves", "the", "camera",
+             "blurry", "low", "quality", "still", "frame", "watermark", "cinematic", "forest", "golden", "hour"]
+    corpus = [" ".join(words[(i * 7 + j + seed) % len(words)] for j in range(12)) for i in range(400)]
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=out, vocab_size=48,
+                                   hard_vocab_limit=False, model_type="unigram", pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+                                   character_coverage=1.0, num_threads=1, minloglevel=2)
+    return out.getvalue()
+
+
+def build(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
+    sys.path.insert(0, str(comfyui_dir))
+    import comfy.cli_args
+    import torch
+    from safetensors.torch import save_file
+
+    comfy.cli_args.args.cpu = True  # build on the CPU whatever the machine has
+    import comfy.ops
+    from comfy.ldm.lightricks.av_model import LTXAVModel
+    from comfy.ldm.lightricks.latent_upsampler import LatentUpsampler
+    from comfy.ldm.lightricks.vae.audio_vae import AudioVAE
+    from comfy.ldm.lightricks.vae.causal_video_autoencoder import VideoVAE
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    ops = comfy.ops.disable_weight_init
+    config = {"transformer": TRANSFORMER, "vae": VIDEO_VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
+    checkpoint = {}
+    transformer = LTXAVModel(**TRANSFORMER, operations=ops, dtype=torch.float32, device="cpu")
+    checkpoint.update({f"model.diffusion_model.{k}": v for k, v in fill(transformer, torch, generator).items()})
+    checkpoint.update({f"vae.{k}": v for k, v in fill(VideoVAE(config=VIDEO_VAE), torch, generator).items()})
+    audio = AudioVAE(metadata={"config": json.dumps(config)})
+    for key, value in fill(audio, torch, generator).items():
+        checkpoint[key.replace("autoencoder.", "audio_vae.", 1) if key.startswith("autoencoder.") else key] = value
+    lora = {}
+    for name, tensor in sorted(transformer.state_dict().items()):
+        if name.startswith("transformer_blocks.") and name.endswith(".weight") and tensor.ndim == 2 and \
+                any(part in name for part in (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")):
+            module = name[: -len(".weight")]
+            lora[f"diffusion_model.{module}.lora_A.weight"] = torch.randn(
+                (LORA_RANK, tensor.shape[1]), generator=generator) * 0.01
+            lora[f"diffusion_model.{module}.lora_B.weight"] = torch.randn(
+                (tensor.shape[0], LORA_RANK), generator=generator) * 0.01
+    upscaler = LatentUpsampler.from_config(UPSCALER)
+    text_encoder = {"spiece_model": torch.frombuffer(bytearray(tokenizer_model(seed)), dtype=torch.uint8)}
+    for i in range(GEMMA_LAYERS):  # RMSNorm weights (Gemma adds 1): zeros keep activations finite
+        for norm in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                     "post_feedforward_layernorm"):
+            text_encoder[f"model.layers.{i}.{norm}.weight"] = torch.zeros(GEMMA_WIDTH, dtype=torch.bfloat16)
+        for norm in ("q_norm", "k_norm"):
+            text_encoder[f"model.layers.{i}.self_attn.{norm}.weight"] = torch.zeros(GEMMA_HEAD, dtype=torch.bfloat16)
+    text_encoder["model.norm.weight"] = torch.zeros(GEMMA_WIDTH, dtype=torch.bfloat16)
+
+    parts = {
+        "checkpoints": (checkpoint, {"config": json.dumps(config, sort_keys=True)}),
+        "text_encoders": (text_encoder, None),
+        "loras": (lora, None),
+        "latent_upscale_models": (fill(upscaler, torch, generator),
+                                  {"config": json.dumps(UPSCALER, sort_keys=True)}),
+    }
+    written = {}
+    for folder, (tensors, metadata) in parts.items():
+        path = out / "models" / folder / FILES[folder]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+        data = path.read_bytes()
+        written[folder] = {"file": FILES[folder], "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui-dir", type=Path, default=os.environ.get("COMFYUI_DIR"), required=False)
+    parser.add_argument("--out", type=Path, required=True, help="the volume root; files go to <out>/models/")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not args.comfyui_dir or not (args.comfyui_dir / "main.py").is_file():
+        parser.error("--comfyui-dir (or COMFYUI_DIR) must point at a ComfyUI v0.26.2 checkout")
+    written = build(args.comfyui_dir, args.out, args.seed)
+    (args.out / "models" / "tiny-manifest.json").write_text(json.dumps(written, indent=2))
+    for folder, info in written.items():
+        print(f"{folder}/{info['file']}: {info['size']} bytes, sha256 {info['sha256']}")
+
+
+if __name__ == "__main__":
+    main()
