@@ -1,36 +1,47 @@
-"""A ComfyUI v0.26.2 *protocol* server for the CI tests: real HTTP and a real WebSocket on 127.0.0.1 (aiohttp,
-as ComfyUI itself), behaving as the recordings in tests/data/ show, with fault injection.
+"""A ComfyUI v0.26.2 *protocol* server for the CI tests, which have no GPU and no ComfyUI.
 
-What it reproduces from ComfyUI's source (execution.py, server.py, main.py):
-- /prompt validation against the recorded node schemas (tests/data/object_info.json), with ComfyUI's error
-  types and JSON shapes; only nodes reachable from output nodes are validated; model COMBO options list the
-  files "on disk" (`model_files`), as a real server does.
+It speaks real HTTP and a real WebSocket on 127.0.0.1 (aiohttp, as ComfyUI does) and behaves as ComfyUI's
+source (server.py, execution.py, main.py, comfy_execution/) and the recordings in tests/data/ show, so that a
+client that works against it has met the real protocol, including its awkward corners:
+
+- /prompt validation against the recorded node schemas (tests/data/object_info.json) with ComfyUI's error
+  types and JSON shapes; only nodes reachable from output nodes are validated; model COMBO options list
+  `model_files`, as a real server lists what is on disk.
 - execution of the graph's *shapes*: sizes, frame counts, frame rate and audio flow through the nodes as in
-  ComfyUI (EmptyLTXVLatentVideo silently rounds down to 32 pixels), and SaveVideo writes a real MP4 (PyAV)
-  with ComfyUI's file naming; its pixel colour derives from the noise seeds, so outputs are deterministic.
-- the WebSocket message order of tests/data/trace_*.json; execution_success is sent before /history holds the
-  entry, and `executing` with node null after it (main.py's order).
-- node-level caching: an unchanged node is not re-executed, and an identical resubmission points at the same
-  output file, even if that file has been deleted since.
+  ComfyUI (EmptyLTXVLatentVideo silently rounds down to multiples of 32), and SaveVideo writes a real MP4
+  with PyAV under ComfyUI's file naming. The pixel colour derives from the noise seeds, so the same graph
+  gives the same bytes and another seed other bytes.
+- the WebSocket message order of the recordings, messages only to the submitting client (status, and the
+  text event GetImageSize emits, to everyone), and the ComfyUI quirk that a second socket with the same
+  clientId takes over the first and the first one closing silences both.
+- output caching as ComfyUI's default (RAM-pressure) cache: a node whose class and inputs (recursively)
+  were seen before is not run again, an identical resubmission reports the same file even if it has been
+  deleted since, and POST /free {"free_memory": true} empties the cache.
+
+Faults for the client's error paths are armed with `inject`; see `ProtocolComfy.inject`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import io
 import json
+import mimetypes
+import os
+import re
 import struct
 import threading
 import time
 import uuid
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 from aiohttp import WSMsgType, web
-from PIL import Image
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL_FILES = {
@@ -39,99 +50,100 @@ DEFAULT_MODEL_FILES = {
     "loras": ["ltx-2-19b-distilled-lora-384.safetensors"],
     "latent_upscale_models": ["ltx-2-spatial-upscaler-x2-1.0.safetensors"],
 }
-# (class, input) -> the model folder whose files a real server lists as the input's options
+# (class, input) -> the model folder whose files a real server offers as that input's options
 MODEL_INPUTS = {
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("LTXAVTextEncoderLoader", "ckpt_name"): "checkpoints",
     ("LTXAVTextEncoderLoader", "text_encoder"): "text_encoders",
     ("LTXVAudioVAELoader", "ckpt_name"): "checkpoints",
+    ("CLIPLoader", "clip_name"): "text_encoders",
+    ("UNETLoader", "unet_name"): "diffusion_models",
+    ("VAELoader", "vae_name"): "vae",
+    ("LoraLoader", "lora_name"): "loras",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
     ("LatentUpscaleModelLoader", "model_name"): "latent_upscale_models",
 }
+FAULTS = ("execution_error", "ws_drop", "hang", "reject", "history_missing_output", "view_error", "die",
+          "slow_http")
+OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you might "
+            "have accidentally set the batch_size to a large number.")
+TEXT_EVENT = 3  # protocol.BinaryEventTypes.TEXT
+TRANSPORT = web.ResponseKey("transport", asyncio.Transport)  # a socket's TCP link, which ws_drop cuts
 SAMPLERS = {"SamplerCustomAdvanced"}
-FAULTS = {"execution_error", "ws_drop", "hang", "reject", "history_missing_output", "view_error", "die",
-          "slow_http"}
-PREVIEW_TEXT = 3  # BinaryEventTypes.TEXT in ComfyUI's protocol.py
+DEADLINE_S = 10  # seconds start() and stop() wait for the server thread
 
 
-class NotModelled(Exception):
-    """A node class this server cannot simulate: reported as an execution_error naming it."""
+class NodeFailure(Exception):
+    """A node raising while it executes: reported as execution_error with this type name and message."""
+
+    def __init__(self, exception_type: str, message: str):
+        super().__init__(message)
+        self.exception_type = exception_type
+
+
+class Interrupted(Exception):
+    """comfy.model_management.InterruptProcessingException: ends the prompt with execution_interrupted."""
+
+
+class Crashed(Exception):
+    """The "die" fault fired: the executor stops as a killed process would."""
 
 
 class ProtocolComfy:
+    """The server; `start()` runs it in a daemon thread with its own event loop, `stop()` ends it."""
+
     def __init__(self, output_dir: Path, object_info_path: Path = DATA / "object_info.json",
                  model_files: dict[str, list[str]] | None = None, exec_seconds: float = 0.0,
                  input_dir: Path | None = None, port: int = 0):
-        self.port = port  # 0: any free port
-        self.output_dir = Path(output_dir)
-        self.input_dir = Path(input_dir) if input_dir else self.output_dir.parent / "input"
-        self.model_files = model_files if model_files is not None else DEFAULT_MODEL_FILES
-        self.object_info = self._with_model_options(json.loads(Path(object_info_path).read_text()))
+        self.output_dir = Path(output_dir).resolve()
+        self.input_dir = Path(input_dir).resolve() if input_dir else self.output_dir.parent / "input"
+        self.temp_dir = self.output_dir.parent / "temp"
+        self.model_files = copy.deepcopy(model_files if model_files is not None else DEFAULT_MODEL_FILES)
         self.exec_seconds = exec_seconds
+        self.port = port  # 0: a free port; a fixed one lets a test start a server "late" on a known address
+        self.url = ""
         self.submitted: list[dict] = []
         self.interrupts = 0
         self.frees = 0
         self.ws_connections = 0
-        self.exec_durations: list[float] = []  # seconds from POST /prompt to the history entry, per prompt
-        self.url = ""
-        self._faults: list[tuple[str, dict]] = []
+        self.exec_durations: list[float] = []  # seconds from /prompt to the history entry, per executed prompt
+        self._schemas = json.loads(Path(object_info_path).read_text())
+        self._faults: dict[str, dict] = {}
+        self._faults_lock = threading.Lock()
         self._history: dict[str, dict] = {}
-        self._cache: dict[str, tuple[list, dict | None]] = {}  # signature -> (outputs, ui)
-        self._sockets: dict[str, list[web.WebSocketResponse]] = {}
-        self._number = 0
+        self._view_faults: dict[Path, int] = {}  # file written by a prompt with the view_error fault -> status
+        self._cache: dict[str, tuple[list, dict | None]] = {}  # node signature -> (outputs, ui entry)
+        self._sockets: dict[str, list[web.WebSocketResponse]] = {}  # clientId -> its open sockets
+        self._route: dict[str, web.WebSocketResponse] = {}  # clientId -> the socket that receives its messages
+        self._pending: list[dict] = []
         self._running: dict | None = None
+        self._flags: dict[str, bool] = {}
+        self._number = 0
+        self._dead = False
+        self._last_node: str | None = None  # server.last_node_id: re-sent to a client reconnecting mid-run
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._dead = False
 
-    # -- lifecycle --------------------------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> ProtocolComfy:
         ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True, name="protocol-comfy")
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(ready, failure), daemon=True,
+                                        name="protocol-comfy")
         self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("protocol ComfyUI did not start within 10 s")
+        if not ready.wait(DEADLINE_S) or failure:
+            raise RuntimeError(f"the protocol ComfyUI did not start: {failure}")
         return self
 
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._queue: asyncio.Queue = asyncio.Queue()
-        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._faulty_http])
-        app.add_routes([
-            web.get("/ws", self._ws), web.get("/object_info", self._object_info),
-            web.get("/object_info/{node_class}", self._object_info_one), web.get("/system_stats", self._system_stats),
-            web.post("/prompt", self._post_prompt), web.get("/history", self._get_history),
-            web.get("/history/{prompt_id}", self._get_history_one), web.get("/view", self._view),
-            web.post("/interrupt", self._interrupt), web.post("/free", self._free), web.get("/queue", self._get_queue),
-            web.post("/queue", self._post_queue), web.post("/upload/image", self._upload_image)])
-        self._runner = web.AppRunner(app, handle_signals=False)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        self._worker = self._loop.create_task(self._execute_queue())
-        ready.set()
-        self._loop.run_forever()
-
     def stop(self) -> None:
-        if not self._loop or self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed():
             return
-
-        async def shutdown():
-            self._worker.cancel()
-            for sockets in self._sockets.values():
-                for ws in list(sockets):
-                    await ws.close()
-            await self._runner.cleanup()
-
         try:
-            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
-        except Exception:
-            pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(DEADLINE_S)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(DEADLINE_S)
 
     def __enter__(self) -> ProtocolComfy:
         return self.start()
@@ -139,643 +151,1067 @@ class ProtocolComfy:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def _serve(self, ready: threading.Event, failure: list) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._wakeup = asyncio.Event()
+            self._interrupt = asyncio.Event()  # nodes.interrupt_processing()
+            app = web.Application(client_max_size=100 * 2**20, middlewares=[self._http_faults])
+            app.add_routes([
+                web.get("/ws", self._ws), web.get("/object_info", self._object_info),
+                web.get("/object_info/{node_class}", self._object_info_one),
+                web.get("/system_stats", self._system_stats), web.post("/prompt", self._post_prompt),
+                web.get("/prompt", self._get_prompt), web.get("/history", self._get_history),
+                web.get("/history/{prompt_id}", self._get_history_one), web.post("/history", self._post_history),
+                web.get("/view", self._view), web.post("/interrupt", self._post_interrupt),
+                web.post("/free", self._post_free), web.get("/queue", self._get_queue),
+                web.post("/queue", self._post_queue), web.post("/upload/image", self._upload_image)])
+            self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
+            self._loop.run_until_complete(self._runner.setup())
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            self._loop.run_until_complete(self._site.start())
+            self.port = self._site._server.sockets[0].getsockname()[1]
+            self.url = f"http://127.0.0.1:{self.port}"
+            self._worker = self._loop.create_task(self._prompt_worker())
+        except BaseException as exc:  # reported to start(), which raises
+            failure.append(exc)
+            ready.set()
+            return
+        ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._worker.cancel()
+        self._interrupt.set()
+        self._abort_connections()
+        await self._runner.cleanup()
+
+    def _abort_connections(self) -> None:
+        """Drop every HTTP and WebSocket connection at the TCP level, as a killed process does."""
+        for connection in list(self._runner.server.connections if self._runner.server else []):
+            if connection.transport is not None:
+                connection.transport.abort()
+
+    # -- faults ---------------------------------------------------------------------------------------------
+
     def inject(self, fault: str, **params: Any) -> None:
-        """Make the next submitted prompt (or the next `times`) meet `fault`; see FAULTS and the tests."""
+        """Arm `fault` for the next submitted /prompt (or the next `times=N` of them). Params, with defaults:
+
+        - execution_error: node_type="VAEDecodeTiled", exception_type="torch.OutOfMemoryError",
+          exception_message="Allocation on device 0 would exceed allowed memory. (out of memory)..."
+        - ws_drop: after_messages=5 (the client's socket is cut; the prompt runs on)
+        - hang: seconds=600 (a sampler waits for POST /interrupt; `seconds` is only a safety deadline)
+        - reject: node_errors=<recorded> (HTTP 400 with tests/data/prompt_rejected_400.json's body)
+        - history_missing_output: (SaveVideo writes its file but /history does not list it)
+        - view_error: status=500 (GET /view of that prompt's files)
+        - die: after_messages=5 (the server stops listening and drops every connection)
+        - slow_http: seconds=5 (every HTTP answer is delayed while the fault is armed)
+        """
         if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {sorted(FAULTS)}")
-        self._faults.append((fault, params))
+            raise ValueError(f"unknown fault {fault!r}; known: {FAULTS}")
+        with self._faults_lock:
+            self._faults[fault] = {"times": 1, **params}
 
     def _take_faults(self) -> dict[str, dict]:
-        taken = {}
-        keep = []
-        for name, params in self._faults:
-            taken[name] = params
-            times = params.get("times", 1)
-            if times > 1:
-                keep.append((name, {**params, "times": times - 1}))
-        self._faults = keep
+        """The faults the prompt being submitted meets; each is used up after `times` prompts."""
+        with self._faults_lock:
+            taken = {name: params for name, params in self._faults.items()}
+            for name, params in taken.items():
+                if params["times"] <= 1:
+                    del self._faults[name]
+                else:
+                    self._faults[name] = {**params, "times": params["times"] - 1}
         return taken
 
-    # -- HTTP -------------------------------------------------------------------------------------------
-
     @web.middleware
-    async def _faulty_http(self, request: web.Request, handler):
-        if self._dead:
-            request.transport.close()
+    async def _http_faults(self, request: web.Request, handler):
+        if self._dead:  # a request racing the crash
+            request.transport.abort()
             raise web.HTTPServiceUnavailable()
-        slow = next((p for n, p in self._faults if n == "slow_http"), None)
-        if slow is not None:
+        with self._faults_lock:
+            slow = self._faults.get("slow_http")
+        if slow:
             await asyncio.sleep(slow.get("seconds", 5))
         return await handler(request)
 
-    def _with_model_options(self, info: dict) -> dict:
+    # -- HTTP -----------------------------------------------------------------------------------------------
+
+    def schemas(self) -> dict:
+        """/object_info as a real server would answer it now: model and input-file options are what is on disk."""
+        info = copy.deepcopy(self._schemas)
         for (class_type, name), folder in MODEL_INPUTS.items():
-            spec = info.get(class_type, {}).get("input", {}).get("required", {}).get(name)
-            if spec is None:
-                continue
             files = sorted(self.model_files.get(folder, []))
-            if isinstance(spec[0], list):
-                spec[0] = files
-            else:
-                spec[1]["options"] = files
+            _set_options(info, class_type, name, files + ["pixel_space"] if folder == "vae" else files)
+        inputs = sorted(str(p.relative_to(self.input_dir)) for p in self.input_dir.rglob("*")
+                        if p.is_file()) if self.input_dir.is_dir() else []
+        _set_options(info, "LoadImage", "image", inputs)
         return info
 
-    async def _object_info(self, request):
-        return web.json_response(self.object_info)
+    async def _object_info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.schemas())
 
-    async def _object_info_one(self, request):
+    async def _object_info_one(self, request: web.Request) -> web.Response:
         name = request.match_info["node_class"]
-        return web.json_response({name: self.object_info[name]} if name in self.object_info else {})
+        info = self.schemas()
+        return web.json_response({name: info[name]} if name in info else {})
 
-    async def _system_stats(self, request):
+    async def _system_stats(self, request: web.Request) -> web.Response:
+        gib = 2**30
         return web.json_response({
-            "system": {"os": "posix", "python_version": "3.11.7", "embedded_python": False,
-                       "comfyui_version": "0.26.2", "pytorch_version": "protocol-server", "argv": ["main.py"],
-                       "ram_total": 24 * 2**30, "ram_free": 20 * 2**30},
-            "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 24 * 2**30,
-                         "vram_free": 20 * 2**30, "torch_vram_total": 0, "torch_vram_free": 0}]})
+            "system": {"os": "linux", "ram_total": 62 * gib, "ram_free": 50 * gib, "comfyui_version": "0.26.2",
+                       "required_frontend_version": "1.30.6", "installed_templates_version": None,
+                       "required_templates_version": None, "comfy_package_versions": [],
+                       "python_version": "3.12.3 (main) [GCC 13.2.0]", "pytorch_version": "2.9.1+cu128",
+                       "embedded_python": False, "deploy_environment": "local",
+                       "argv": ["main.py", "--listen", "127.0.0.1"]},
+            "devices": [{"name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync", "type": "cuda", "index": 0,
+                         "vram_total": 24 * gib, "vram_free": 23 * gib, "torch_vram_total": 0,
+                         "torch_vram_free": 0}]})
 
-    async def _post_prompt(self, request):
+    async def _post_prompt(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.submitted.append(body)
+        self.submitted.append(copy.deepcopy(body))
         faults = self._take_faults()
-        if "reject" in faults:
-            recorded = json.loads((DATA / "prompt_rejected_400.json").read_text())["body"]
-            if "node_errors" in faults["reject"]:
-                recorded["node_errors"] = faults["reject"]["node_errors"]
-            return web.json_response(recorded, status=400)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, dict):
-            return web.json_response({"error": {"type": "invalid_prompt", "message": "Invalid prompt",
-                                                "details": "no prompt", "extra_info": {}}, "node_errors": {}},
-                                     status=400)
-        ok, error, outputs, node_errors = validate_prompt(prompt, self.object_info, self.input_dir)
-        if not ok:
-            return web.json_response({"error": error, "node_errors": node_errors}, status=400)
-        prompt_id = str(uuid.uuid4())
         number = self._number
         self._number += 1
-        item = {"number": number, "prompt_id": prompt_id, "prompt": prompt, "outputs": outputs,
-                "client_id": body.get("client_id"), "faults": faults, "create_time": int(time.time() * 1000),
-                "received": time.perf_counter(),
-                "interrupted": asyncio.Event()}
-        await self._queue.put(item)
-        return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+        if "reject" in faults:
+            answer = json.loads((DATA / "prompt_rejected_400.json").read_text())["body"]
+            answer["node_errors"] = faults["reject"].get("node_errors", answer["node_errors"])
+            return web.json_response(answer, status=400)
+        if "prompt" not in body:
+            return web.json_response({"error": _error("no_prompt", "No prompt provided", "No prompt provided"),
+                                      "node_errors": {}}, status=400)
+        prompt = body["prompt"]
+        prompt_id = body.get("prompt_id") or str(uuid.uuid4())
+        ok, error, outputs, node_errors = validate_prompt(prompt, self.schemas(), self.input_dir)
+        if not ok:
+            return web.json_response({"error": error, "node_errors": node_errors}, status=400)
+        extra_data = dict(body.get("extra_data", {}))
+        if "client_id" in body:
+            extra_data["client_id"] = body["client_id"]
+        extra_data["create_time"] = int(time.time() * 1000)
+        self._pending.append({"number": number, "prompt_id": prompt_id, "prompt": prompt, "extra_data": extra_data,
+                              "outputs": outputs, "faults": faults, "received": time.perf_counter()})
+        await self._queue_updated()
+        self._wakeup.set()
+        return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
-    async def _get_history(self, request):
-        return web.json_response(self._history)
+    async def _get_prompt(self, request: web.Request) -> web.Response:
+        return web.json_response(self._queue_info())
 
-    async def _get_history_one(self, request):
+    async def _get_history(self, request: web.Request) -> web.Response:
+        items = list(self._history.items())
+        if "max_items" in request.query:
+            items = items[-int(request.query["max_items"]):]
+        return web.json_response(dict(items))
+
+    async def _get_history_one(self, request: web.Request) -> web.Response:
         prompt_id = request.match_info["prompt_id"]
         return web.json_response({prompt_id: self._history[prompt_id]} if prompt_id in self._history else {})
 
-    async def _view(self, request):
-        q = request.query
-        filename, subfolder = q.get("filename", ""), q.get("subfolder", "")
-        if q.get("type", "output") != "output" or filename.startswith("/") or ".." in filename:
+    async def _post_history(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("clear"):
+            self._history.clear()
+        for prompt_id in body.get("delete", []):
+            self._history.pop(prompt_id, None)
+        return web.Response()
+
+    async def _view(self, request: web.Request) -> web.Response:
+        """server.py's /view: 400 for '..' or an absolute name, 403 for a subfolder outside the folder."""
+        query = request.query
+        if "filename" not in query:
+            return web.Response(status=404)
+        filename, folder = _annotated(query["filename"], self)
+        if not filename:
             return web.Response(status=400)
-        base = self.output_dir.resolve()
-        path = (base / subfolder / filename).resolve()
-        if base not in path.parents:  # ComfyUI refuses paths outside its folder (os.path.commonpath check)
-            return web.Response(status=403)
-        failing = self._view_fault(subfolder, filename)
-        if failing:
-            return web.Response(status=failing)
+        if filename[0] == "/" or ".." in filename:
+            return web.Response(status=400)
+        folder = folder or self._folder(query.get("type", "output"))
+        if folder is None:
+            return web.Response(status=400)
+        if "subfolder" in query:
+            full = os.path.join(folder, query["subfolder"])
+            if os.path.commonpath((os.path.abspath(full), str(folder))) != str(folder):
+                return web.Response(status=403)
+            folder = full
+        path = Path(folder) / os.path.basename(filename)
+        status = self._view_faults.get(path.resolve())
+        if status:
+            return web.Response(status=status)
         if not path.is_file():
             return web.Response(status=404)
-        return web.Response(body=path.read_bytes(), content_type="video/mp4" if filename.endswith(".mp4")
-                            else "application/octet-stream")
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return web.FileResponse(path, headers={"Content-Disposition": f'filename="{path.name}"',
+                                               "Content-Type": content_type})
 
-    def _view_fault(self, subfolder: str, filename: str) -> int | None:
-        for entry in self._history.values():
-            status = entry.get("_view_error")
-            if status and any(f["filename"] == filename for f in entry.get("_files", [])):
-                return status
-        return None
+    def _folder(self, kind: str | None) -> Path | None:
+        return {"output": self.output_dir, "input": self.input_dir, "temp": self.temp_dir}.get(kind)
 
-    async def _interrupt(self, request):
+    async def _post_interrupt(self, request: web.Request) -> web.Response:
+        """Global, or only if `prompt_id` is the running prompt (server.py); the executor notices it at the
+        next node or sampler step."""
         self.interrupts += 1
         try:
             body = await request.json()
         except json.JSONDecodeError:
             body = {}
-        running = self._running
-        if running and body.get("prompt_id") in (None, running["prompt_id"]):
-            running["interrupted"].set()
-        return web.Response(status=200)
+        wanted = body.get("prompt_id")
+        if not wanted or (self._running and self._running["prompt_id"] == wanted):
+            self._interrupt.set()
+        return web.Response()
 
-    async def _free(self, request):
+    async def _post_free(self, request: web.Request) -> web.Response:
+        """Sets flags the worker applies after the running prompt (main.py): free_memory empties the cache."""
         self.frees += 1
-        await request.json()
-        return web.Response(status=200)
+        body = await request.json()
+        for flag in ("unload_models", "free_memory"):
+            if body.get(flag, False):
+                self._flags[flag] = True
+        self._wakeup.set()
+        return web.Response()
 
-    async def _get_queue(self, request):
-        running = [[self._running["number"], self._running["prompt_id"]]] if self._running else []
-        return web.json_response({"queue_running": running, "queue_pending": []})
+    async def _get_queue(self, request: web.Request) -> web.Response:
+        def row(item):
+            return [item["number"], item["prompt_id"], item["prompt"], item["extra_data"], item["outputs"]]
+        return web.json_response({"queue_running": [row(self._running)] if self._running else [],
+                                  "queue_pending": [row(item) for item in self._pending]})
 
-    async def _post_queue(self, request):
-        await request.json()
-        return web.Response(status=200)
+    async def _post_queue(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("clear"):
+            self._pending.clear()
+        deleted = set(body.get("delete", []))
+        self._pending[:] = [item for item in self._pending if item["prompt_id"] not in deleted]
+        return web.Response()
 
-    async def _upload_image(self, request):
-        form = await request.post()
-        image = form.get("image")
-        if image is None or not hasattr(image, "file"):
+    async def _upload_image(self, request: web.Request) -> web.Response:
+        """server.py's image_upload: a same-named different file becomes `name (1).ext`; an identical one is
+        not written again; `overwrite` "true"/"1" replaces."""
+        post = await request.post()
+        image = post.get("image")
+        kind = post.get("type") or "input"
+        folder = self._folder(kind) or self.input_dir
+        if image is None or not getattr(image, "filename", None):
             return web.Response(status=400)
-        subfolder = str(form.get("subfolder", ""))
-        folder = self.input_dir / subfolder
-        folder.mkdir(parents=True, exist_ok=True)
-        name = Path(image.filename).name
-        tmp = folder / f".{name}.part"
-        tmp.write_bytes(image.file.read())
-        tmp.replace(folder / name)
-        return web.json_response({"name": name, "subfolder": subfolder, "type": "input"})
-
-    # -- WebSocket --------------------------------------------------------------------------------------
-
-    async def _ws(self, request):
-        if self._dead:
-            raise web.HTTPServiceUnavailable()
-        ws = web.WebSocketResponse(max_msg_size=0)
-        await ws.prepare(request)
-        client_id = request.query.get("clientId") or uuid.uuid4().hex
-        self._sockets.setdefault(client_id, []).append(ws)
-        self.ws_connections += 1
-        await ws.send_json({"type": "status", "data": {"status": {"exec_info": {"queue_remaining":
-                                                                                self._queue.qsize()}},
-                                                       "sid": client_id}})
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
+        subfolder = post.get("subfolder", "")
+        target = Path(os.path.abspath(os.path.join(folder, os.path.normpath(subfolder), image.filename)))
+        if os.path.commonpath((str(folder), str(target))) != str(folder):
+            return web.Response(status=400)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = image.file.read()
+        stem, ext = os.path.splitext(image.filename)
+        name, duplicate, i = image.filename, False, 1
+        if post.get("overwrite") not in ("true", "1"):
+            while target.exists():
+                if target.read_bytes() == data:
+                    duplicate = True
                     break
+                name = f"{stem} ({i}){ext}"
+                target = target.with_name(name)
+                i += 1
+        if not duplicate:
+            target.write_bytes(data)
+        return web.json_response({"name": name, "subfolder": subfolder, "type": kind})
+
+    # -- WebSocket ------------------------------------------------------------------------------------------
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        ws[TRANSPORT] = request.transport
+        sid = request.query.get("clientId") or uuid.uuid4().hex
+        self._sockets.setdefault(sid, []).append(ws)
+        self._route[sid] = ws  # server.py keeps one socket per clientId: the newest takes over
+        self.ws_connections += 1
+        try:
+            await self._emit("status", {"status": self._queue_info(), "sid": sid}, sid)
+            if self._running and self._running["extra_data"].get("client_id") == sid and self._last_node:
+                await self._emit("executing", {"node": self._last_node}, sid)
+            first = True
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT and first:
+                    first = False
+                    if _json_or_none(msg.data, "type") == "feature_flags":
+                        await self._emit("feature_flags", {"supports_preview_metadata": True,
+                                                           "max_upload_size": 100 * 2**20,
+                                                           "extension": {"manager": {"supports_v4": True}},
+                                                           "node_replacements": True, "assets": False}, sid)
         finally:
-            if ws in self._sockets.get(client_id, []):
-                self._sockets[client_id].remove(ws)
+            self._sockets[sid].remove(ws)
+            if not self._sockets[sid]:
+                del self._sockets[sid]
+            self._route.pop(sid, None)  # server.py pops the clientId, even when a newer socket holds it
         return ws
 
-    async def _send(self, item: dict, kind: str, data: dict) -> None:
-        """Send to the submitting client, counting messages for the faults that strike after N of them."""
-        item["sent"] = item.get("sent", 0) + 1
-        for ws in list(self._sockets.get(item["client_id"], [])):
-            try:
-                await ws.send_json({"type": kind, "data": data})
-            except (ConnectionError, RuntimeError):
-                pass
-        drop = item["faults"].get("ws_drop")
-        if drop and item["sent"] == drop.get("after_messages", 5):
-            for ws in list(self._sockets.get(item["client_id"], [])):
-                await ws.close()
-        die = item["faults"].get("die")
-        if die and item["sent"] == die.get("after_messages", 5):
-            await self._die()
+    def _queue_info(self) -> dict:
+        return {"exec_info": {"queue_remaining": len(self._pending) + (1 if self._running else 0)}}
 
-    async def _send_binary(self, item: dict, payload: bytes) -> None:
-        for ws in list(self._sockets.get(item["client_id"], [])):
+    async def _queue_updated(self) -> None:
+        await self._emit("status", {"status": self._queue_info()}, None)
+
+    async def _emit(self, event: str | int, data: dict | bytes, sid: str | None) -> None:
+        """server.send: to clientId `sid`, or to every socket when `sid` is None; a dead socket is skipped.
+        An int event is a binary frame: 4-byte big-endian event type, then the payload."""
+        sockets = list(self._route.values()) if sid is None else [self._route[sid]] if sid in self._route else []
+        for ws in sockets:
             try:
-                await ws.send_bytes(payload)
+                if isinstance(event, int):
+                    await ws.send_bytes(struct.pack(">I", event) + data)
+                else:
+                    await ws.send_json({"type": event, "data": data})
             except (ConnectionError, RuntimeError):
                 pass
 
-    async def _die(self) -> None:
-        """Like a crashed process: every connection drops and nothing answers any more."""
+    def _crash(self) -> None:
+        """The die fault: stop listening and drop every connection, without a goodbye."""
         self._dead = True
-        for sockets in self._sockets.values():
-            for ws in list(sockets):
-                await ws.close()
-        await self._runner.cleanup()
-        raise asyncio.CancelledError
+        self._site._server.close()
+        self._abort_connections()
 
-    # -- execution --------------------------------------------------------------------------------------
+    # -- the prompt worker (main.py prompt_worker) ----------------------------------------------------------
 
-    async def _execute_queue(self) -> None:
+    async def _prompt_worker(self) -> None:
         while True:
-            item = await self._queue.get()
-            self._running = item
+            if not self._pending:
+                self._apply_flags()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            self._running = self._pending.pop(0)
+            self._interrupt.clear()  # execute_async starts with interrupt_processing(False)
             try:
-                await self._execute(item)
-            except asyncio.CancelledError:
+                await self._execute(_Run(self, self._running))
+            except Crashed:
                 return
             finally:
                 self._running = None
+            self._apply_flags()
 
-    async def _broadcast_status(self) -> None:
-        for sockets in self._sockets.values():
-            for ws in list(sockets):
-                try:
-                    await ws.send_json({"type": "status", "data": {"status": {"exec_info": {
-                        "queue_remaining": self._queue.qsize() + (1 if self._running else 0)}}}})
-                except (ConnectionError, RuntimeError):
-                    pass
+    def _apply_flags(self) -> None:
+        if self._flags.pop("free_memory", False):
+            self._cache.clear()  # e.reset(): a new, empty cache set
+        self._flags.pop("unload_models", None)
 
-    async def _execute(self, item: dict) -> None:
-        prompt, prompt_id = item["prompt"], item["prompt_id"]
-        order = execution_order(prompt, item["outputs"])
-        signatures = {nid: node_signature(prompt, nid) for nid in order}
-        cached_at_start = [nid for nid in order if signatures[nid] in self._cache]
-        await self._broadcast_status()
-        ts = lambda: int(time.time() * 1000)  # noqa: E731
-        await self._send(item, "execution_start", {"prompt_id": prompt_id, "timestamp": ts()})
-        messages = [["execution_start", {"prompt_id": prompt_id, "timestamp": ts()}]]
-        await self._send(item, "execution_cached", {"nodes": cached_at_start, "prompt_id": prompt_id,
-                                                    "timestamp": ts()})
-        messages.append(["execution_cached", {"nodes": cached_at_start, "prompt_id": prompt_id,
-                                              "timestamp": ts()}])
-        await self._send_binary(item, struct.pack(">I", PREVIEW_TEXT) + json.dumps(
-            {"prompt_id": prompt_id, "text": "starting"}).encode())
-        values: dict[str, list] = {}
-        ui_outputs: dict[str, dict] = {}
-        progress: dict[str, dict] = {}
+    async def _execute(self, run: _Run) -> None:
+        """PromptExecutor.execute_async, then task_done and the final `executing` (main.py's order): the
+        history entry exists before `executing` with node null, after execution_success."""
+        prompt, prompt_id = run.prompt, run.prompt_id
+        messages: list = []
+
+        async def add_message(event: str, data: dict, broadcast: bool) -> None:
+            data = {**data, "timestamp": int(time.time() * 1000)}
+            messages.append([event, data])
+            if run.sid is not None or broadcast:
+                await run.emit(event, data, run.sid)
+
+        await run.emit("status", {"status": self._queue_info()}, None)  # PromptQueue.get: queue_updated
+        await add_message("execution_start", {"prompt_id": prompt_id}, False)
+        cached = [nid for nid in prompt if run.signatures[nid] in self._cache]
+        await add_message("execution_cached", {"nodes": cached, "prompt_id": prompt_id}, False)
         executed: list[str] = []
-        fault_error = item["faults"].get("execution_error")
-        steps_total = sum(max(1, self._steps(prompt, nid, values)) for nid in order if
-                          prompt[nid]["class_type"] in SAMPLERS) or 1
-        for nid in order:
-            node = prompt[nid]
-            sig = signatures[nid]
-            if sig in self._cache:
-                values[nid], ui = self._cache[sig]
-                if nid not in cached_at_start or ui is not None:
-                    await self._send(item, "executed", {"node": nid, "display_node": nid, "output": ui,
-                                                        "prompt_id": prompt_id})
-                if ui is not None:
-                    ui_outputs[nid] = ui
-                continue
-            progress[nid] = {"value": 0, "max": 1, "state": "running", "node_id": nid, "prompt_id": prompt_id,
-                             "display_node_id": nid, "parent_node_id": None, "real_node_id": nid}
-            await self._send(item, "executing", {"node": nid, "display_node": nid, "prompt_id": prompt_id})
-            await self._send(item, "progress_state", {"prompt_id": prompt_id, "nodes": dict(progress)})
-            error = None
-            if fault_error and node["class_type"] == fault_error.get("node_type", "VAEDecodeTiled"):
-                error = (fault_error.get("exception_type", "torch.OutOfMemoryError"),
-                         fault_error.get("exception_message", "Allocation on device 0 would exceed allowed memory. "
-                                                              "(out of memory)\nCurrently allocated     : 21.5 GiB"))
-            elif "hang" in item["faults"] and node["class_type"] in SAMPLERS:
-                await item["interrupted"].wait()
-            if not error and not item["interrupted"].is_set():
-                steps = self._steps(prompt, nid, values) if node["class_type"] in SAMPLERS else 0
-                for step in range(1, steps + 1):
-                    if item["interrupted"].is_set():
-                        break
-                    await asyncio.sleep(self.exec_seconds / steps_total)
-                    progress[nid].update(value=step, max=steps)
-                    await self._send(item, "progress", {"value": step, "max": steps, "prompt_id": prompt_id,
-                                                        "node": nid})
-                    await self._send(item, "progress_state", {"prompt_id": prompt_id, "nodes": dict(progress)})
-            if item["interrupted"].is_set():
-                data = {"prompt_id": prompt_id, "node_id": nid, "node_type": node["class_type"],
-                        "executed": executed, "timestamp": ts()}
-                await self._send(item, "execution_interrupted", data)
-                self._finish(item, "error", messages + [["execution_interrupted", data]], {})
-                return
-            if not error:
-                try:
-                    values[nid], ui = self._run_node(node, values, item)
-                except NotModelled as exc:
-                    error = ("NotImplementedError", str(exc))
-                except Exception as exc:  # what a node raising looks like to the client
-                    error = (type(exc).__name__, str(exc))
-            if error:
-                data = {"prompt_id": prompt_id, "node_id": nid, "node_type": node["class_type"],
-                        "executed": executed, "exception_message": error[1], "exception_type": error[0],
-                        "traceback": ["  File \"ComfyUI/execution.py\", line 542, in execute\n"],
-                        "current_inputs": {}, "current_outputs": list(order), "timestamp": ts()}
-                await self._send(item, "execution_error", data)
-                self._finish(item, "error", messages + [["execution_error", data]], {})
-                return
-            self._cache[sig] = (values[nid], ui)
-            executed.append(nid)
-            progress[nid]["state"] = "finished"
+        ui_outputs: dict[str, dict] = {}
+        success = True
+        for nid in execution_order(prompt, run.item["outputs"], self._schemas, set(cached)):
+            try:
+                await self._execute_node(run, nid, ui_outputs)
+                executed.append(nid)
+            except (Interrupted, NodeFailure) as exc:
+                success = False
+                data = {"prompt_id": prompt_id, "node_id": nid, "node_type": prompt[nid]["class_type"],
+                        "executed": executed}
+                if isinstance(exc, Interrupted):
+                    await add_message("execution_interrupted", data, True)
+                else:
+                    message = f"{exc}\n{OOM_TIPS if 'OutOfMemory' in exc.exception_type else ''}"
+                    await add_message("execution_error", {
+                        **data, "exception_message": message, "exception_type": exc.exception_type,
+                        "traceback": [f'  File "ComfyUI/execution.py", line 542, in execute\n'
+                                      f'    (the protocol server ran {prompt[nid]["class_type"]})\n'],
+                        "current_inputs": run.current_inputs, "current_outputs": list(prompt)}, False)
+                break
+        if success:
+            await add_message("execution_success", {"prompt_id": prompt_id}, False)
+        self._last_node = None
+        self._record_history(run.item, success, messages, ui_outputs)
+        self._running = None
+        await run.emit("status", {"status": self._queue_info()}, None)  # task_done: queue_updated
+        if run.sid is not None:
+            await run.emit("executing", {"node": None, "prompt_id": prompt_id}, run.sid)
+
+    async def _execute_node(self, run: _Run, nid: str, ui_outputs: dict) -> None:
+        """execution.execute for one node: from the cache (`executed` with its cached UI output, null for a
+        non-output node), or run, with progress_state before `executing` (progress.py's start_progress)."""
+        node = run.prompt[nid]
+        hit = self._cache.get(run.signatures[nid])
+        if hit is not None:
+            ui = hit[1]
+            if run.sid is not None:
+                await run.emit("executed", {"node": nid, "display_node": nid,
+                                            "output": ui["output"] if ui else None, "prompt_id": run.prompt_id},
+                               run.sid)
+            await run.progress(nid, "finished")
             if ui is not None:
                 ui_outputs[nid] = ui
-                await self._send(item, "executed", {"node": nid, "display_node": nid, "output": ui,
-                                                    "prompt_id": prompt_id})
-            await self._send(item, "progress_state", {"prompt_id": prompt_id, "nodes": dict(progress)})
-        success = {"prompt_id": prompt_id, "timestamp": ts()}
-        await self._send(item, "execution_success", success)
-        await asyncio.sleep(0.01)  # main.py stores the history only after execution_success
-        self._finish(item, "success", messages + [["execution_success", success]], ui_outputs)
-        await self._send(item, "executing", {"node": None, "prompt_id": prompt_id})
-        await self._broadcast_status()
+            return
+        await run.progress(nid, "running", 0, 1)
+        self._last_node = nid
+        if run.sid is not None:
+            await run.emit("executing", {"node": nid, "display_node": nid, "prompt_id": run.prompt_id}, run.sid)
+        run.check_interrupt()
+        inputs = {name: run.value(value) if isinstance(value, list) else value
+                  for name, value in node["inputs"].items()}
+        run.current_inputs = {name: [_format_value(v)] for name, v in inputs.items()}
+        fault = run.faults.get("execution_error")
+        if fault and node["class_type"] == fault.get("node_type", "VAEDecodeTiled"):
+            raise NodeFailure(fault.get("exception_type", "torch.OutOfMemoryError"), fault.get(
+                "exception_message", "Allocation on device 0 would exceed allowed memory. (out of memory)\n"
+                                     "Currently allocated     : 21.47 GiB\nRequested               : 2.81 GiB"))
+        if node["class_type"] in SAMPLERS:
+            await run.sample(nid, inputs)
+        else:
+            await run.tick()
+        try:
+            outputs, ui_output = simulate(node["class_type"], inputs, run, nid)
+        except NodeFailure:
+            raise
+        except Exception as exc:  # a node given values it cannot handle fails as a real node would
+            raise NodeFailure(_type_name(exc), str(exc)) from exc
+        for text in run.texts:
+            await run.emit(TEXT_EVENT, text, None)  # send_progress_text(..., sid=None) goes to every socket
+        run.texts.clear()
+        ui = None
+        if ui_output:
+            ui = {"meta": {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid},
+                  "output": ui_output}
+            ui_outputs[nid] = ui
+            if run.sid is not None:
+                await run.emit("executed", {"node": nid, "display_node": nid, "output": ui_output,
+                                            "prompt_id": run.prompt_id}, run.sid)
+        self._cache[run.signatures[nid]] = (outputs, ui)
+        await run.progress(nid, "finished")
 
-    def _finish(self, item: dict, status: str, messages: list, outputs: dict) -> None:
-        files = [f for ui in outputs.values() for f in ui.get("images", [])]
+    def _record_history(self, item: dict, success: bool, messages: list, ui_outputs: dict) -> None:
+        """task_done: the history entry (prompt, outputs, status, meta) appears only after the run."""
+        files = {(self.output_dir / f["subfolder"] / f["filename"]).resolve()
+                 for ui in ui_outputs.values() for f in ui["output"].get("images", [])}
+        if "view_error" in item["faults"]:
+            self._view_faults.update(dict.fromkeys(files, item["faults"]["view_error"].get("status", 500)))
         if "history_missing_output" in item["faults"]:
-            outputs = {}
+            ui_outputs = {nid: ui for nid, ui in ui_outputs.items()
+                          if item["prompt"][nid]["class_type"] != "SaveVideo"}
         self.exec_durations.append(time.perf_counter() - item["received"])
         self._history[item["prompt_id"]] = {
-            "prompt": [item["number"], item["prompt_id"], item["prompt"],
-                       {"client_id": item["client_id"], "create_time": item["create_time"]}, item["outputs"]],
-            "outputs": outputs,
-            "status": {"status_str": status, "completed": status == "success", "messages": messages},
-            "meta": {nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
-                     for nid in outputs},
-            "_files": files,
-            "_view_error": item["faults"].get("view_error", {}).get("status", 500)
-            if "view_error" in item["faults"] else None,
+            "prompt": [item["number"], item["prompt_id"], item["prompt"], item["extra_data"], item["outputs"]],
+            "outputs": {nid: ui["output"] for nid, ui in ui_outputs.items()},
+            "status": {"status_str": "success" if success else "error", "completed": success,
+                       "messages": messages},
+            "meta": {nid: ui["meta"] for nid, ui in ui_outputs.items()},
         }
 
-    def _steps(self, prompt: dict, nid: str, values: dict) -> int:
-        sigmas_link = prompt[nid]["inputs"].get("sigmas")
-        sigmas = values.get(sigmas_link[0], [None])[0] if isinstance(sigmas_link, list) else None
-        if isinstance(sigmas, dict):
-            return sigmas["steps"]
-        source = prompt.get(sigmas_link[0]) if isinstance(sigmas_link, list) else None
-        if source and source["class_type"] == "LTXVScheduler":
-            return int(source["inputs"]["steps"])
-        if source and source["class_type"] == "ManualSigmas":
-            return max(0, len(source["inputs"]["sigmas"].split(",")) - 1)
-        return 1
 
-    def _run_node(self, node: dict, values: dict, item: dict) -> tuple[list, dict | None]:
-        inputs = {k: (values[v[0]][v[1]] if isinstance(v, list) else v) for k, v in node["inputs"].items()}
-        return simulate(node["class_type"], inputs, self)
+class _Run:
+    """One prompt's execution: its node signatures, progress registry, pacing, interrupt and faults."""
+
+    def __init__(self, server: ProtocolComfy, item: dict):
+        self.server, self.item = server, item
+        self.prompt, self.prompt_id = item["prompt"], item["prompt_id"]
+        self.sid = item["extra_data"].get("client_id")
+        self.faults = dict(item["faults"])
+        memo: dict = {}
+        self.signatures = {nid: node_signature(self.prompt, nid, server._schemas, server.input_dir, memo)
+                           for nid in self.prompt}
+        self.nodes: dict[str, dict] = {}  # the progress registry: node -> {state, value, max}
+        self.texts: list[bytes] = []
+        self.current_inputs: dict = {}
+        self.sent = 0
+        # exec_seconds goes to the sampler steps, where a real run spends its time and a watcher sees
+        # progress; a graph without a sampler spends it over its nodes
+        steps = sum(_sampler_steps_hint(self.prompt, nid) for nid in self.prompt
+                    if self.prompt[nid]["class_type"] in SAMPLERS)
+        self.step_s = server.exec_seconds / steps if steps else 0.0
+        self.node_s = 0.0 if steps else server.exec_seconds / max(1, len(self.prompt))
+
+    def value(self, link: list) -> Any:
+        """A linked input: the source's output, from this run or (for a node cached before it) the cache."""
+        return self.server._cache[self.signatures[link[0]]][0][link[1]]
+
+    async def emit(self, event: str | int, data: dict | bytes, sid: str | None) -> None:
+        """Send a message of this prompt, counting them for the faults that strike after N messages."""
+        await self.server._emit(event, data, sid)
+        self.sent += 1
+        drop = self.faults.get("ws_drop")
+        if drop and self.sent == drop.get("after_messages", 5):
+            for ws in self.server._sockets.get(self.sid, []):
+                ws[TRANSPORT].abort()
+        die = self.faults.get("die")
+        if die and self.sent == die.get("after_messages", 5):
+            self.server._crash()
+            raise Crashed()
+
+    async def progress(self, nid: str, state: str, value: float | None = None, maximum: float | None = None):
+        """ProgressRegistry + WebUIProgressHandler: every change sends all non-pending nodes."""
+        entry = self.nodes.setdefault(nid, {"state": "pending", "value": 0, "max": 1})
+        entry["state"] = state
+        if maximum is not None:
+            entry["value"], entry["max"] = value, maximum
+        if state == "finished":
+            entry["value"] = entry["max"]
+        nodes = {n: {"value": e["value"], "max": e["max"], "state": e["state"], "node_id": n,
+                     "prompt_id": self.prompt_id, "display_node_id": n, "parent_node_id": None, "real_node_id": n}
+                 for n, e in self.nodes.items()}
+        await self.emit("progress_state", {"prompt_id": self.prompt_id, "nodes": nodes}, self.sid)
+
+    def check_interrupt(self) -> None:
+        """throw_exception_if_processing_interrupted: checked before each node and at each sampler step."""
+        if self.server._interrupt.is_set():
+            raise Interrupted()
+
+    async def tick(self) -> None:
+        """A non-sampler node's share of exec_seconds."""
+        await asyncio.sleep(self.node_s)
+
+    async def sample(self, nid: str, inputs: dict) -> None:
+        """A sampler's steps; each sends progress_state then `progress` (main.py's hook). The hang fault
+        waits here for an interrupt (its `seconds` are only a safety deadline)."""
+        hang = self.faults.pop("hang", None)
+        if hang is not None:
+            try:
+                await asyncio.wait_for(self.server._interrupt.wait(), hang.get("seconds", 600))
+            except TimeoutError:
+                pass
+        steps = inputs["sigmas"]["steps"]
+        for step in range(1, steps + 1):
+            await asyncio.sleep(self.step_s)
+            self.check_interrupt()
+            await self.progress(nid, "running", step, steps)
+            await self.emit("progress", {"value": step, "max": steps, "prompt_id": self.prompt_id, "node": nid},
+                            self.sid)
+
+    def send_text(self, nid: str, text: str) -> None:
+        """PromptServer.send_progress_text: node id length (4 bytes, big-endian), node id, then the text."""
+        node = nid.encode()
+        self.texts.append(struct.pack(">I", len(node)) + node + text.encode())
 
 
-# -- validation (execution.validate_prompt) ---------------------------------------------------------------
+# -- validation (execution.validate_prompt / validate_inputs) -------------------------------------------------
 
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict:
     return {"type": kind, "message": message, "details": details, "extra_info": extra}
 
 
-def validate_prompt(prompt: dict, info: dict, input_dir: Path) -> tuple[bool, dict | None, list[str], dict]:
+def _set_options(info: dict, class_type: str, name: str, options: list[str]) -> None:
+    spec = info.get(class_type, {}).get("input", {}).get("required", {}).get(name)
+    if spec is None:
+        return
+    if isinstance(spec[0], list):
+        spec[0] = options
+    else:
+        spec[1]["options"] = options
+
+
+def validate_prompt(prompt: dict, schemas: dict, input_dir: Path) -> tuple[bool, dict | None, list[str], dict]:
+    """(ok, error, outputs to execute, node_errors) as execution.validate_prompt returns them. A prompt with
+    at least one valid output is accepted, and the failing outputs' node_errors come with the 200 answer."""
     outputs = []
     for nid, node in prompt.items():
-        if not isinstance(node, dict) or "class_type" not in node:
-            title = (node.get("_meta") or {}).get("title") if isinstance(node, dict) else None
+        if "class_type" not in node:
+            title = node.get("_meta", {}).get("title")
             return False, _error("missing_node_type", f"Node '{title or f'ID #{nid}'}' has no class_type. The "
                                  "workflow may be corrupted or a custom node is missing.", f"Node ID '#{nid}'",
                                  node_id=nid, class_type=None, node_title=title), [], {}
-        if node["class_type"] not in info:
-            title = (node.get("_meta") or {}).get("title", node["class_type"])
+        if node["class_type"] not in schemas:
+            title = node.get("_meta", {}).get("title", node["class_type"])
             return False, _error("missing_node_type", f"Node '{title}' not found. The custom node may not be "
                                  "installed.", f"Node ID '#{nid}'", node_id=nid, class_type=node["class_type"],
                                  node_title=title), [], {}
-        if info[node["class_type"]].get("output_node"):
+        if schemas[node["class_type"]].get("output_node") is True:
             outputs.append(nid)
     if not outputs:
         return False, _error("prompt_no_outputs", "Prompt has no outputs", ""), [], {}
-    node_errors: dict[str, dict] = {}
-    validated: dict[str, bool] = {}
-    failed = []
+    good, failed, node_errors = [], [], {}
+    validated: dict[str, tuple] = {}
     for out in outputs:
         try:
-            ok = _validate_node(prompt, info, out, validated, node_errors, input_dir)
+            valid, reasons, _ = validate_inputs(prompt, out, validated, schemas, input_dir)
         except Exception as exc:
-            node_errors.setdefault(out, {"errors": [], "dependent_outputs": [], "class_type":
-                                         prompt[out]["class_type"]})
-            node_errors[out]["errors"].append(_error("exception_during_validation", "Exception when validating "
-                                                     "node", str(exc), exception_type=type(exc).__name__))
-            ok = False
-        if not ok:
-            failed.append(out)
-            for entry in node_errors.values():
-                entry["dependent_outputs"].append(out)
-    good = [o for o in outputs if o not in failed]
-    if failed and not good or node_errors:
-        details = "\n".join(f"{e['message']}: {e['details']}" for entry in node_errors.values()
-                            for e in entry["errors"])
+            valid, reasons = False, [_error("exception_during_validation", "Exception when validating node",
+                                            str(exc), exception_type=_type_name(exc), traceback=[])]
+            validated[out] = (False, reasons, out)
+        if valid:
+            good.append(out)
+            continue
+        failed.append((out, reasons))
+        for nid, (ok, node_reasons, _) in validated.items():
+            if not ok and node_reasons:
+                node_errors.setdefault(nid, {"errors": node_reasons, "dependent_outputs": [],
+                                             "class_type": prompt[nid]["class_type"]})
+                node_errors[nid]["dependent_outputs"].append(out)
+    if not good:
+        details = "\n".join(f"{e['message']}: {e['details']}" for _, reasons in failed for e in reasons)
         return False, _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details), \
-            good, node_errors
-    return True, None, good, {}
+            [], node_errors
+    return True, None, good, node_errors
 
 
-def _validate_node(prompt: dict, info: dict, nid: str, validated: dict, node_errors: dict, input_dir: Path) -> bool:
+def validate_inputs(prompt: dict, nid: str, validated: dict, schemas: dict, input_dir: Path,
+                    visiting: list | None = None) -> tuple[bool, list, str]:
+    """One node and, through its links, its ancestors. Mirrors execution.validate_inputs, including that a
+    link to a missing node or output index raises here and is reported by the *downstream* node's check
+    (exception_during_inner_validation), or as exception_during_validation when the output node itself raises.
+    Converted widget values are written back into the prompt, as ComfyUI does."""
+    visiting = [] if visiting is None else visiting
     if nid in validated:
         return validated[nid]
-    validated[nid] = True  # a cycle reaching this node again is not re-entered
+    if nid in visiting:
+        path = visiting[visiting.index(nid):] + [nid]
+        cycle = list(dict.fromkeys(path))
+        details = " -> ".join(f"{n} ({prompt[n]['class_type']})" for n in path)
+        for n in cycle:
+            validated[n] = (False, [_error("dependency_cycle", "Dependency cycle detected", details, node_id=n,
+                                           cycle_nodes=cycle)], n)
+        return validated[nid]
     node = prompt[nid]
-    spec = info[node["class_type"]]["input"]
-    schema = {**spec.get("required", {}), **spec.get("optional", {})}
-    errors = []
-    valid = True
-    for name, (kind, *rest) in schema.items():
-        opts = rest[0] if rest and isinstance(rest[0], dict) else {}
-        if name not in node["inputs"]:
-            if name in spec.get("required", {}):
-                errors.append(_error("required_input_missing", "Required input is missing", name, input_name=name))
-            continue
-        value = node["inputs"][name]
-        if isinstance(value, list):
-            if len(value) != 2:
-                errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list of "
-                                     "[node_id, slot_index]", name, input_name=name))
+    inputs = node["inputs"]
+    spec = schemas[node["class_type"]]["input"]
+    custom = {"image"} if node["class_type"] == "LoadImage" else set()  # inputs LoadImage.VALIDATE_INPUTS takes
+    errors, valid = [], True
+    for section in ("required", "optional"):
+        for name, (input_type, *rest) in spec.get(section, {}).items():
+            extra = rest[0] if rest else {}
+            if name not in inputs:
+                if section == "required":
+                    errors.append(_error("required_input_missing", "Required input is missing", name,
+                                         input_name=name))
                 continue
-            source = prompt[value[0]]  # KeyError for a missing node: exception_during_validation, as ComfyUI
-            returned = info[source["class_type"]]["output"][value[1]]  # IndexError likewise
-            expected = "COMBO" if isinstance(kind, list) else kind
-            if not _types_match(returned, expected):
-                errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes",
-                                     f"{name}, received_type({returned}) mismatch input_type({expected})",
-                                     input_name=name, received_type=returned, linked_node=value))
+            value = inputs[name]
+            config = [input_type, extra]
+            if isinstance(value, list):
+                if len(value) != 2:
+                    errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list of "
+                                         "[node_id, slot_index]", name, input_name=name, input_config=config,
+                                         received_value=value))
+                    continue
+                source = value[0]
+                received = tuple(schemas[prompt[source]["class_type"]]["output"])[value[1]]
+                if not types_match(received, input_type):
+                    errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes",
+                                         f"{name}, received_type({received}) mismatch input_type({input_type})",
+                                         input_name=name, input_config=config, received_type=received,
+                                         linked_node=value))
+                    continue
+                try:
+                    visiting.append(nid)
+                    try:
+                        upstream = validate_inputs(prompt, source, validated, schemas, input_dir, visiting)
+                    finally:
+                        visiting.pop()
+                    if upstream[0] is False:
+                        valid = False
+                except Exception as exc:
+                    valid = False
+                    validated[source] = (False, [_error(
+                        "exception_during_inner_validation", "Exception when validating inner node", str(exc),
+                        input_name=name, input_config=config, exception_message=str(exc),
+                        exception_type=_type_name(exc), traceback=[], linked_node=value)], source)
                 continue
-            if not _validate_node(prompt, info, value[0], validated, node_errors, input_dir):
-                valid = False
-            continue
-        if (node["class_type"], name) == ("LoadImage", "image"):
-            # LoadImage.VALIDATE_INPUTS replaces the list check: the file must exist in the input folder
-            if not (isinstance(value, str) and (input_dir / value).is_file()):
-                errors.append(_error("custom_validation_failed", "Custom validation failed for node",
-                                     f"image - Invalid image file: {value}", input_name=name))
-            continue
-        errors.extend(_check_widget(name, kind, opts, value))
-    if errors:
-        node_errors[nid] = {"errors": errors, "dependent_outputs": [], "class_type": node["class_type"]}
-    validated[nid] = valid and not errors
+            error = _check_widget(inputs, name, input_type, extra, config, name in custom)
+            if error:
+                errors.append(error)
+    if custom and isinstance(inputs.get("image"), str) and not (input_dir / inputs["image"]).is_file():
+        errors.append(_error("custom_validation_failed", "Custom validation failed for node",
+                             f"image - Invalid image file: {inputs['image']}", input_name="image"))
+    previous = validated.get(nid, (True, [], nid))
+    validated[nid] = (previous[0] and valid and not errors, previous[1] + [e for e in errors if e not in previous[1]],
+                      nid)
     return validated[nid]
 
 
-def _types_match(returned: str, expected: str) -> bool:
-    if "*" in (returned, expected):
-        return True
-    return bool(set(returned.split(",")) & set(expected.split(",")))
-
-
-def _check_widget(name: str, kind: Any, opts: dict, value: Any) -> list[dict]:
-    if isinstance(kind, list) or kind == "COMBO":
-        options = kind if isinstance(kind, list) else opts.get("options", [])
+def _check_widget(inputs: dict, name: str, input_type: Any, extra: dict, config: list, custom: bool) -> dict | None:
+    """A widget value: converted as int()/float()/str()/bool() would, then min, max and the COMBO list."""
+    value = inputs[name]
+    if isinstance(value, dict) and "__value__" in value:
+        value = inputs[name] = value["__value__"]
+    convert = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}.get(input_type) \
+        if isinstance(input_type, str) else None
+    if convert is not None:
+        try:
+            value = inputs[name] = convert(value)
+        except Exception as exc:
+            return _error("invalid_input_type", f"Failed to convert an input value to a {input_type} value",
+                          f"{name}, {value}, {exc}", input_name=name, input_config=config, received_value=value,
+                          exception_message=str(exc))
+    if custom:
+        return None
+    if "min" in extra and value < extra["min"]:
+        return _error("value_smaller_than_min", f"Value {value} smaller than min of {extra['min']}", name,
+                      input_name=name, input_config=config, received_value=value)
+    if "max" in extra and value > extra["max"]:
+        return _error("value_bigger_than_max", f"Value {value} bigger than max of {extra['max']}", name,
+                      input_name=name, input_config=config, received_value=value)
+    if isinstance(input_type, list) or input_type == "COMBO":
+        options = input_type if isinstance(input_type, list) else extra.get("options", [])
         if value not in options:
             listed = f"(list of length {len(options)})" if len(options) > 20 else str(options)
-            return [_error("value_not_in_list", "Value not in list", f"{name}: {value!r} not in {listed}",
-                           input_name=name, received_value=value)]
-        return []
-    convert = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}.get(kind)
-    if convert is None:
-        return [_error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
-                       f"{name}, {value}, not a link", input_name=name, received_value=value)]
+            return _error("value_not_in_list", "Value not in list", f"{name}: {value!r} not in {listed}",
+                          input_name=name, input_config=None if len(options) > 20 else config,
+                          received_value=value)
+    return None
+
+
+def types_match(received: Any, expected: Any) -> bool:
+    """comfy_execution.validation.validate_node_input (non-strict): equal, '*', or overlapping unions."""
+    if received == expected or "*" in (received, expected):
+        return True
+    if isinstance(received, list) and expected == "COMBO":
+        return True
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
+    got, want = {t.strip() for t in received.split(",")}, {t.strip() for t in expected.split(",")}
+    return "*" in got or "*" in want or bool(got & want)
+
+
+def _type_name(exc: BaseException) -> str:
+    """execution.full_type_name: builtins are bare (KeyError), others module-qualified."""
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _format_value(value: Any) -> Any:
+    return value if value is None or isinstance(value, int | float | bool | str) else str(value)
+
+
+def _json_or_none(text: str, key: str) -> Any:
     try:
-        if kind in ("INT", "FLOAT") and isinstance(value, str | bool | type(None) | dict):
-            raise ValueError(f"{value!r} is not a number")
-        number = convert(value)
-    except (TypeError, ValueError) as exc:
-        return [_error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
-                       f"{name}, {value}, {exc}", input_name=name, received_value=value)]
-    if kind in ("INT", "FLOAT"):
-        if "min" in opts and number < opts["min"]:
-            return [_error("value_smaller_than_min", f"Value {number} smaller than min of {opts['min']}", name,
-                           input_name=name, received_value=value)]
-        if "max" in opts and number > opts["max"]:
-            return [_error("value_bigger_than_max", f"Value {number} bigger than max of {opts['max']}", name,
-                           input_name=name, received_value=value)]
-    return []
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data.get(key) if isinstance(data, dict) else None
 
 
-# -- execution of shapes -----------------------------------------------------------------------------------
+def _annotated(filename: str, server: ProtocolComfy) -> tuple[str, Path | None]:
+    """folder_paths.annotated_filepath: `name [output]` / `[input]` / `[temp]` picks the folder."""
+    for kind in ("output", "input", "temp"):
+        if filename.endswith(f" [{kind}]"):
+            return filename[:-len(kind) - 3], server._folder(kind)
+    return filename, None
 
-def execution_order(prompt: dict, outputs: list[str]) -> list[str]:
-    """Nodes reachable from the outputs, dependencies first (ComfyUI prunes everything else)."""
-    order: list[str] = []
-    seen: set[str] = set()
 
-    def visit(nid: str) -> None:
-        if nid in seen:
-            return
-        seen.add(nid)
+# -- execution order and cache keys ------------------------------------------------------------------------
+
+def execution_order(prompt: dict, outputs: list[str], schemas: dict, cached: set[str]) -> list[str]:
+    """ExecutionList: the outputs and their ancestors that were not cached when added (a cached node's inputs
+    are not needed), each after its inputs; among ready nodes an output node first, then one feeding an
+    output (ux_friendly_pick_node), else the first ready."""
+    pending: dict[str, set[str]] = {}
+    stack = list(outputs)
+    while stack:
+        nid = stack.pop()
+        if nid in pending:
+            continue
+        pending[nid] = set()
         for value in prompt[nid]["inputs"].values():
             if isinstance(value, list) and len(value) == 2:
-                visit(value[0])
-        order.append(nid)
-
-    for out in outputs:
-        visit(out)
+                if value[0] not in cached:
+                    stack.append(value[0])
+                    pending[nid].add(value[0])
+    order: list[str] = []
+    while pending:
+        ready = [n for n, deps in pending.items() if not deps - set(order)]
+        outputs_now = [n for n in ready if schemas[prompt[n]["class_type"]].get("output_node")]
+        feeding = [n for n in ready if any(n in pending[o] and schemas[prompt[o]["class_type"]].get("output_node")
+                                           for o in pending)]
+        pick = (outputs_now or feeding or ready)[0]
+        order.append(pick)
+        del pending[pick]
     return order
 
 
-def node_signature(prompt: dict, nid: str, memo: dict | None = None) -> str:
-    """ComfyUI's cache key, in spirit: the class and inputs, with links replaced by upstream signatures."""
+def node_signature(prompt: dict, nid: str, schemas: dict, input_dir: Path, memo: dict | None = None) -> str:
+    """CacheKeySetInputSignature in effect: class, IS_CHANGED (LoadImage: the file's hash), the node id for
+    classes with a hidden UNIQUE_ID input, and the inputs with links replaced by their source's signature.
+    Two nodes with the same signature share a cache entry, even within one prompt."""
     memo = {} if memo is None else memo
-    if nid not in memo:
-        node = prompt[nid]
-        parts = {k: (["link", node_signature(prompt, v[0], memo), v[1]] if isinstance(v, list) else v)
-                 for k, v in sorted(node["inputs"].items())}
-        memo[nid] = hashlib.sha256(json.dumps([node["class_type"], parts], sort_keys=True,
-                                              default=str).encode()).hexdigest()
+    if nid in memo:
+        return memo[nid]
+    memo[nid] = "cycle"
+    node = prompt[nid]
+    class_type = node["class_type"]
+    parts: list = [class_type]
+    if class_type == "LoadImage":
+        path = input_dir / str(node["inputs"].get("image"))
+        parts.append(hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
+    if "UNIQUE_ID" in json.dumps(schemas.get(class_type, {}).get("input", {}).get("hidden", {})):
+        parts.append(nid)
+    for name in sorted(node["inputs"]):
+        value = node["inputs"][name]
+        if isinstance(value, list) and len(value) == 2 and value[0] in prompt:
+            parts.append([name, node_signature(prompt, value[0], schemas, input_dir, memo), value[1]])
+        else:
+            parts.append([name, value])
+    memo[nid] = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
     return memo[nid]
 
 
-def _latent_from_pixels(width: int, height: int, length: int, seeds: tuple = ()) -> dict:
-    return {"w": width // 32, "h": height // 32, "t": (length - 1) // 8 + 1, "seeds": seeds}
+def _sampler_steps_hint(prompt: dict, nid: str) -> int:
+    """Steps a sampler will take, read off its sigmas node before running (only to pace exec_seconds)."""
+    link = prompt[nid]["inputs"].get("sigmas")
+    source = prompt.get(link[0], {}) if isinstance(link, list) else {}
+    inputs = source.get("inputs", {})
+    if source.get("class_type") == "ManualSigmas":
+        return max(1, len(_numbers(str(inputs.get("sigmas", "")))) - 1)
+    steps = inputs.get("steps")
+    return steps if isinstance(steps, int) and steps > 0 else 1
 
 
-def simulate(class_type: str, i: dict, server: ProtocolComfy) -> tuple[list, dict | None]:
-    """One node's outputs as shapes (and the UI output of output nodes)."""
-    handle = {"kind": class_type}
+def _numbers(text: str) -> list[float]:
+    return [float(n) for n in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", text)]
+
+
+# -- shapes: what each node class produces ---------------------------------------------------------------
+
+def _image(w: int, h: int, frames: int, colour: tuple) -> dict:
+    return {"type": "IMAGE", "w": w, "h": h, "frames": frames, "colour": colour}
+
+
+def _latent(w: int, h: int, t: int, seeds: tuple = (), guides: int = 0) -> dict:
+    """A video latent: w, h in 32-pixel units, t in 8-frame units (+1), guide frames appended by LTXVAddGuide."""
+    return {"type": "LATENT", "w": w, "h": h, "t": t, "seeds": seeds, "guides": guides}
+
+
+def _seed_colour(seeds: tuple) -> tuple[int, int, int]:
+    digest = hashlib.sha256(repr(seeds).encode()).digest()
+    return digest[0], digest[1], digest[2]
+
+
+def _video_part(latent: dict) -> dict:
+    if latent.get("kind") == "av":
+        return latent["video"]
+    if latent.get("kind") == "audio":
+        raise NodeFailure("RuntimeError", "expected a video latent, got an audio latent")
+    return latent
+
+
+def _scaled(img: dict, w: int, h: int) -> dict:
+    """ImageScale's sizes: 0 on one side keeps the aspect ratio (nodes.ImageScale.upscale)."""
+    if w == 0 and h == 0:
+        return img
+    if w == 0:
+        w = max(1, round(img["w"] * h / img["h"]))
+    elif h == 0:
+        h = max(1, round(img["h"] * w / img["w"]))
+    return {**img, "w": w, "h": h}
+
+
+def _sample(i: dict) -> list:
+    latent = i["latent_image"]
+    seed = i["noise"]["seed"]
+    if latent.get("kind") == "av":
+        video = latent["video"]
+        out = {**latent, "video": {**video, "seeds": video["seeds"] + (seed,)}}
+    else:
+        out = {**latent, "seeds": latent.get("seeds", ()) + (seed,)}
+    return [out, out]
+
+
+def _load_image(run: _Run, name: str) -> list:
+    """LoadImage's real size, decoded with PyAV (PNG, JPEG, WebP...); every frame of an animated file."""
+    with av.open(str(run.server.input_dir / name)) as container:
+        frames = [f for f in container.decode(video=0)]
+    colour = tuple(frames[0].to_ndarray(format="rgb24")[0, 0].tolist())
+    return [_image(frames[0].width, frames[0].height, len(frames), colour), {"type": "MASK"}]
+
+
+def _crop(img: dict, width: int, height: int, x: int, y: int) -> dict:
+    """nodes.ImageCrop: the origin is clamped inside the image and the crop to its edge."""
+    x, y = min(x, img["w"] - 1), min(y, img["h"] - 1)
+    return {**img, "w": min(x + width, img["w"]) - x, "h": min(y + height, img["h"]) - y}
+
+
+def _add_guide(i: dict) -> list:
+    latent = i["latent"]
+    guides = (i["image"]["frames"] - 1) // 8 + 1
+    return [i["positive"], i["negative"], {**latent, "t": latent["t"] + guides, "guides": latent["guides"] + guides}]
+
+
+def _crop_guides(i: dict) -> list:
+    latent = _video_part(i["latent"])
+    return [i["positive"], i["negative"], {**latent, "t": latent["t"] - latent["guides"], "guides": 0}]
+
+
+def _decode(latent: dict) -> list:
+    latent = _video_part(latent)
+    colour = _seed_colour(latent["seeds"])
+    return [_image(latent["w"] * 32, latent["h"] * 32, (latent["t"] - 1) * 8 + 1, colour)]
+
+
+def _audio_decode(latent: dict) -> list:
+    if latent.get("kind") != "audio":
+        raise NodeFailure("RuntimeError", "LTXVAudioVAEDecode needs an audio latent")
+    return [{"type": "AUDIO", "seconds": latent["seconds"], "sample_rate": 24000, "channels": 2}]
+
+
+def _handle(kind: str, **detail: Any) -> dict:
+    """An opaque loaded model (MODEL, CLIP, VAE, ...): only its identity matters here."""
+    return {"type": kind, **detail}
+
+
+def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict | None]:
+    """One node's outputs as shapes, and the UI output of an output node. A class not modelled here fails
+    the prompt as a node would (execution_error), naming it."""
     match class_type:
         case "CheckpointLoaderSimple":
-            return [{"model": i["ckpt_name"]}, {"clip": i["ckpt_name"]}, {"vae": i["ckpt_name"]}], None
-        case "LTXAVTextEncoderLoader" | "CLIPLoader" | "LTXVAudioVAELoader" | "LatentUpscaleModelLoader" | \
-                "KSamplerSelect" | "VAELoader" | "UNETLoader":
-            return [handle], None
+            name = i["ckpt_name"]
+            return [_handle("MODEL", ckpt=name), _handle("CLIP", ckpt=name), _handle("VAE", ckpt=name)], None
+        case "LTXAVTextEncoderLoader" | "CLIPLoader":
+            return [_handle("CLIP", **i)], None
+        case "LTXVAudioVAELoader" | "VAELoader":
+            return [_handle("VAE", **i)], None
+        case "UNETLoader":
+            return [_handle("MODEL", **i)], None
+        case "LatentUpscaleModelLoader":
+            return [_handle("LATENT_UPSCALE_MODEL", **i)], None
         case "LoraLoaderModelOnly":
             return [{**i["model"], "lora": i["lora_name"]}], None
+        case "LoraLoader":
+            return [{**i["model"], "lora": i["lora_name"]}, {**i["clip"], "lora": i["lora_name"]}], None
+        case "ModelSamplingLTXV":
+            return [i["model"]], None
         case "CLIPTextEncode":
-            return [{"text": i["text"]}], None
+            return [{"type": "CONDITIONING", "text": i["text"]}], None
         case "LTXVConditioning":
             return [i["positive"], i["negative"]], None
         case "CFGGuider":
-            return [{"cfg": i["cfg"], "model": i["model"]}], None
+            return [{"type": "GUIDER", "cfg": i["cfg"]}], None
+        case "KSamplerSelect":
+            return [{"type": "SAMPLER", "name": i["sampler_name"]}], None
         case "RandomNoise":
-            return [{"seed": i["noise_seed"]}], None
-        case "LTXVScheduler":
-            return [{"steps": int(i["steps"])}], None
+            return [{"type": "NOISE", "seed": i["noise_seed"]}], None
+        case "LTXVScheduler" | "BasicScheduler":
+            return [{"type": "SIGMAS", "steps": i["steps"]}], None
         case "ManualSigmas":
-            return [{"steps": max(0, len([s for s in i["sigmas"].split(",") if s.strip()]) - 1)}], None
+            return [{"type": "SIGMAS", "steps": max(0, len(_numbers(i["sigmas"])) - 1)}], None
+        case "SplitSigmas":
+            steps, at = i["sigmas"]["steps"], min(i["step"], i["sigmas"]["steps"])
+            return [{"type": "SIGMAS", "steps": at}, {"type": "SIGMAS", "steps": steps - at}], None
+        case "SamplerCustomAdvanced":
+            return _sample(i), None
+        case "PrimitiveInt" | "PrimitiveFloat" | "PrimitiveString":
+            return [i["value"]], None
         case "EmptyImage":
-            return [{"w": i["width"], "h": i["height"], "frames": i["batch_size"]}], None
+            c = i["color"]
+            return [_image(i["width"], i["height"], i["batch_size"], (c >> 16 & 255, c >> 8 & 255, c & 255))], None
+        case "LoadImage":
+            return _load_image(run, i["image"]), None
+        case "ImageScale":
+            return [_scaled(i["image"], i["width"], i["height"])], None
         case "ImageScaleBy":
             img = i["image"]
             return [{**img, "w": round(img["w"] * i["scale_by"]), "h": round(img["h"] * i["scale_by"])}], None
-        case "ImageScale":
-            img = i["image"]
-            w, h = i["width"], i["height"]
-            if w == 0 and h == 0:
-                w, h = img["w"], img["h"]
-            elif w == 0:
-                w = max(1, round(img["w"] * h / img["h"]))
-            elif h == 0:
-                h = max(1, round(img["h"] * w / img["w"]))
-            return [{**img, "w": w, "h": h}], None
+        case "ResizeAndPadImage":
+            return [{**i["image"], "w": i["target_width"], "h": i["target_height"]}], None
+        case "ImageCrop":
+            return [_crop(i["image"], i["width"], i["height"], i["x"], i["y"])], None
+        case "RepeatImageBatch":
+            return [{**i["image"], "frames": i["image"]["frames"] * i["amount"]}], None
         case "GetImageSize":
-            return [i["image"]["w"], i["image"]["h"], i["image"]["frames"]], None
-        case "LoadImage":
-            path = server.input_dir / i["image"]
-            with Image.open(path) as im:
-                return [{"w": im.width, "h": im.height, "frames": 1}, {"mask": True}], None
+            img = i["image"]
+            run.send_text(nid, f"width: {img['w']}, height: {img['h']}\n batch size: {img['frames']}")
+            return [img["w"], img["h"], img["frames"]], None
         case "LTXVPreprocess":
             return [i["image"]], None
         case "EmptyLTXVLatentVideo":
-            return [_latent_from_pixels(i["width"], i["height"], i["length"])], None
+            return [_latent(i["width"] // 32, i["height"] // 32, (i["length"] - 1) // 8 + 1)], None
         case "LTXVEmptyLatentAudio":
-            return [{"seconds": i["frames_number"] / i["frame_rate"]}], None
+            return [{"type": "LATENT", "kind": "audio", "seconds": i["frames_number"] / i["frame_rate"]}], None
         case "LTXVConcatAVLatent":
-            return [{"video": i["video_latent"], "audio": i["audio_latent"]}], None
+            return [{"type": "LATENT", "kind": "av", "video": _video_part(i["video_latent"]),
+                     "audio": i["audio_latent"]}], None
         case "LTXVSeparateAVLatent":
-            av_latent = i["av_latent"]
-            return [av_latent["video"], av_latent["audio"]], None
+            if i["av_latent"].get("kind") != "av":
+                raise NodeFailure("KeyError", "'audio' (the latent is not an audio-video latent)")
+            return [i["av_latent"]["video"], i["av_latent"]["audio"]], None
         case "LTXVImgToVideoInplace":
-            return [{**i["latent"], "first_frame": True}], None
-        case "SamplerCustomAdvanced":
-            latent = i["latent_image"]
-            seeds = (i["noise"]["seed"],)
-            if "video" in latent:
-                latent = {"video": {**latent["video"], "seeds": latent["video"].get("seeds", ()) + seeds},
-                          "audio": latent["audio"]}
-            else:
-                latent = {**latent, "seeds": latent.get("seeds", ()) + seeds}
-            return [latent, latent], None
+            return [i["latent"]], None
+        case "LTXVImgToVideo":
+            latent = _latent(i["width"] // 32, i["height"] // 32, (i["length"] - 1) // 8 + 1)
+            return [i["positive"], i["negative"], latent], None
+        case "LTXVAddGuide":
+            return _add_guide(i), None
         case "LTXVCropGuides":
-            return [i["positive"], i["negative"], i["latent"]], None
+            return _crop_guides(i), None
         case "LTXVLatentUpsampler":
-            lat = i["samples"]
-            return [{**lat, "w": lat["w"] * 2, "h": lat["h"] * 2}], None
+            latent = _video_part(i["samples"])
+            return [{**latent, "w": latent["w"] * 2, "h": latent["h"] * 2}], None
+        case "VAEEncode":
+            img = i["pixels"]
+            return [_latent(img["w"] // 32, img["h"] // 32, (img["frames"] - 1) // 8 + 1)], None
         case "VAEDecode" | "VAEDecodeTiled":
-            lat = i["samples"]
-            return [{"w": lat["w"] * 32, "h": lat["h"] * 32, "frames": (lat["t"] - 1) * 8 + 1,
-                     "seeds": lat.get("seeds", ())}], None
-        case "EmptyAudio":
-            return [{"audio_seconds": i["duration"]}], None
+            return _decode(i["samples"]), None
         case "LTXVAudioVAEDecode":
-            return [{"audio_seconds": i["samples"]["seconds"]}], None
+            return _audio_decode(i["samples"]), None
+        case "EmptyAudio":
+            return [{"type": "AUDIO", "seconds": i["duration"], "sample_rate": i["sample_rate"],
+                     "channels": i["channels"]}], None
         case "CreateVideo":
-            return [{"images": i["images"], "fps": float(i["fps"]), "audio": i.get("audio")}], None
+            return [{"type": "VIDEO", "images": i["images"], "fps": i["fps"], "audio": i.get("audio")}], None
         case "SaveVideo":
-            return [], {"images": [write_mp4(server.output_dir, i["filename_prefix"], i["video"])],
-                        "animated": [True]}
-    raise NotModelled(f"the protocol server does not model {class_type}")
+            saved = save_video(run.server.output_dir, i["filename_prefix"], i["video"], run.prompt)
+            return [i["video"]], {"images": [saved], "animated": [True]}
+    raise NodeFailure("NotImplementedError", f"the protocol server does not model {class_type}")
 
 
-def write_mp4(output_dir: Path, prefix: str, video: dict) -> dict:
-    """A real MP4 named as ComfyUI names it: `<subfolder>/<name>_00001_.mp4`, counting up past existing ones."""
-    subfolder, _, name = prefix.rpartition("/")
-    folder = output_dir / subfolder
+# -- SaveVideo ---------------------------------------------------------------------------------------------
+
+def save_path(output_dir: Path, prefix: str, width: int, height: int) -> tuple[Path, str, str]:
+    """folder_paths.get_save_image_path + SaveVideo's name: (folder, file name, reported subfolder).
+    The counter is one past the highest `<name>_NNNNN_*` already in the folder, whatever its extension."""
+    for key, value in (("%width%", width), ("%height%", height)):
+        prefix = prefix.replace(key, str(value))
+    now = time.localtime()
+    for key, value in (("%year%", now.tm_year), ("%month%", now.tm_mon), ("%day%", now.tm_mday),
+                       ("%hour%", now.tm_hour), ("%minute%", now.tm_min), ("%second%", now.tm_sec)):
+        prefix = prefix.replace(key, str(value).zfill(2))
+    subfolder, name = os.path.split(os.path.normpath(prefix))
+    folder = Path(os.path.abspath(output_dir / subfolder))
+    if os.path.commonpath((str(output_dir), str(folder))) != str(output_dir):
+        raise NodeFailure("Exception", "**** ERROR: Saving image outside the output folder is not allowed."
+                                       f"\n full_output_folder: {folder}\n         output_dir: {output_dir}")
     folder.mkdir(parents=True, exist_ok=True)
-    counter = 1 + max([int(p.name[len(name) + 1:len(name) + 6]) for p in folder.glob(f"{name}_?????_.mp4")],
-                      default=0)
-    filename = f"{name}_{counter:05}_.mp4"
+    counters = [int(m.group(1)) for p in folder.iterdir()
+                if (m := re.match(re.escape(name) + r"_(\d+)_", p.name)) and p.name[len(name) + 1:].split(".")[0]
+                .split("_")[0] == m.group(1)]
+    return folder, f"{name}_{max(counters, default=0) + 1:05}_.mp4", subfolder
+
+
+def save_video(output_dir: Path, prefix: str, video: dict, prompt: dict) -> dict:
+    """A real MP4 as SaveVideo writes it: h264 yuv420p at the video's size, frame count and rate, an AAC
+    stream when CreateVideo had audio, the prompt in the metadata. Frames are one solid colour (fast)."""
     images = video["images"]
-    seed_bytes = hashlib.sha256(repr(images.get("seeds", ())).encode()).digest()
-    colour = tuple(seed_bytes[:3])
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=round(video["fps"]))
+    folder, filename, subfolder = save_path(output_dir, prefix, images["w"], images["h"])
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        container.metadata["prompt"] = json.dumps(prompt)
+        stream = container.add_stream("libx264", rate=Fraction(round(video["fps"] * 1000), 1000))
         stream.width, stream.height, stream.pix_fmt = images["w"], images["h"], "yuv420p"
         stream.options = {"preset": "ultrafast"}
-        audio = container.add_stream("aac", rate=24000) if video.get("audio") else None
-        if audio is not None:
-            audio.layout = "stereo"
-        pixels = np.full((images["h"], images["w"], 3), colour, dtype=np.uint8)
+        audio = video.get("audio")
+        audio_stream = container.add_stream("aac", rate=audio["sample_rate"]) if audio else None
+        if audio_stream is not None:
+            audio_stream.layout = "stereo" if audio["channels"] > 1 else "mono"
+        frame = av.VideoFrame.from_ndarray(np.full((images["h"], images["w"], 3), images["colour"], np.uint8),
+                                           format="rgb24")
         for _ in range(images["frames"]):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-        if audio is not None:
-            samples = max(1, int(24000 * video["audio"]["audio_seconds"]))
-            frame = av.AudioFrame.from_ndarray(np.zeros((2, samples), dtype=np.float32), format="fltp",
-                                               layout="stereo")
-            frame.sample_rate = 24000
-            for packet in audio.encode(frame):
-                container.mux(packet)
-            for packet in audio.encode():
-                container.mux(packet)
-    (folder / filename).write_bytes(buf.getvalue())
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+        if audio_stream is not None:
+            channels = 2 if audio["channels"] > 1 else 1
+            samples = np.zeros((channels, max(1, round(audio["seconds"] * audio["sample_rate"]))), np.float32)
+            sound = av.AudioFrame.from_ndarray(samples, format="fltp", layout=audio_stream.layout.name)
+            sound.sample_rate = audio["sample_rate"]
+            container.mux(audio_stream.encode(sound))
+            container.mux(audio_stream.encode())
+    (folder / filename).write_bytes(buffer.getvalue())
     return {"filename": filename, "subfolder": subfolder, "type": "output"}

@@ -102,6 +102,7 @@ def test_prompt_rejected_lists_node_errors(worker, comfy):
 
 
 def test_dropped_websocket_is_reconnected_and_the_result_recovered(worker, comfy, output_dir):
+    comfy.exec_seconds = 1.0  # still running when the socket drops: the worker must reconnect, not just ask /history
     comfy.inject("ws_drop", after_messages=4)
     out = run(worker, SMALL)
     assert "error" not in out, out

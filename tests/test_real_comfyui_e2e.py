@@ -1,0 +1,129 @@
+"""The whole worker on a real ComfyUI v0.26.2 running the real two-stage graph end to end, on tiny random-weight
+model files under the four real names (tools/make_tiny_models.py). Skipped unless COMFYUI_DIR is set, like
+test_real_comfyui.py. Slow on a CPU: the text encoder keeps Gemma 3 12B's shape, so each distinct prompt costs
+minutes; every test here reuses one prompt pair, which ComfyUI then answers from its cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_real_comfyui import COMFY_PYTHON, COMFYUI_DIR, pytestmark  # noqa: F401  (the same skip rule)
+
+from ltx2_worker import launch
+from ltx2_worker.manifest import load_manifest
+from ltx2_worker.provision import check
+from ltx2_worker.settings import ROOT, load_settings
+from ltx2_worker.worker import Worker
+
+from helpers import LocalApi, decode_video_field, files_under, free_port
+
+PROMPT = {"prompt": "a red fox running through snow", "negative_prompt": "blurry"}
+SMALL = {**PROMPT, "width": 256, "height": 256, "frame_count": 9, "steps": 2, "seed": 1}
+
+
+def tiny_config(tmp: Path, volume: Path) -> Path:
+    """config.ini with the real settings and a manifest of the tiny files, sizes and hashes read now."""
+    tiny = json.loads((volume / "models" / "tiny-manifest.json").read_text())
+    base = (ROOT / "config.ini").read_text().split("# The model manifest")[0]
+    real = load_manifest(load_settings(env={}))
+    sections = [base]
+    for model in real:
+        info = tiny[model.folder]
+        sections.append(f"[model.{model.role}]\nrepo = {model.repo}\nrevision = main\npath = {model.path}\n"
+                        f"folder = {model.folder}\nsize = {info['size']}\nsha256 = {info['sha256']}\nrequired = true\n")
+    path = tmp / "config.ini"
+    path.write_text("\n".join(sections))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny-ltx2")
+    volume = tmp / "volume"
+    subprocess.run([COMFY_PYTHON, "tools/make_tiny_models.py", "--comfyui-dir", COMFYUI_DIR, "--out", str(volume),
+                    "--seed", "0"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    env = {"LTX2_CONFIG": str(tiny_config(tmp, volume)), "COMFYUI_DIR": COMFYUI_DIR, "COMFY_PYTHON": COMFY_PYTHON,
+           "COMFY_URL": f"http://127.0.0.1:{free_port()}", "NETWORK_VOLUME_PATH": str(volume),
+           "COMFY_OUTPUT_DIR": str(tmp / "output"), "COMFY_LOG_FILE": str(tmp / "comfyui.log"),
+           "COMFY_PID_FILE": str(tmp / "comfyui.pid"), "BOOT_ERROR_FILE": str(tmp / "boot-error"),
+           "COMFY_EXTRA_ARGS": "--cpu", "JOB_TIMEOUT_S": "1500", "PROGRESS_INTERVAL_S": "30"}
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # the never-written Gemma matrices stay on zero pages
+    settings = load_settings(env=env)
+    proc = launch.start(settings, load_manifest(settings, Path(env["LTX2_CONFIG"])))
+    try:
+        launch.wait_ready(settings, proc)
+        yield {"env": env, "settings": settings, "volume": volume, "tmp": tmp, "proc": proc}
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def test_1_provisioning_verifies_the_tiny_files(stack):
+    settings = stack["settings"]
+    assert check(settings, load_manifest(settings, Path(stack["env"]["LTX2_CONFIG"])), sha256=True) == []
+
+
+def test_2_jobs_through_the_local_api_return_the_asked_mp4(stack):
+    with LocalApi(stack["env"], stack["tmp"] / "handler.log", start_s=120) as api:
+        with_audio = api.runsync(SMALL, timeout=1500)
+        without = api.runsync({**SMALL, "audio": False}, timeout=600)
+    assert with_audio["status"] == "COMPLETED", with_audio
+    assert decode_video_field(with_audio["output"]) == {"width": 256, "height": 256, "frames": 9, "fps": 24.0,
+                                                        "audio": True}
+    assert without["status"] == "COMPLETED", without
+    assert decode_video_field(without["output"])["audio"] is False
+    assert files_under(stack["settings"].comfy_output_dir / "ltx2") == []
+
+
+def test_3_the_earlier_package_request_shape_comes_out_at_exactly_its_size(stack):
+    out = Worker(stack["settings"]).handle({"id": "earlier", "input": {**PROMPT, "width": 1280, "height": 720,
+                                                                       "frame_count": 9, "seed": 42, "steps": 2}})
+    assert "error" not in out, out
+    facts = decode_video_field(out)
+    assert (facts["width"], facts["height"], facts["frames"]) == (1280, 720, 9)
+
+
+def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
+    worker = Worker(stack["settings"])
+    first, again, other = (worker.handle({"id": f"seed-{i}", "input": {**SMALL, "seed": seed}})
+                           for i, seed in enumerate((7, 7, 8)))
+    assert first["video"] == again["video"]
+    assert first["video"] != other["video"]
+
+
+def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
+    settings = stack["settings"]
+    lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
+    original = lora.read_bytes()
+    try:
+        lora.write_bytes(original[: len(original) // 2])
+        env = {**stack["env"], "BOOT_ERROR_FILE": str(tmp_path / "boot-error")}
+        result = subprocess.run([os.sys.executable, "-m", "ltx2_worker.provision", "--check"], cwd=ROOT,
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert "BAD loras/ltx-2-19b-distilled-lora-384.safetensors: has" in result.stdout
+    finally:
+        lora.write_bytes(original)
+    assert check(settings, load_manifest(settings, Path(stack["env"]["LTX2_CONFIG"]))) == []
+
+
+def test_6_comfyui_killed_mid_job_gives_a_clear_error_and_a_fresh_worker(stack):
+    settings, proc = stack["settings"], stack["proc"]
+    killer = threading.Timer(1.0, lambda: os.kill(proc.pid, signal.SIGKILL))
+    killer.start()
+    started = time.monotonic()
+    job = {**PROMPT, "width": 1280, "height": 720, "frame_count": 17, "steps": 4, "seed": 99}  # runs for seconds
+    out = Worker(settings).handle({"id": "killed", "input": job})
+    killer.join()
+    assert out["refresh_worker"] is True
+    assert "ComfyUI" in out["error"] and "not running" in out["error"]
+    assert time.monotonic() - started < 60
