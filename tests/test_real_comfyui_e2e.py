@@ -36,7 +36,7 @@ def tiny_config(tmp: Path, volume: Path) -> Path:
     real = load_manifest(load_settings(env={}))
     sections = [base]
     for model in real:
-        info = tiny[model.folder]
+        info = tiny[model.role]
         sections.append(f"[model.{model.role}]\nrepo = {model.repo}\nrevision = main\npath = {model.path}\n"
                         f"folder = {model.folder}\nsize = {info['size']}\nsha256 = {info['sha256']}\nrequired = true\n")
     path = tmp / "config.ini"

@@ -5,6 +5,7 @@ Each part is built from the ComfyUI checkout's own classes (so the key names are
 expect) with small widths, filled deterministically from --seed, and written with the metadata ComfyUI reads:
 - the checkpoint: the LTX-2 audio-video transformer (`model.diffusion_model.`), the video VAE (`vae.`), the
   audio VAE (`audio_vae.`) and its vocoder (`vocoder.`), and the metadata `config` describing all four;
+- the distilled checkpoint (for "mode": "distilled"): the same, with other transformer weights;
 - the text encoder: Gemma 3 12B cannot be made small in ComfyUI (its shape is fixed in code), so the file
   holds only a small SentencePiece tokenizer (`spiece_model`) and the norm weights; every other weight stays
   zero when loaded (ComfyUI warns), which is enough to run the graph;
@@ -15,7 +16,7 @@ Run it with ComfyUI's interpreter (it imports torch and ComfyUI):
     $COMFY_PYTHON tools/make_tiny_models.py --comfyui-dir "$COMFYUI_DIR" --out /tmp/volume [--seed 0]
 
 The files land in <out>/models/<folder>/, where the worker's manifest expects them; their sizes and sha256
-are printed (and written to <out>/models/tiny-manifest.json) for a test manifest.
+are printed (and written, by manifest role, to <out>/models/tiny-manifest.json) for a test manifest.
 """
 
 from __future__ import annotations
@@ -68,11 +69,12 @@ UPSCALER = {"_class_name": "LatentUpsampler", "in_channels": 128, "mid_channels"
             "rational_resampler": False}
 GEMMA_LAYERS, GEMMA_WIDTH, GEMMA_HEAD = 48, 3840, 256  # fixed by ComfyUI's Gemma3_12B_Config
 LORA_RANK = 4
-FILES = {
-    "checkpoints": "ltx-2-19b-dev-fp8.safetensors",
-    "text_encoders": "gemma_3_12B_it_fp4_mixed.safetensors",
-    "loras": "ltx-2-19b-distilled-lora-384.safetensors",
-    "latent_upscale_models": "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+FILES = {  # manifest role: (ComfyUI folder, the real file name)
+    "checkpoint": ("checkpoints", "ltx-2-19b-dev-fp8.safetensors"),
+    "checkpoint_distilled": ("checkpoints", "ltx-2-19b-distilled-fp8.safetensors"),
+    "text_encoder": ("text_encoders", "gemma_3_12B_it_fp4_mixed.safetensors"),
+    "lora": ("loras", "ltx-2-19b-distilled-lora-384.safetensors"),
+    "upscaler": ("latent_upscale_models", "ltx-2-spatial-upscaler-x2-1.0.safetensors"),
 }
 
 
@@ -125,6 +127,9 @@ def build(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
     audio = AudioVAE(metadata={"config": json.dumps(config)})
     for key, value in fill(audio, torch, generator).items():
         checkpoint[key.replace("autoencoder.", "audio_vae.", 1) if key.startswith("autoencoder.") else key] = value
+    # the distilled checkpoint: the same architecture and VAEs, other transformer weights
+    distilled = {**checkpoint, **{f"model.diffusion_model.{k}": v
+                                  for k, v in fill(transformer, torch, generator).items()}}
     lora = {}
     for name, tensor in sorted(transformer.state_dict().items()):
         if name.startswith("transformer_blocks.") and name.endswith(".weight") and tensor.ndim == 2 and \
@@ -145,21 +150,23 @@ def build(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
     text_encoder["model.norm.weight"] = torch.zeros(GEMMA_WIDTH, dtype=torch.bfloat16)
 
     parts = {
-        "checkpoints": (checkpoint, {"config": json.dumps(config, sort_keys=True)}),
-        "text_encoders": (text_encoder, None),
-        "loras": (lora, None),
-        "latent_upscale_models": (fill(upscaler, torch, generator),
-                                  {"config": json.dumps(UPSCALER, sort_keys=True)}),
+        "checkpoint": (checkpoint, {"config": json.dumps(config, sort_keys=True)}),
+        "checkpoint_distilled": (distilled, {"config": json.dumps(config, sort_keys=True)}),
+        "text_encoder": (text_encoder, None),
+        "lora": (lora, None),
+        "upscaler": (fill(upscaler, torch, generator), {"config": json.dumps(UPSCALER, sort_keys=True)}),
     }
     written = {}
-    for folder, (tensors, metadata) in parts.items():
-        path = out / "models" / folder / FILES[folder]
+    for role, (tensors, metadata) in parts.items():
+        folder, name = FILES[role]
+        path = out / "models" / folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, path)
         data = path.read_bytes()
-        written[folder] = {"file": FILES[folder], "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        written[role] = {"folder": folder, "file": name, "size": len(data),
+                         "sha256": hashlib.sha256(data).hexdigest()}
     return written
 
 
@@ -173,8 +180,8 @@ def main() -> None:
         parser.error("--comfyui-dir (or COMFYUI_DIR) must point at a ComfyUI v0.26.2 checkout")
     written = build(args.comfyui_dir, args.out, args.seed)
     (args.out / "models" / "tiny-manifest.json").write_text(json.dumps(written, indent=2))
-    for folder, info in written.items():
-        print(f"{folder}/{info['file']}: {info['size']} bytes, sha256 {info['sha256']}")
+    for info in written.values():
+        print(f"{info['folder']}/{info['file']}: {info['size']} bytes, sha256 {info['sha256']}")
 
 
 if __name__ == "__main__":
