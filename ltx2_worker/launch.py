@@ -8,7 +8,6 @@ check, and a readiness wait with a deadline.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shlex
@@ -20,14 +19,13 @@ from urllib.parse import urlparse
 
 import requests
 
+from .gpu import Gpu, GpuError, choose_profile, detect_gpu
 from .health import log_tail, record_boot_failure
 from .manifest import ModelFile, load_manifest
 from .settings import Settings, SettingsError, load_settings
 from .verify import write_atomically
 
 log = logging.getLogger(__name__)
-LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of memory in the text encoder
-FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwell
 
 
 class LaunchError(Exception):
@@ -36,47 +34,9 @@ class LaunchError(Exception):
         self.refresh_worker = refresh_worker
 
 
-@dataclasses.dataclass(frozen=True)
-class Gpu:
-    name: str
-    memory_gb: float
-    compute_capability: float
-
-
-def detect_gpu() -> Gpu | None:
-    """The first GPU as nvidia-smi reports it; None on a machine without NVIDIA tools (development, CI)."""
-    query = ["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"]
-    try:
-        out = subprocess.run(query, capture_output=True, text=True, timeout=20)
-    except FileNotFoundError:
-        return None
-    except subprocess.TimeoutExpired:
-        raise LaunchError("nvidia-smi did not answer within 20 s: the GPU is in a broken state",
-                          refresh_worker=True) from None
-    if out.returncode != 0:
-        raise LaunchError(f"nvidia-smi failed ({(out.stderr or out.stdout).strip()[:300]}): the GPU is not usable",
-                          refresh_worker=True)
-    try:
-        name, memory_mib, cc = (part.strip() for part in out.stdout.splitlines()[0].split(","))
-        return Gpu(name, float(memory_mib) / 1024, float(cc))
-    except (IndexError, ValueError):
-        raise LaunchError(f"cannot read nvidia-smi's answer {out.stdout.strip()[:200]!r}") from None
-
-
 def gpu_flags(settings: Settings, gpu: Gpu | None) -> list[str]:
-    """ComfyUI flags for this GPU, or COMFY_EXTRA_ARGS instead when set."""
-    if settings.comfy_extra_args.strip():
-        return shlex.split(settings.comfy_extra_args)
-    if gpu is None:
-        return ["--cpu"]
-    flags = []
-    if gpu.memory_gb < LOW_VRAM_BELOW_GB:
-        flags.append("--lowvram")
-    if gpu.compute_capability >= FP8_FAST_FROM_CC:
-        flags += ["--fast", "fp8_matrix_mult"]
-    if settings.comfy_reserve_vram_gb > 0:
-        flags += ["--reserve-vram", f"{settings.comfy_reserve_vram_gb:g}"]
-    return flags
+    """ComfyUI flags for this GPU's memory class (ltx2_worker.gpu), or COMFY_EXTRA_ARGS instead when set."""
+    return list(choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args).flags)
 
 
 def extra_model_paths_yaml(volume: Path, models: list[ModelFile]) -> str:
@@ -85,6 +45,9 @@ def extra_model_paths_yaml(volume: Path, models: list[ModelFile]) -> str:
              "ltx2_volume:", f"    base_path: {json.dumps(str(volume / 'models'))}"]
     for folder in sorted({m.folder for m in models}):
         lines.append(f"    {folder}: {folder}")
+    if "checkpoints" in {m.folder for m in models}:
+        # the large-memory graph loads stage 2's own copy of the checkpoint with UNETLoader (ltx2_worker.gpu)
+        lines.append("    diffusion_models: checkpoints")
     return "\n".join(lines) + "\n"
 
 
@@ -102,10 +65,14 @@ def command(settings: Settings, yaml_path: Path, flags: list[str]) -> list[str]:
 def start(settings: Settings, models: list[ModelFile]) -> subprocess.Popen:
     if not (settings.comfy_dir / "main.py").is_file():
         raise LaunchError(f"no ComfyUI at {settings.comfy_dir} (COMFYUI_DIR): main.py is missing")
-    gpu = detect_gpu()
-    flags = gpu_flags(settings, gpu)
-    log.info("GPU: %s; ComfyUI flags: %s", f"{gpu.name}, {gpu.memory_gb:.0f} GB, compute {gpu.compute_capability}"
-             if gpu else "none found", " ".join(flags))
+    try:
+        gpu = detect_gpu()
+    except GpuError as exc:
+        raise LaunchError(str(exc), refresh_worker=True) from None
+    profile = choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args)
+    flags = list(profile.flags)
+    log.info("GPU: %s; memory class %s; ComfyUI flags: %s", f"{gpu.name}, {gpu.memory_gb:.0f} GB, compute "
+             f"{gpu.compute_capability}" if gpu else "none found", profile.name, " ".join(flags))
     yaml_path = settings.comfy_log_file.parent / "ltx2_extra_model_paths.yaml"
     write_atomically(yaml_path, extra_model_paths_yaml(settings.volume_path, models).encode())
     for folder in (settings.comfy_output_dir, settings.comfy_input_dir):

@@ -64,7 +64,7 @@ STAGES = {
     "positive_prompt": "encoding the prompt", "negative_prompt": "encoding the prompt",
     "sampler_stage1": "stage 1: sampling at half size", "upsampler": "upscaling 2x",
     "sampler_stage2": "stage 2: refining at full size", "video_decode": "decoding the video",
-    "audio_decode": "decoding the audio", "output_resize": "sizing the frames", "save_video": "writing the MP4",
+    "audio_decode": "decoding the audio", "output_crop": "sizing the frames", "save_video": "writing the MP4",
 }
 
 

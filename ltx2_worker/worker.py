@@ -13,6 +13,7 @@ from typing import Any
 
 from . import health
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, output_files
+from .gpu import GpuError, Profile, choose_profile, detect_gpu
 from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
 from .ladder import step_down
@@ -27,11 +28,13 @@ READY_POLL_S = 0.5
 
 
 class Worker:
-    def __init__(self, settings: Settings, workflow: Workflow | None = None, client: ComfyClient | None = None):
+    def __init__(self, settings: Settings, workflow: Workflow | None = None, client: ComfyClient | None = None,
+                 profile: Profile | None = None):
         self.settings = settings
         self.workflow = workflow or Workflow.load()
         self.client = client or ComfyClient(settings.comfy_url, settings.comfy_http_timeout_s)
         self.bucket = Bucket.from_env(settings)
+        self.profile = profile or _gpu_profile(settings)
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         job_id = str(job.get("id") or "local")
@@ -108,7 +111,7 @@ class Worker:
             log.info("job %s: %dx%d, %d frames at %d fps, seed %d, audio %s", job_id, current.width,
                      current.height, current.frame_count, current.fps, current.seed, current.audio)
             try:
-                graph = self.workflow.build(current, prefix, image_name)
+                graph = self.workflow.build(current, prefix, image_name, self.profile.graph)
                 out = self._run(job_id, current, graph, deadline, timings, started)
             except ExecutionFailed as exc:
                 if not exc.out_of_memory:
@@ -171,6 +174,19 @@ class Worker:
             time.sleep(READY_POLL_S)
         if time.monotonic() - started > READY_POLL_S / 2:
             timings["comfy_startup_wait"] = time.monotonic() - started
+
+
+def _gpu_profile(settings: Settings) -> Profile:
+    """The same memory class the launcher chose ComfyUI's flags from (a GPU that does not answer here is
+    reported by the launcher and the health check; the graph then keeps its memory-saving form)."""
+    try:
+        gpu = detect_gpu()
+    except GpuError as exc:
+        log.warning("cannot read the GPU (%s); using the small-memory graph", exc)
+        gpu = None
+    profile = choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args)
+    log.info("memory class %s: %s", profile.name, profile.graph)
+    return profile
 
 
 def _error(message: str, refresh_worker: bool) -> dict[str, Any]:

@@ -7,6 +7,7 @@ ComfyUI without touching this code, and a missing or doubled role fails at start
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -30,7 +31,7 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "guider_stage1": ("CFGGuider", ("cfg",)),
     "noise_stage1": ("RandomNoise", ("noise_seed",)),
     "noise_stage2": ("RandomNoise", ("noise_seed",)),
-    "output_resize": ("ImageScale", ("width", "height")),
+    "output_crop": ("ImageCrop", ("width", "height", "x", "y")),
     "create_video": ("CreateVideo", ("fps", "audio")),
     "save_video": ("SaveVideo", ("filename_prefix",)),
     "audio_decode": ("LTXVAudioVAEDecode", ("samples", "audio_vae")),
@@ -45,7 +46,7 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "av_latent_stage2": ("LTXVConcatAVLatent", ("video_latent",)),
     "crop_guides": ("LTXVCropGuides", ("latent",)),
     "sampler_stage2": ("SamplerCustomAdvanced", ("latent_image",)),
-    "video_decode": ("VAEDecodeTiled", ("samples",)),
+    "video_decode": ("VAEDecodeTiled", ("samples", "vae")),
 }
 
 # Distilled mode (ltx2-workflow.md): the distilled FP8 checkpoint, CFG 1, a fixed 8-step stage-1 schedule,
@@ -56,8 +57,23 @@ DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725,
 I2V_IMAGE_COMPRESSION = 35
 
 # Stage 1 runs at half size on ComfyUI's 32-pixel latent grid and EmptyLTXVLatentVideo rounds down silently,
-# so the graph generates at multiples of 64 and `output_resize` scales/centre-crops to the asked size.
+# so the graph generates at multiples of 64 and `output_crop` centre-crops to the asked size (a slice: no
+# resampling, and for 1280x720 the same pixels as ImageScale's centre crop gave).
 GENERATION_MULTIPLE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphChoices:
+    """Memory-for-speed choices that leave the sampling itself unchanged (ltx2_worker.gpu picks them).
+
+    stage2_own_model: stage 2 loads its own copy of the dev checkpoint (UNETLoader) for the distilled LoRA, so
+        the LoRA stays applied between jobs instead of being re-applied to weights stage 1 shares (~5 s a
+        job); costs a second copy of the transformer in memory.
+    full_decode: VAEDecode in one piece instead of VAEDecodeTiled (~1 s faster, more memory).
+    """
+
+    stage2_own_model: bool = False
+    full_decode: bool = False
 
 
 class WorkflowError(ValueError):
@@ -108,7 +124,8 @@ class Workflow:
     def node(self, graph: dict[str, Any], role: str) -> dict[str, Any]:
         return graph[self.node_ids[role]]["inputs"]
 
-    def build(self, req: VideoRequest, filename_prefix: str, image_name: str | None = None) -> dict[str, Any]:
+    def build(self, req: VideoRequest, filename_prefix: str, image_name: str | None = None,
+              choices: GraphChoices = GraphChoices()) -> dict[str, Any]:
         """A patched copy of the graph for one request; the loaded graph is never changed. `image_name` is
         the first frame already uploaded to ComfyUI's input folder (image-to-video)."""
         graph = copy.deepcopy(self.graph)
@@ -126,11 +143,18 @@ class Workflow:
             self.node(graph, "guider_stage1")["cfg"] = req.cfg
         self.node(graph, "noise_stage1")["noise_seed"] = req.seed
         self.node(graph, "noise_stage2")["noise_seed"] = req.seed
-        self.node(graph, "output_resize").update(width=req.width, height=req.height)
+        self.node(graph, "output_crop").update(width=req.width, height=req.height, x=(gen_w - req.width) // 2,
+                                               y=(gen_h - req.height) // 2)
         self.node(graph, "create_video")["fps"] = float(req.fps)
         self.node(graph, "save_video")["filename_prefix"] = filename_prefix
         if req.mode == "distilled":
-            self._distilled(graph)
+            self._distilled(graph)  # stage 2 then uses the checkpoint's model as it is: nothing to re-apply
+        elif choices.stage2_own_model:
+            self._stage2_own_model(graph)
+        if choices.full_decode:
+            decode = graph[self.node_ids["video_decode"]]
+            decode["class_type"] = "VAEDecode"
+            decode["inputs"] = {k: decode["inputs"][k] for k in ("samples", "vae")}
         if image_name is not None:
             self._first_frame(graph, image_name, req.image_strength)
         if not req.audio:
@@ -162,6 +186,13 @@ class Workflow:
         sigmas = self._add(graph, "distilled_sigmas_stage1", "ManualSigmas", {"sigmas": DISTILLED_STAGE1_SIGMAS})
         self.node(graph, "sampler_stage1")["sigmas"] = [sigmas, 0]
         self.node(graph, "guider_stage2")["model"] = [self.node_ids["checkpoint"], 0]
+
+    def _stage2_own_model(self, graph: dict[str, Any]) -> None:
+        """The LoRA is applied to a model object of its own (ComfyUI's UNETLoader reads the checkpoint's
+        transformer; launch maps diffusion_models to the checkpoints folder), which ComfyUI keeps patched."""
+        name = self.node(graph, "checkpoint")["ckpt_name"]
+        own = self._add(graph, "stage2_model", "UNETLoader", {"unet_name": name, "weight_dtype": "default"})
+        self.node(graph, "lora")["model"] = [own, 0]
 
     def _first_frame(self, graph: dict[str, Any], image_name: str, strength: float) -> None:
         """Image-to-video: the image replaces the first latent frame in both stages (LTXVImgToVideoInplace

@@ -46,6 +46,7 @@ from aiohttp import WSMsgType, web
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL_FILES = {
     "checkpoints": ["ltx-2-19b-dev-fp8.safetensors"],
+    "diffusion_models": ["ltx-2-19b-dev-fp8.safetensors"],  # the launcher maps this folder to checkpoints
     "text_encoders": ["gemma_3_12B_it_fp4_mixed.safetensors"],
     "loras": ["ltx-2-19b-distilled-lora-384.safetensors"],
     "latent_upscale_models": ["ltx-2-spatial-upscaler-x2-1.0.safetensors"],

@@ -215,8 +215,9 @@ def test_project_graph_at_1280x720_gives_a_real_1280x720_mp4(comfy):
     assert facts == {"width": 1280, "height": 720, "frames": 9, "fps": 24.0, "audio": True}
 
 
-def test_without_the_resize_1280x720_comes_out_1280x704_as_in_real_comfyui(comfy):
+def test_without_the_crop_a_1280x720_canvas_comes_out_1280x704_as_in_real_comfyui(comfy):
     graph = short(PROJECT)
+    graph["92:89"]["inputs"]["height"] = 720  # what the earlier package asked for
     graph["92:97"]["inputs"]["images"] = ["92:98", 0]
     del graph["92:99"]
     _, entry = run(comfy, graph)

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from ltx2_worker import health
-from ltx2_worker.launch import Gpu, LaunchError, detect_gpu, extra_model_paths_yaml, gpu_flags, start, wait_ready
+from ltx2_worker.gpu import Gpu, GpuError, choose_profile, detect_gpu
+from ltx2_worker.launch import LaunchError, extra_model_paths_yaml, gpu_flags, start, wait_ready
 from ltx2_worker.manifest import ModelFile
 from ltx2_worker.settings import load_settings
 from ltx2_worker.worker import Worker
@@ -27,8 +28,10 @@ MODELS = [ModelFile("checkpoint", "r", "main", "a.safetensors", "checkpoints", 1
 
 @pytest.mark.parametrize("gpu,flags", [
     (Gpu("RTX 4090", 24.0, 8.9), ["--lowvram", "--fast", "fp8_matrix_mult", "--reserve-vram", "1.5"]),
-    (Gpu("H100 80GB HBM3", 79.6, 9.0), ["--fast", "fp8_matrix_mult", "--reserve-vram", "1.5"]),
-    (Gpu("A100-SXM4-80GB", 80.0, 8.0), ["--reserve-vram", "1.5"]),
+    (Gpu("H100 80GB HBM3", 79.6, 9.0), ["--disable-dynamic-vram", "--highvram", "--fast", "fp8_matrix_mult",
+                                        "--reserve-vram", "1.5"]),
+    (Gpu("A100-SXM4-80GB", 80.0, 8.0), ["--disable-dynamic-vram", "--highvram", "--reserve-vram", "1.5"]),
+    (Gpu("L40S", 44.4, 8.9), ["--fast", "fp8_matrix_mult", "--reserve-vram", "1.5"]),
     (Gpu("RTX A5000", 24.0, 8.6), ["--lowvram", "--reserve-vram", "1.5"]),
     (None, ["--cpu"]),
 ])
@@ -57,9 +60,20 @@ def test_gpu_is_read_from_nvidia_smi(tmp_path, monkeypatch):
 def test_a_broken_gpu_asks_for_a_fresh_worker(tmp_path, monkeypatch):
     fake_nvidia_smi(tmp_path, monkeypatch, 'echo "Unable to determine the device handle for GPU0: Unknown Error" '
                                            '>&2; exit 15')
-    with pytest.raises(LaunchError, match="Unknown Error") as info:
+    with pytest.raises(GpuError, match="Unknown Error") as info:
         detect_gpu()
     assert info.value.refresh_worker is True
+
+
+@pytest.mark.parametrize("memory_gb,name,own_model,full_decode", [
+    (79.6, "large", True, True), (44.4, "medium", False, False), (23.6, "small", False, False),
+])
+def test_the_memory_class_decides_the_graph_too(memory_gb, name, own_model, full_decode):
+    profile = choose_profile(Gpu("x", memory_gb, 9.0), 1.5)
+    assert (profile.name, profile.graph.stage2_own_model, profile.graph.full_decode) == (name, own_model,
+                                                                                         full_decode)
+    # COMFY_EXTRA_ARGS replaces the flags, never the graph choices of the class
+    assert choose_profile(Gpu("x", memory_gb, 9.0), 1.5, "--novram").graph == profile.graph
 
 
 def test_no_nvidia_tools_means_cpu(tmp_path, monkeypatch):
@@ -70,7 +84,8 @@ def test_no_nvidia_tools_means_cpu(tmp_path, monkeypatch):
 def test_extra_model_paths_yaml_points_comfyui_at_the_volume(tmp_path):
     parsed = yaml.safe_load(extra_model_paths_yaml(tmp_path / "vol", MODELS))
     assert parsed == {"ltx2_volume": {"base_path": str(tmp_path / "vol" / "models"), "checkpoints": "checkpoints",
-                                      "latent_upscale_models": "latent_upscale_models", "loras": "loras"}}
+                                      "latent_upscale_models": "latent_upscale_models", "loras": "loras",
+                                      "diffusion_models": "checkpoints"}}
 
 
 STAND_IN = textwrap.dedent('''

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from ltx2_worker.comfy import ComfyClient, Progress
+from ltx2_worker.gpu import Gpu, choose_profile
 from ltx2_worker.progress import ProgressReporter
 from ltx2_worker.worker import Worker
 
@@ -298,3 +299,15 @@ def test_comfyui_not_answering_http_in_time_asks_for_a_fresh_worker(comfy, outpu
     assert out["refresh_worker"] is True and "did not answer" in out["error"]
     assert time.monotonic() - started < 8
     assert comfy.submitted == []
+
+
+@pytest.mark.parametrize("audio", [True, False])
+def test_the_large_memory_graph_passes_validation_and_delivers_the_asked_size(comfy, output_dir, tmp_path, audio):
+    settings = loopback_settings(comfy.url, output_dir, tmp_path)
+    large = choose_profile(Gpu("H100 80GB HBM3", 79.6, 9.0), settings.comfy_reserve_vram_gb)
+    out = Worker(settings, profile=large).handle({"id": "large", "input": {**EARLIER_PACKAGE_REQUEST,
+                                                                           "audio": audio}})
+    assert "error" not in out, out
+    assert decode_video_field(out) == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": audio}
+    classes = {node["class_type"] for node in comfy.submitted[-1]["prompt"].values()}
+    assert {"UNETLoader", "VAEDecode", "ImageCrop"} <= classes and "VAEDecodeTiled" not in classes

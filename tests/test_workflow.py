@@ -6,7 +6,7 @@ import pytest
 
 from ltx2_worker.job import parse_request
 from ltx2_worker.settings import load_settings
-from ltx2_worker.workflow import ROLES, Workflow, WorkflowError, generation_size
+from ltx2_worker.workflow import ROLES, GraphChoices, Workflow, WorkflowError, generation_size
 
 S = load_settings(env={})
 WF = Workflow.load()
@@ -43,8 +43,8 @@ def test_request_is_patched_into_all_places():
     assert {n["noise_seed"] for n in _by_class(g, "RandomNoise")} == {7}
     assert _by_class(g, "LTXVScheduler")[0]["steps"] == 12
     assert g[WF.node_ids["guider_stage1"]]["inputs"]["cfg"] == 3.5
-    assert g[WF.node_ids["output_resize"]]["inputs"]["width"] == 1280
-    assert g[WF.node_ids["output_resize"]]["inputs"]["height"] == 720
+    assert g[WF.node_ids["output_crop"]]["inputs"]["width"] == 1280
+    assert g[WF.node_ids["output_crop"]]["inputs"]["height"] == 720
     assert _by_class(g, "SaveVideo")[0]["filename_prefix"] == "ltx2/job-1"
 
 
@@ -127,3 +127,33 @@ def test_image_to_video_conditions_both_stages_on_the_uploaded_image():
     loads = [n for n in g.values() if n["class_type"] == "LoadImage"]
     assert [n["inputs"]["image"] for n in loads] == ["first.png"]
     assert all(nid in _reachable(g, WF.node_ids["save_video"]) for nid in inplace)
+
+
+@pytest.mark.parametrize("size,xy", [((1280, 720), (0, 24)), ((720, 1280), (24, 0)), ((1008, 560), (8, 8)),
+                                     ((768, 512), (0, 0))])
+def test_the_output_is_the_centre_of_the_generated_frame(size, xy):
+    g = WF.build(parse_request({"prompt": "x", "width": size[0], "height": size[1]}, S), "ltx2/a")
+    crop = g[WF.node_ids["output_crop"]]["inputs"]
+    assert (crop["width"], crop["height"], crop["x"], crop["y"]) == (*size, *xy)
+
+
+def test_large_memory_choices_give_stage_2_its_own_model_and_decode_in_one_piece():
+    req = parse_request({"prompt": "x"}, S)
+    plain = WF.build(req, "ltx2/a")
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(stage2_own_model=True, full_decode=True))
+    lora_model = g[WF.node_ids["lora"]]["inputs"]["model"][0]
+    assert g[lora_model]["class_type"] == "UNETLoader"
+    assert g[lora_model]["inputs"]["unet_name"] == g[WF.node_ids["checkpoint"]]["inputs"]["ckpt_name"]
+    assert g[WF.node_ids["guider_stage1"]]["inputs"]["model"] == [WF.node_ids["checkpoint"], 0]
+    decode = g[WF.node_ids["video_decode"]]
+    assert decode["class_type"] == "VAEDecode" and set(decode["inputs"]) == {"samples", "vae"}
+    # everything else is the same graph
+    changed = {nid for nid in plain if plain[nid] != g.get(nid)}
+    assert changed == {WF.node_ids["lora"], WF.node_ids["video_decode"]}
+
+
+def test_distilled_mode_ignores_the_stage_2_model_choice():
+    g = WF.build(parse_request({"prompt": "x", "mode": "distilled"}, S), "ltx2/a",
+                 choices=GraphChoices(stage2_own_model=True))
+    assert "UNETLoader" not in {n["class_type"] for n in g.values()}
+    assert g[WF.node_ids["guider_stage2"]]["inputs"]["model"] == [WF.node_ids["checkpoint"], 0]

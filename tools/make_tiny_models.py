@@ -1,5 +1,6 @@
-"""Tiny random-weight LTX-2 model files under the four real names, for testing the worker against a real
-ComfyUI v0.26.2 without a GPU and without the 45 GB of weights.
+"""Random-weight LTX-2 model files under the real names: tiny ones (the default) for testing the worker against a
+real ComfyUI v0.26.2 without a GPU, and full-size ones (`--size full`) with the real shapes, for measuring speed
+and memory on a GPU without the 45 GB download.
 
 Each part is built from the ComfyUI checkout's own classes (so the key names are exactly what its loaders
 expect) with small widths, filled deterministically from --seed, and written with the metadata ComfyUI reads:
@@ -11,9 +12,22 @@ expect) with small widths, filled deterministically from --seed, and written wit
   zero when loaded (ComfyUI warns), which is enough to run the graph;
 - the distilled LoRA (rank 4) and the 2x latent upscaler (with its own metadata `config`).
 
+`--size full` (on a GPU machine, about a minute, ~42 GB of disk and ~40 GB of RAM) writes the real shapes:
+- the transformer with ComfyUI's `LTXAVModel` defaults (48 layers, 19.6 B parameters), every 2-D block linear
+  in ComfyUI's FP8 mixed-precision format (float8_e4m3fn weight, weight_scale, input_scale, comfy_quant), the
+  rest bf16, and the text projection (3840*49 -> 3840) the real checkpoint carries for the text encoder;
+- the real video VAE (`VideoVAE(version=2)`), an audio VAE and HiFi-GAN vocoder of plausible widths;
+- Gemma 3 12B complete, its decoder-layer linears in NVFP4 (ComfyUI's own quantizer and on-disk layout, as in
+  `gemma_3_12B_it_fp4_mixed`), embeddings, norms and the vision tower bf16, plus the small tokenizer: ComfyUI
+  places and runs it as it would the real file (no missing weights materialised in fp32);
+- the rank-384 LoRA for the 1,344 block linears, and the upscaler at the real widths (mid 1024, 4 blocks);
+- the distilled checkpoint as a hard link to the dev one (same bytes: its speed is what is measured).
+Values are random: the video is noise, a worst case for the MP4 encoder. Full-size files get no sha256 (a
+benchmark does not verify them; reading 42 GB would cost a minute).
+
 Run it with ComfyUI's interpreter (it imports torch and ComfyUI):
 
-    $COMFY_PYTHON tools/make_tiny_models.py --comfyui-dir "$COMFYUI_DIR" --out /tmp/volume [--seed 0]
+    $COMFY_PYTHON tools/make_tiny_models.py --comfyui-dir "$COMFYUI_DIR" --out /tmp/volume [--seed 0] [--size full]
 
 The files land in <out>/models/<folder>/, where the worker's manifest expects them; their sizes and sha256
 are printed (and written, by manifest role, to <out>/models/tiny-manifest.json) for a test manifest.
@@ -27,6 +41,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 TRANSFORMER = {  # 1.7 M parameters; the text-attention width must equal heads x head size
@@ -69,6 +84,13 @@ UPSCALER = {"_class_name": "LatentUpsampler", "in_channels": 128, "mid_channels"
             "rational_resampler": False}
 GEMMA_LAYERS, GEMMA_WIDTH, GEMMA_HEAD = 48, 3840, 256  # fixed by ComfyUI's Gemma3_12B_Config
 LORA_RANK = 4
+FULL_LORA_RANK = 384
+FULL_UPSCALER = {**UPSCALER, "mid_channels": 1024, "num_blocks_per_stage": 4}  # 995,743,560 bytes (real: 995,765,578)
+FULL_AUDIO_VAE = {"model": {"params": {"ddconfig": {**AUDIO_VAE["model"]["params"]["ddconfig"], "ch": 128,
+                                                    "num_res_blocks": 2}, "sampling_rate": 16000}},
+                  "preprocessing": AUDIO_VAE["preprocessing"]}
+FULL_VOCODER = {**VOCODER, "upsample_initial_channel": 1024, "resblock_kernel_sizes": [3, 7, 11],
+                "resblock_dilation_sizes": [[1, 3, 5]] * 3}
 FILES = {  # manifest role: (ComfyUI folder, the real file name)
     "checkpoint": ("checkpoints", "ltx-2-19b-dev-fp8.safetensors"),
     "checkpoint_distilled": ("checkpoints", "ltx-2-19b-distilled-fp8.safetensors"),
@@ -107,7 +129,6 @@ def build(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
     sys.path.insert(0, str(comfyui_dir))
     import comfy.cli_args
     import torch
-    from safetensors.torch import save_file
 
     comfy.cli_args.args.cpu = True  # build on the CPU whatever the machine has
     import comfy.ops
@@ -156,17 +177,104 @@ def build(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
         "lora": (lora, None),
         "upscaler": (fill(upscaler, torch, generator), {"config": json.dumps(UPSCALER, sort_keys=True)}),
     }
-    written = {}
-    for role, (tensors, metadata) in parts.items():
-        folder, name = FILES[role]
-        path = out / "models" / folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-        data = path.read_bytes()
-        written[role] = {"folder": folder, "file": name, "size": len(data),
-                         "sha256": hashlib.sha256(data).hexdigest()}
+    return {role: _save(out, role, tensors, metadata, digest=True) for role, (tensors, metadata) in parts.items()}
+
+
+def _save(out: Path, role: str, tensors: dict, metadata: dict | None, digest: bool) -> dict:
+    """Write one file atomically (temporary name, then rename) and describe it for tiny-manifest.json."""
+    from safetensors.torch import save_file
+
+    folder, name = FILES[role]
+    path = out / "models" / folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    info = {"folder": folder, "file": name, "size": path.stat().st_size}
+    if digest:
+        info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return info
+
+
+def build_full(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
+    """The real shapes (see the module's docstring), drawn on the GPU when there is one."""
+    sys.path.insert(0, str(comfyui_dir))
+    import comfy.cli_args
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    comfy.cli_args.args.cpu = device == "cpu"
+    import comfy.ops
+    from comfy.ldm.lightricks.av_model import LTXAVModel
+    from comfy.ldm.lightricks.latent_upsampler import LatentUpsampler
+    from comfy.ldm.lightricks.vae.audio_vae import AudioVAE
+    from comfy.ldm.lightricks.vae.causal_video_autoencoder import VideoVAE
+    from comfy.quant_ops import QuantizedTensor, TensorCoreNVFP4Layout
+    from comfy.text_encoders.llama import Gemma3_12B
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def draw(shape, std=0.02, dtype=torch.bfloat16):
+        return (torch.randn(shape, generator=generator, device=device, dtype=torch.float32) * std).to(dtype)
+
+    def quant_tag(fmt: str):
+        return torch.tensor(list(json.dumps({"format": fmt}).encode()), dtype=torch.uint8)
+
+    ops = comfy.ops.disable_weight_init
+    with torch.device("meta"):
+        transformer = LTXAVModel(operations=ops, dtype=torch.bfloat16, device="meta")
+        gemma = Gemma3_12B({}, torch.bfloat16, "meta", ops)
+    config = {"audio_vae": FULL_AUDIO_VAE, "vocoder": FULL_VOCODER}  # the video VAE's version follows its shapes
+    checkpoint, lora = {}, {}
+    for name, meta in sorted(transformer.state_dict().items()):
+        key = f"model.diffusion_model.{name}"
+        if name.startswith("transformer_blocks.") and name.endswith(".weight") and meta.ndim == 2:
+            layer = key[: -len(".weight")]
+            checkpoint[key] = draw(meta.shape, dtype=torch.float32).to(torch.float8_e4m3fn).cpu()
+            checkpoint[f"{layer}.weight_scale"] = torch.tensor(1.0)
+            checkpoint[f"{layer}.input_scale"] = torch.tensor(1.0)
+            checkpoint[f"{layer}.comfy_quant"] = quant_tag("float8_e4m3fn")
+            module = f"diffusion_model.{name[: -len('.weight')]}"
+            lora[f"{module}.lora_A.weight"] = draw((FULL_LORA_RANK, meta.shape[1]), 0.01).cpu()
+            lora[f"{module}.lora_B.weight"] = draw((meta.shape[0], FULL_LORA_RANK), 0.01).cpu()
+        else:
+            checkpoint[key] = draw(meta.shape).cpu()
+    checkpoint["text_embedding_projection.aggregate_embed.weight"] = draw((GEMMA_WIDTH, GEMMA_WIDTH * 49)).cpu()
+    for name, tensor in sorted(VideoVAE(version=2).state_dict().items()):
+        checkpoint[f"vae.{name}"] = draw(tensor.shape).cpu() if tensor.is_floating_point() else tensor
+    audio = AudioVAE(metadata={"config": json.dumps(config)})
+    for name, tensor in sorted(audio.state_dict().items()):
+        key = name.replace("autoencoder.", "audio_vae.", 1) if name.startswith("autoencoder.") else name
+        checkpoint[key] = draw(tensor.shape).cpu() if tensor.is_floating_point() else tensor
+    written = {"checkpoint": _save(out, "checkpoint", checkpoint, {"config": json.dumps(config, sort_keys=True)},
+                                   digest=False)}
+    del checkpoint
+    distilled = out / "models" / FILES["checkpoint_distilled"][0] / FILES["checkpoint_distilled"][1]
+    distilled.unlink(missing_ok=True)
+    os.link(out / "models" / FILES["checkpoint"][0] / FILES["checkpoint"][1], distilled)
+    written["checkpoint_distilled"] = {**written["checkpoint"], "file": distilled.name}
+    written["lora"] = _save(out, "lora", lora, None, digest=False)
+    del lora
+
+    text_encoder = {"spiece_model": torch.frombuffer(bytearray(tokenizer_model(seed)), dtype=torch.uint8)}
+    for name, meta in sorted(gemma.state_dict().items()):
+        if name.startswith("model.layers.") and name.endswith("proj.weight") and meta.ndim == 2:
+            layer = name[: -len(".weight")]
+            qdata, params = TensorCoreNVFP4Layout.quantize(draw(meta.shape))
+            packed = QuantizedTensor(qdata, "TensorCoreNVFP4Layout", params).state_dict(f"{layer}.weight")
+            text_encoder.update({k: v.cpu() for k, v in packed.items()})
+            text_encoder[f"{layer}.input_scale"] = torch.tensor(1.0)
+            text_encoder[f"{layer}.comfy_quant"] = quant_tag("nvfp4")
+        elif name.endswith("norm.weight"):  # Gemma's RMSNorm adds 1: small values keep activations finite
+            text_encoder[name] = draw(meta.shape, 0.01).cpu()
+        else:
+            text_encoder[name] = draw(meta.shape).cpu()
+    written["text_encoder"] = _save(out, "text_encoder", text_encoder, None, digest=False)
+    del text_encoder
+    upscaler = {k: draw(v.shape).cpu() if v.is_floating_point() else v
+                for k, v in sorted(LatentUpsampler.from_config(FULL_UPSCALER).state_dict().items())}
+    written["upscaler"] = _save(out, "upscaler", upscaler, {"config": json.dumps(FULL_UPSCALER, sort_keys=True)},
+                                digest=False)
     return written
 
 
@@ -175,13 +283,17 @@ def main() -> None:
     parser.add_argument("--comfyui-dir", type=Path, default=os.environ.get("COMFYUI_DIR"), required=False)
     parser.add_argument("--out", type=Path, required=True, help="the volume root; files go to <out>/models/")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=("tiny", "full"), default="tiny",
+                        help="tiny: seconds on a CPU, for tests; full: the real shapes, for GPU benchmarks")
     args = parser.parse_args()
     if not args.comfyui_dir or not (args.comfyui_dir / "main.py").is_file():
         parser.error("--comfyui-dir (or COMFYUI_DIR) must point at a ComfyUI v0.26.2 checkout")
-    written = build(args.comfyui_dir, args.out, args.seed)
+    started = time.monotonic()
+    written = (build_full if args.size == "full" else build)(args.comfyui_dir, args.out, args.seed)
     (args.out / "models" / "tiny-manifest.json").write_text(json.dumps(written, indent=2))
     for info in written.values():
-        print(f"{info['folder']}/{info['file']}: {info['size']} bytes, sha256 {info['sha256']}")
+        print(f"{info['folder']}/{info['file']}: {info['size']} bytes, sha256 {info.get('sha256', 'not computed')}")
+    print(f"{args.size} model files written in {time.monotonic() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""What the GPU allows, decided in one place: ComfyUI's flags (used by the launcher) and the graph's
+memory-for-speed choices (used by the worker), both from the card's memory class, so the two never disagree.
+
+Measured on an H100 80GB with full-size stand-in weights (README, "Speed"): ComfyUI's dynamic VRAM and the
+distilled LoRA being re-applied to the shared dev weights on every job cost ~4 s and ~5 s of a warm job; with
+the memory of an 80 GB card both can be avoided. Smaller cards keep ComfyUI's memory-saving defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import subprocess
+
+from .workflow import GraphChoices
+
+FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwell
+LARGE_FROM_GB = 64  # two copies of the FP8 transformer, the text encoder and full-frame decoding fit
+LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of memory in the text encoder
+
+
+class GpuError(Exception):
+    """nvidia-smi exists but the GPU does not answer properly: this worker cannot serve."""
+
+    refresh_worker = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_gb: float
+    compute_capability: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One memory class: its name (logged, and shown by the benchmark), ComfyUI flags and graph choices."""
+
+    name: str
+    flags: tuple[str, ...]
+    graph: GraphChoices
+
+
+def detect_gpu() -> Gpu | None:
+    """The first GPU as nvidia-smi reports it; None on a machine without NVIDIA tools (development, CI)."""
+    query = ["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, timeout=20)
+    except FileNotFoundError:
+        return None
+    except subprocess.TimeoutExpired:
+        raise GpuError("nvidia-smi did not answer within 20 s: the GPU is in a broken state") from None
+    if out.returncode != 0:
+        raise GpuError(f"nvidia-smi failed ({(out.stderr or out.stdout).strip()[:300]}): the GPU is not usable")
+    try:
+        name, memory_mib, cc = (part.strip() for part in out.stdout.splitlines()[0].split(","))
+        return Gpu(name, float(memory_mib) / 1024, float(cc))
+    except (IndexError, ValueError):
+        raise GpuError(f"cannot read nvidia-smi's answer {out.stdout.strip()[:200]!r}") from None
+
+
+def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: str = "") -> Profile:
+    """The profile for `gpu`; `extra_args` (COMFY_EXTRA_ARGS), when set, replaces the flags only."""
+    if gpu is None:
+        profile = Profile("cpu", ("--cpu",), GraphChoices())
+    else:
+        fast = ("--fast", "fp8_matrix_mult") if gpu.compute_capability >= FP8_FAST_FROM_CC else ()
+        reserve = ("--reserve-vram", f"{reserve_vram_gb:g}") if reserve_vram_gb > 0 else ()
+        if gpu.memory_gb >= LARGE_FROM_GB:
+            # estimate-based loading, every model kept on the GPU: no per-job re-attachment of weights
+            profile = Profile("large", ("--disable-dynamic-vram", "--highvram", *fast, *reserve),
+                              GraphChoices(stage2_own_model=True, full_decode=True))
+        elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
+            profile = Profile("medium", (*fast, *reserve), GraphChoices())
+        else:
+            profile = Profile("small", ("--lowvram", *fast, *reserve), GraphChoices())
+    if extra_args.strip():
+        profile = dataclasses.replace(profile, flags=tuple(shlex.split(extra_args)))
+    return profile
