@@ -18,7 +18,7 @@ Configurations (--configs):
   today            this worker before the GPU work: --fast fp8_matrix_mult --reserve-vram 1.5, the tiled
                    decode, the shared model, the ImageScale resize
   worker           what the worker picks for this GPU (ltx2_worker.gpu)
-  worker-shared    the worker's flags and decode, stage 2 on the shared model (isolates that choice)
+  worker-shared    the worker's flags, stage 2 on the shared model (isolates that choice)
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
   class-medium-nodyn  the same with --disable-dynamic-vram
   class-small      the small class's choices, leaving --usable-small GB
@@ -127,7 +127,7 @@ def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
         return flags if gpu else ["--cpu"], GraphChoices(), True
     if name in ("worker", "worker-shared"):
         profile = choose_profile(gpu, reserve_gb)
-        graph = profile.graph if name == "worker" else GraphChoices(full_decode=profile.graph.full_decode)
+        graph = profile.graph if name == "worker" else GraphChoices()
         return list(profile.flags), graph, False
     usable = args.usable_small if name == "class-small" else args.usable_medium
     profile = choose_profile(Gpu("emulated", usable, cc), 0)
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                     fig["psnr_vs"] = ref_name
                     fig["psnr_db"] = psnr(frames, ref)
                     fig["identical_frames"] = bool(fig["psnr_db"] == float("inf"))
-                else:
+                elif name != "reference":  # its 1280x704 frames compare with nothing of ours
                     baseline[key] = (name, frames)
             results.append(fig)
             save()

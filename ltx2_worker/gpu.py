@@ -2,8 +2,10 @@
 memory-for-speed choices (used by the worker), both from the card's memory class, so the two never disagree.
 
 Measured on an H100 80GB with full-size stand-in weights (README, "Speed"): ComfyUI's dynamic VRAM and the
-distilled LoRA being re-applied to the shared dev weights on every job cost ~4 s and ~5 s of a warm job; with
-the memory of an 80 GB card both can be avoided. Smaller cards keep ComfyUI's memory-saving defaults.
+distilled LoRA being re-applied to the shared dev weights on every job cost ~3 s and ~5 s of a warm job; with
+the memory of an 80 GB card both can be avoided. Smaller cards keep ComfyUI's memory-saving defaults. The
+tiled VAE decode stays everywhere: decoding in one piece saved 0.4 s but, next to two transformer copies,
+pushed the text encoder out of GPU memory and cost 8 s on the next new prompt.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import subprocess
 from .workflow import GraphChoices
 
 FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwell
-LARGE_FROM_GB = 64  # two copies of the FP8 transformer, the text encoder and full-frame decoding fit
+LARGE_FROM_GB = 64  # two copies of the FP8 transformer (2 x 19.7 GB), the text encoder (11.2 GB) and a job fit
 LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of memory in the text encoder
 
 
@@ -69,7 +71,7 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
         if gpu.memory_gb >= LARGE_FROM_GB:
             # estimate-based loading, every model kept on the GPU: no per-job re-attachment of weights
             profile = Profile("large", ("--disable-dynamic-vram", "--highvram", *fast, *reserve),
-                              GraphChoices(stage2_own_model=True, full_decode=True))
+                              GraphChoices(stage2_own_model=True))
         elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
             profile = Profile("medium", (*fast, *reserve), GraphChoices())
         else:

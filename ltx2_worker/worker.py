@@ -35,6 +35,7 @@ class Worker:
         self.client = client or ComfyClient(settings.comfy_url, settings.comfy_http_timeout_s)
         self.bucket = Bucket.from_env(settings)
         self.profile = profile or _gpu_profile(settings)
+        self.last_mode: str | None = None  # the mode whose models the last job left in GPU memory
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         job_id = str(job.get("id") or "local")
@@ -60,6 +61,7 @@ class Worker:
             self._wait_ready(deadline, timings)
             if req.mode == "distilled":
                 self._check_distilled_available()
+            self._switch_mode(job_id, req.mode)
             if req.image is not None:
                 mark = time.monotonic()
                 data, ext = load_image(req.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels)
@@ -85,6 +87,15 @@ class Worker:
                 (s.comfy_input_dir / image_name).unlink(missing_ok=True)
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
+
+    def _switch_mode(self, job_id: str, mode: str) -> None:
+        """The large-memory class keeps two dev transformers on the GPU; a third (the distilled checkpoint)
+        does not fit beside them (measured: out of memory at 77.7 GiB on an H100), so the models of the other
+        mode are unloaded first. Costs a reload when modes alternate; same-mode jobs are not affected."""
+        if self.profile.graph.stage2_own_model and self.last_mode not in (None, mode):
+            log.info("job %s: %s after %s; unloading the other mode's models first", job_id, mode, self.last_mode)
+            self.client.free(unload_models=True, free_memory=False)  # keeps ComfyUI's cache of node outputs
+        self.last_mode = mode
 
     def _check_distilled_available(self) -> None:
         if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):

@@ -46,7 +46,7 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "av_latent_stage2": ("LTXVConcatAVLatent", ("video_latent",)),
     "crop_guides": ("LTXVCropGuides", ("latent",)),
     "sampler_stage2": ("SamplerCustomAdvanced", ("latent_image",)),
-    "video_decode": ("VAEDecodeTiled", ("samples", "vae")),
+    "video_decode": ("VAEDecodeTiled", ("samples",)),
 }
 
 # Distilled mode (ltx2-workflow.md): the distilled FP8 checkpoint, CFG 1, a fixed 8-step stage-1 schedule,
@@ -68,12 +68,10 @@ class GraphChoices:
 
     stage2_own_model: stage 2 loads its own copy of the dev checkpoint (UNETLoader) for the distilled LoRA, so
         the LoRA stays applied between jobs instead of being re-applied to weights stage 1 shares (~5 s a
-        job); costs a second copy of the transformer in memory.
-    full_decode: VAEDecode in one piece instead of VAEDecodeTiled (~1 s faster, more memory).
+        job on an H100); costs a second copy of the transformer (~20 GB) in GPU memory.
     """
 
     stage2_own_model: bool = False
-    full_decode: bool = False
 
 
 class WorkflowError(ValueError):
@@ -151,10 +149,6 @@ class Workflow:
             self._distilled(graph)  # stage 2 then uses the checkpoint's model as it is: nothing to re-apply
         elif choices.stage2_own_model:
             self._stage2_own_model(graph)
-        if choices.full_decode:
-            decode = graph[self.node_ids["video_decode"]]
-            decode["class_type"] = "VAEDecode"
-            decode["inputs"] = {k: decode["inputs"][k] for k in ("samples", "vae")}
         if image_name is not None:
             self._first_frame(graph, image_name, req.image_strength)
         if not req.audio:

@@ -65,13 +65,12 @@ def test_a_broken_gpu_asks_for_a_fresh_worker(tmp_path, monkeypatch):
     assert info.value.refresh_worker is True
 
 
-@pytest.mark.parametrize("memory_gb,name,own_model,full_decode", [
-    (79.6, "large", True, True), (44.4, "medium", False, False), (23.6, "small", False, False),
+@pytest.mark.parametrize("memory_gb,name,own_model", [
+    (79.6, "large", True), (44.4, "medium", False), (23.6, "small", False),
 ])
-def test_the_memory_class_decides_the_graph_too(memory_gb, name, own_model, full_decode):
+def test_the_memory_class_decides_the_graph_too(memory_gb, name, own_model):
     profile = choose_profile(Gpu("x", memory_gb, 9.0), 1.5)
-    assert (profile.name, profile.graph.stage2_own_model, profile.graph.full_decode) == (name, own_model,
-                                                                                         full_decode)
+    assert (profile.name, profile.graph.stage2_own_model) == (name, own_model)
     # COMFY_EXTRA_ARGS replaces the flags, never the graph choices of the class
     assert choose_profile(Gpu("x", memory_gb, 9.0), 1.5, "--novram").graph == profile.graph
 

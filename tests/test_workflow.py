@@ -137,19 +137,17 @@ def test_the_output_is_the_centre_of_the_generated_frame(size, xy):
     assert (crop["width"], crop["height"], crop["x"], crop["y"]) == (*size, *xy)
 
 
-def test_large_memory_choices_give_stage_2_its_own_model_and_decode_in_one_piece():
+def test_large_memory_choices_give_stage_2_its_own_model():
     req = parse_request({"prompt": "x"}, S)
     plain = WF.build(req, "ltx2/a")
-    g = WF.build(req, "ltx2/a", choices=GraphChoices(stage2_own_model=True, full_decode=True))
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(stage2_own_model=True))
     lora_model = g[WF.node_ids["lora"]]["inputs"]["model"][0]
     assert g[lora_model]["class_type"] == "UNETLoader"
     assert g[lora_model]["inputs"]["unet_name"] == g[WF.node_ids["checkpoint"]]["inputs"]["ckpt_name"]
     assert g[WF.node_ids["guider_stage1"]]["inputs"]["model"] == [WF.node_ids["checkpoint"], 0]
-    decode = g[WF.node_ids["video_decode"]]
-    assert decode["class_type"] == "VAEDecode" and set(decode["inputs"]) == {"samples", "vae"}
     # everything else is the same graph
     changed = {nid for nid in plain if plain[nid] != g.get(nid)}
-    assert changed == {WF.node_ids["lora"], WF.node_ids["video_decode"]}
+    assert changed == {WF.node_ids["lora"]}
 
 
 def test_distilled_mode_ignores_the_stage_2_model_choice():
