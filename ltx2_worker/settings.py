@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .rungs import Rung, parse_ladder
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config.ini"
 CONFIG_ENV = "LTX2_CONFIG"  # an alternative config.ini, for deployments that mount their own
@@ -50,12 +52,6 @@ def _url(text: str) -> str:
     if not text.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
     return text
-
-
-def _ladder(text: str) -> tuple:
-    from .ladder import parse_ladder  # the ladder's own module knows its syntax
-
-    return parse_ladder(text)
 
 
 def _bool(text: str) -> bool:
@@ -96,7 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_inline_mb", "output", "max_inline_mb", "MAX_INLINE_MB", _positive_float),
     Setting("bucket_name", "output", "bucket_name", "BUCKET_NAME", str),
     Setting("bucket_url_expiry_s", "output", "url_expiry_s", "BUCKET_URL_EXPIRY_S", _positive_int),
-    Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", _ladder),
+    Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", parse_ladder),
     Setting("max_image_mb", "limits", "max_image_mb", "MAX_IMAGE_MB", _positive_float),
     Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _positive_int),
     Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _positive_int),
@@ -139,7 +135,7 @@ class Settings:
     job_timeout_s: float
     progress_interval_s: float
     max_inline_mb: float
-    oom_ladder: tuple
+    oom_ladder: tuple[Rung, ...]
     bucket_name: str
     bucket_url_expiry_s: int
     max_image_mb: float
