@@ -83,6 +83,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lock_stale_s", "volume", "lock_stale_s", "PROVISION_LOCK_STALE_S", _positive_float),
     Setting("provision_wait_s", "volume", "wait_s", "PROVISION_WAIT_S", _positive_float),
     Setting("sha256_after_download", "volume", "sha256_after_download", "SHA256_AFTER_DOWNLOAD", _bool),
+    Setting("download_attempts", "volume", "download_attempts", "DOWNLOAD_ATTEMPTS", _positive_int),
+    Setting("download_backoff_s", "volume", "download_backoff_s", "DOWNLOAD_BACKOFF_S", _positive_float),
+    Setting("download_retry_window_s", "volume", "download_retry_window_s", "DOWNLOAD_RETRY_WINDOW_S",
+            _positive_float),
+    Setting("download_timeout_s", "volume", "download_timeout_s", "DOWNLOAD_TIMEOUT_S", _positive_float),
     Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _positive_float),
     Setting("comfy_log_file", "comfy", "log_file", "COMFY_LOG_FILE", Path),
     Setting("comfy_pid_file", "comfy", "pid_file", "COMFY_PID_FILE", Path),
@@ -128,6 +133,10 @@ class Settings:
     lock_stale_s: float
     provision_wait_s: float
     sha256_after_download: bool
+    download_attempts: int
+    download_backoff_s: float
+    download_retry_window_s: float
+    download_timeout_s: float
     comfy_ready_timeout_s: float
     comfy_log_file: Path
     comfy_pid_file: Path
