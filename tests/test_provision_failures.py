@@ -194,6 +194,17 @@ def test_a_lasting_failure_at_boot_keeps_the_worker(tmp_path):
     assert "refresh_worker" not in out and "the hub has no such file (HTTP 404, EntryNotFound)" in out["error"]
 
 
+def test_a_bad_manifest_at_boot_keeps_the_worker(tmp_path):
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    env = env_at(tmp_path, volume, "http://127.0.0.1:9", ENABLE_MODELS="no_such_role")
+    result = subprocess.run([sys.executable, "-m", "ltx2_worker.provision", "--boot"], cwd=ROOT,
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    problem = health.worker_problem(load_settings(env=env))
+    assert problem.refresh_worker is False and "ENABLE_MODELS names unknown roles ['no_such_role']" in problem.message
+
+
 def test_entrypoint_with_the_hub_out_of_reach_names_the_cause(tmp_path):
     """The issue's case: entrypoint.sh on an empty volume with the hub away."""
     volume = tmp_path / "volume"

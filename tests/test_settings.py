@@ -28,6 +28,8 @@ def test_environment_overrides_config():
     ({"MIN_SIZE": "2000"}, "MIN_SIZE"),
     ({"SIZE_MULTIPLE": "32"}, "DEFAULT_HEIGHT"),
     ({"DEFAULT_FRAME_COUNT": "120"}, "DEFAULT_FRAME_COUNT"),
+    ({"DOWNLOAD_ATTEMPTS": "0"}, "DOWNLOAD_ATTEMPTS"),
+    ({"DOWNLOAD_TIMEOUT_S": "-1"}, "DOWNLOAD_TIMEOUT_S"),
 ])
 def test_bad_values_name_the_setting(env, needle):
     with pytest.raises(SettingsError, match=needle):
