@@ -1,42 +1,16 @@
 """The out-of-memory fallback ladder: what to try, in order, when ComfyUI runs out of GPU memory.
 
 Rungs are cumulative (each shrinks the request the previous rung ran) and never touch the prompt, seed or
-any other creative input; the response names the rung that produced the video.
+any other creative input; the response names the rung that produced the video. The rung syntax itself
+is in rungs.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from .job import VideoRequest
-
-
-@dataclasses.dataclass(frozen=True)
-class Rung:
-    name: str  # as written in config.ini: "retry", "scale:0.75", "frames:0.5"
-    scale: float = 1.0  # width and height factor
-    frames: float = 1.0  # frame count factor
-
-
-def parse_ladder(text: str) -> tuple[Rung, ...]:
-    """`retry, scale:0.75, frames:0.5` -> rungs; raises ValueError naming the bad rung."""
-    rungs = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        kind, _, arg = item.partition(":")
-        if kind == "retry" and not arg:
-            rungs.append(Rung(item))
-            continue
-        try:
-            factor = float(arg)
-        except ValueError:
-            factor = math.nan
-        if kind not in ("scale", "frames") or not 0 < factor < 1:
-            raise ValueError(f"rung {item!r} must be retry, scale:F or frames:F with 0 < F < 1")
-        rungs.append(Rung(item, scale=factor) if kind == "scale" else Rung(item, frames=factor))
-    return tuple(rungs)
+from .rungs import Rung
 
 
 def step_down(rung: Rung, req: VideoRequest, size_multiple: int, min_size: int) -> VideoRequest | None:

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from .download import ProvisionError, download
+from .download import download, hub_url, part_path
+from .failures import ProvisionError, endpoint_of, failure, volume_cause
 from .health import record_boot_failure
 from .locking import VolumeLock
 from .manifest import ModelFile, load_manifest
@@ -35,7 +36,11 @@ def volume_root(settings: Settings) -> Path:
             f"no network volume at {volume}: attach one to the endpoint (about 60 GB), or set "
             "ALLOW_CONTAINER_DISK=true to download ~45 GB onto the container disk at every cold start")
     log.warning("no network volume at %s: downloading onto the container disk (ALLOW_CONTAINER_DISK)", volume)
-    volume.mkdir(parents=True, exist_ok=True)
+    try:
+        volume.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProvisionError(f"cannot create {volume} on the container disk (ALLOW_CONTAINER_DISK): "
+                             f"{exc.strerror}") from None
     return volume
 
 
@@ -58,7 +63,13 @@ def provision(settings: Settings, models: list[ModelFile], sha256: bool = False)
     """Make every file valid on the volume; raises ProvisionError naming the first file that cannot be."""
     volume = volume_root(settings)
     for model in models:
-        ensure(settings, volume, model, sha256)
+        try:
+            ensure(settings, volume, model, sha256)
+        except ProvisionError:
+            raise
+        except OSError as exc:  # the volume's own errors: read-only, full, no permission
+            cause = volume_cause(exc, volume, part_path(volume, model))
+            raise failure(model, endpoint_of(hub_url(model)), cause) from None
 
 
 def ensure(settings: Settings, volume: Path, model: ModelFile, sha256: bool) -> None:
@@ -79,7 +90,7 @@ def ensure(settings: Settings, volume: Path, model: ModelFile, sha256: bool) -> 
                     return
                 if target.exists():
                     target.unlink()  # invalid: it must never be loaded
-                download(model, volume, settings.disk_reserve_mb, settings.sha256_after_download or sha256)
+                download(model, volume, settings, settings.sha256_after_download or sha256)
                 return
             finally:
                 lock.release()
@@ -88,7 +99,8 @@ def ensure(settings: Settings, volume: Path, model: ModelFile, sha256: bool) -> 
             waiting_logged = True
         if time.monotonic() > give_up:
             raise ProvisionError(f"waited {settings.provision_wait_s:g} s for another worker's download of "
-                                 f"{model.folder}/{model.name} (PROVISION_WAIT_S)")
+                                 f"{model.folder}/{model.name} (PROVISION_WAIT_S); a fresh worker waits again and "
+                                 "finds the file once that download is done", refresh_worker=True)
         time.sleep(WAIT_POLL_S)
         if not lock.held_by_someone() and problem(target, model, sha256=sha256) is None:
             return
@@ -119,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (ProvisionError, SettingsError, OSError) as exc:
         message = f"model provisioning failed: {exc}"
+        refresh_worker = isinstance(exc, ProvisionError) and exc.refresh_worker
         log.error(message)
         if args.boot and settings is not None:
-            record_boot_failure(settings, message)
+            record_boot_failure(settings, message, refresh_worker)
+            if refresh_worker:
+                log.error("every job will answer with this and refresh_worker, so RunPod starts a fresh worker")
         return 1
 
 

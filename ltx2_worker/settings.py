@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .rungs import Rung, parse_ladder
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config.ini"
 CONFIG_ENV = "LTX2_CONFIG"  # an alternative config.ini, for deployments that mount their own
@@ -52,12 +54,6 @@ def _url(text: str) -> str:
     return text
 
 
-def _ladder(text: str) -> tuple:
-    from .ladder import parse_ladder  # the ladder's own module knows its syntax
-
-    return parse_ladder(text)
-
-
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -87,6 +83,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lock_stale_s", "volume", "lock_stale_s", "PROVISION_LOCK_STALE_S", _positive_float),
     Setting("provision_wait_s", "volume", "wait_s", "PROVISION_WAIT_S", _positive_float),
     Setting("sha256_after_download", "volume", "sha256_after_download", "SHA256_AFTER_DOWNLOAD", _bool),
+    Setting("download_attempts", "volume", "download_attempts", "DOWNLOAD_ATTEMPTS", _positive_int),
+    Setting("download_backoff_s", "volume", "download_backoff_s", "DOWNLOAD_BACKOFF_S", _positive_float),
+    Setting("download_retry_window_s", "volume", "download_retry_window_s", "DOWNLOAD_RETRY_WINDOW_S",
+            _positive_float),
+    Setting("download_timeout_s", "volume", "download_timeout_s", "DOWNLOAD_TIMEOUT_S", _positive_float),
     Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _positive_float),
     Setting("comfy_log_file", "comfy", "log_file", "COMFY_LOG_FILE", Path),
     Setting("comfy_pid_file", "comfy", "pid_file", "COMFY_PID_FILE", Path),
@@ -96,7 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_inline_mb", "output", "max_inline_mb", "MAX_INLINE_MB", _positive_float),
     Setting("bucket_name", "output", "bucket_name", "BUCKET_NAME", str),
     Setting("bucket_url_expiry_s", "output", "url_expiry_s", "BUCKET_URL_EXPIRY_S", _positive_int),
-    Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", _ladder),
+    Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", parse_ladder),
     Setting("max_image_mb", "limits", "max_image_mb", "MAX_IMAGE_MB", _positive_float),
     Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _positive_int),
     Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _positive_int),
@@ -132,6 +133,10 @@ class Settings:
     lock_stale_s: float
     provision_wait_s: float
     sha256_after_download: bool
+    download_attempts: int
+    download_backoff_s: float
+    download_retry_window_s: float
+    download_timeout_s: float
     comfy_ready_timeout_s: float
     comfy_log_file: Path
     comfy_pid_file: Path
@@ -139,7 +144,7 @@ class Settings:
     job_timeout_s: float
     progress_interval_s: float
     max_inline_mb: float
-    oom_ladder: tuple
+    oom_ladder: tuple[Rung, ...]
     bucket_name: str
     bucket_url_expiry_s: int
     max_image_mb: float

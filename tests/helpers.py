@@ -1,14 +1,17 @@
-"""Small helpers shared by the request-path tests: decoding MP4s, settings for a loopback ComfyUI, a free port."""
+"""Small helpers shared by the tests: decoding MP4s, settings for a loopback ComfyUI, a free port, a private mount
+namespace for file-system failures (a read-only or full volume)."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +25,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@functools.cache
+def private_mounts() -> tuple[str, ...] | None:
+    """A command prefix under which a command runs in its own mount namespace and may mount a tmpfs (a real
+    read-only or full file system, gone when the command ends): `unshare -rm` (an unprivileged user namespace),
+    else `sudo -n -E unshare -m` (CI runners with password-less sudo); None when neither works here."""
+    for prefix in (("unshare", "-rm"), ("sudo", "-n", "-E", "unshare", "-m")):
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                probe = subprocess.run([*prefix, "sh", "-c", 'mount -t tmpfs -o size=64k tmpfs "$1"', "sh", folder],
+                                       capture_output=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            if probe.returncode == 0:
+                return prefix
+    return None
 
 
 def mp4_facts(data: bytes) -> dict:

@@ -3,26 +3,35 @@ client through HF_ENDPOINT: `HEAD/GET /{repo}/resolve/{revision}/{path}` with th
 (X-Repo-Commit, ETag, Content-Length) and Range requests, so a resumed download is a real resume.
 
 It records every request (method, path, Range, bytes sent) and can throttle, so a test can kill a download
-midway and see the next run ask only for the rest.
+midway and see the next run ask only for the rest. Fault modes (`fault`, for the next `fault_count` GETs or
+all of them) make the failures a real hub has: "hang" (accepts, reads the request, never answers), "reset"
+(headers, the file up to its middle, then a TCP reset), or an HTTP status (with the hub's X-Error-Code).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+ERROR_CODES = {401: "GatedRepo", 403: "GatedRepo", 404: "EntryNotFound"}  # what the hub sends with these
 
 
 class HubServer:
-    def __init__(self, files: dict[str, bytes], bytes_per_second: int | None = None):
-        """`files` maps "<repo>/<path>" (repo as "owner/name") to content."""
+    def __init__(self, files: dict[str, bytes], bytes_per_second: int | None = None, fault: str | int | None = None,
+                 fault_count: int | None = None):
+        """`files` maps "<repo>/<path>" (repo as "owner/name") to content; `fault` as in the module's doc."""
         self.files = dict(files)
         self.bytes_per_second = bytes_per_second
+        self.fault = fault
+        self.fault_count = fault_count  # None: every GET
+        self._closing = threading.Event()  # releases hanging handlers at exit
         self.requests: list[dict] = []
         self.token_seen: set[str] = set()
         self._lock = threading.Lock()
@@ -50,6 +59,7 @@ class HubServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -68,6 +78,18 @@ class HubServer:
         record = {"method": handler.command, "path": handler.path, "range": handler.headers.get("Range"), "sent": 0}
         with self._lock:
             self.requests.append(record)
+        fault = self._take_fault(handler.command)
+        if fault == "hang":
+            self._closing.wait()
+            handler.close_connection = True
+            return
+        if isinstance(fault, int):
+            handler.send_response(fault)
+            handler.send_header("Content-Length", "0")
+            if fault in ERROR_CODES:
+                handler.send_header("X-Error-Code", ERROR_CODES[fault])
+            handler.end_headers()
+            return
         data = self.files.get(f"{match['repo']}/{match['path']}") if match else None
         if data is None:
             handler.send_response(404)
@@ -92,6 +114,9 @@ class HubServer:
         handler.end_headers()
         if head:
             return
+        if fault == "reset":
+            self._reset_midway(handler, body, data, record)
+            return
         chunk = 64 * 1024
         try:
             for offset in range(0, len(body), chunk):
@@ -102,6 +127,27 @@ class HubServer:
                     time.sleep(len(piece) / self.bytes_per_second)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _take_fault(self, method: str) -> str | int | None:
+        with self._lock:
+            if self.fault is None or method != "GET" or self.fault_count == 0:
+                return None
+            if self.fault_count is not None:
+                self.fault_count -= 1
+            return self.fault
+
+    @staticmethod
+    def _reset_midway(handler: BaseHTTPRequestHandler, body: bytes, data: bytes, record: dict) -> None:
+        """The file up to its middle byte, then RST (SO_LINGER 0) instead of an orderly close: a connection that
+        always breaks at the same place. A request that starts at or past the middle gets no byte at all."""
+        piece = body[:max(0, len(body) - (len(data) - len(data) // 2))]
+        handler.wfile.write(piece)
+        handler.wfile.flush()
+        record["sent"] = len(piece)
+        time.sleep(0.2)  # a reset discards what the client has not read yet: let it take what was sent
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.close_connection = True
+        handler.connection.close()
 
 
 def tiny_safetensors(n_floats: int, seed: int = 0, metadata: dict | None = None) -> bytes:

@@ -120,3 +120,23 @@ def test_every_variable_the_delivery_files_set_is_in_the_table(source, names):
 def test_the_table_parser_would_catch_an_unknown_variable():
     assert "NOT_A_SETTING" not in settings_table.table_names()
     assert {"JOB_TIMEOUT_S", "BUCKET_ENDPOINT_URL", "HF_TOKEN"} <= settings_table.table_names()
+
+
+PROVISIONING_MESSAGES = (  # a fragment of each provisioning failure's message, as the code writes it
+    "connection refused", "does not resolve (DNS failure)", "did not answer within", "(timeout)",
+    "reset or closed before the file was complete", "failed with a server error", "is rate-limiting this worker",
+    "refused access", "has no such file", "is read-only", "is full (", "although the free-space check",
+    "may not write to the volume", "not enough free space on", "no network volume at", "has sha256",
+    "(PROVISION_WAIT_S)",
+)
+
+
+@pytest.mark.parametrize("fragment", PROVISIONING_MESSAGES)
+def test_each_provisioning_failure_is_in_the_troubleshooting_table(fragment):
+    code = "".join((ROOT / "ltx2_worker" / name).read_text(encoding="utf-8")
+                   for name in ("failures.py", "download.py", "provision.py"))
+    assert fragment in code, f"no provisioning message says {fragment!r} any more: update this list and README"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- section: troubleshooting -->")[1].split("<!-- end section: troubleshooting -->")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert any(fragment in row.split(" | ")[0] for row in rows), f"README's troubleshooting table lacks {fragment!r}"

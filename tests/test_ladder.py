@@ -3,7 +3,8 @@ import dataclasses
 import pytest
 
 from ltx2_worker.job import parse_request
-from ltx2_worker.ladder import Rung, parse_ladder, step_down
+from ltx2_worker.ladder import step_down
+from ltx2_worker.rungs import Rung, parse_ladder
 from ltx2_worker.settings import load_settings
 
 S = load_settings(env={})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ltx2_worker import health
-from ltx2_worker.download import ProvisionError
+from ltx2_worker.failures import ProvisionError
 from ltx2_worker.manifest import load_manifest
 from ltx2_worker.provision import check, provision
 from ltx2_worker.settings import ROOT, load_settings

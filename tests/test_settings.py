@@ -28,6 +28,8 @@ def test_environment_overrides_config():
     ({"MIN_SIZE": "2000"}, "MIN_SIZE"),
     ({"SIZE_MULTIPLE": "32"}, "DEFAULT_HEIGHT"),
     ({"DEFAULT_FRAME_COUNT": "120"}, "DEFAULT_FRAME_COUNT"),
+    ({"DOWNLOAD_ATTEMPTS": "0"}, "DOWNLOAD_ATTEMPTS"),
+    ({"DOWNLOAD_TIMEOUT_S": "-1"}, "DOWNLOAD_TIMEOUT_S"),
 ])
 def test_bad_values_name_the_setting(env, needle):
     with pytest.raises(SettingsError, match=needle):
@@ -37,3 +39,16 @@ def test_bad_values_name_the_setting(env, needle):
 def test_every_setting_has_a_distinct_environment_variable():
     envs = [s.env for s in SETTINGS]
     assert len(envs) == len(set(envs))
+
+
+def test_settings_import_nothing_above_them():
+    """Imports go one way, from the job down to the settings: loading settings pulls in no job or ladder code."""
+    import subprocess
+    import sys
+
+    from ltx2_worker.settings import ROOT
+
+    code = ("import sys, ltx2_worker.settings; "
+            "print(sorted(m for m in sys.modules if m.startswith('ltx2_worker.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "['ltx2_worker.rungs', 'ltx2_worker.settings']", out.stderr
