@@ -86,8 +86,8 @@ class Worker:
     def _check_distilled_available(self) -> None:
         if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):
             raise InputError("mode", f"distilled needs {DISTILLED_CHECKPOINT}, which is not on this worker's "
-                                     "volume: enable [model.checkpoint_distilled] in config.ini and provision it "
-                                     "(README, Modes)")
+                                     "volume: set ENABLE_MODELS=checkpoint_distilled ([model.checkpoint_distilled] "
+                                     "in config.ini) and provision it, another ~27 GB (README, Modes)")
 
     def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
                            started: float, prefixes: list[str], image_name: str | None) -> dict[str, Any]:
