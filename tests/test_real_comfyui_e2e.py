@@ -134,6 +134,8 @@ def test_3_a_distilled_job_runs_the_distilled_checkpoint_without_the_lora(stack)
     assert "LoraLoaderModelOnly" not in ran and "CheckpointLoaderSimple" in ran
     assert {n["inputs"]["ckpt_name"] for n in graph.values() if "ckpt_name" in n["inputs"]} == {DISTILLED_CHECKPOINT}
     assert files_under(settings.comfy_output_dir / "ltx2") == []
+    handler_log = (stack["tmp"] / "handler-distilled.log").read_text()
+    assert "ComfyUI's output folder" not in handler_log and "cannot remove them" not in handler_log, handler_log
 
 
 def test_4_the_earlier_package_request_shape_comes_out_at_exactly_its_size(stack):
