@@ -89,6 +89,38 @@ def test_2_jobs_through_the_local_api_return_the_asked_mp4(stack):
     assert files_under(stack["settings"].comfy_output_dir / "ltx2") == []
 
 
+def test_3_the_earlier_package_request_shape_comes_out_at_exactly_its_size(stack):
+    out = Worker(stack["settings"]).handle({"id": "earlier", "input": {**PROMPT, "width": 1280, "height": 720,
+                                                                       "frame_count": 9, "seed": 42, "steps": 2}})
+    assert "error" not in out, out
+    facts = decode_video_field(out)
+    assert (facts["width"], facts["height"], facts["frames"]) == (1280, 720, 9)
+
+
+def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
+    worker = Worker(stack["settings"])
+    first, again, other = (worker.handle({"id": f"seed-{i}", "input": {**SMALL, "seed": seed}})
+                           for i, seed in enumerate((7, 7, 8)))
+    assert first["video"] == again["video"]
+    assert first["video"] != other["video"]
+
+
+def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
+    settings = stack["settings"]
+    lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
+    original = lora.read_bytes()
+    try:
+        lora.write_bytes(original[: len(original) // 2])
+        env = {**stack["env"], "BOOT_ERROR_FILE": str(tmp_path / "boot-error")}
+        result = subprocess.run([os.sys.executable, "-m", "ltx2_worker.provision", "--check"], cwd=ROOT,
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert "BAD loras/ltx-2-19b-distilled-lora-384.safetensors: has" in result.stdout
+    finally:
+        lora.write_bytes(original)
+    assert check(settings, load_manifest(settings, Path(stack["env"]["LTX2_CONFIG"]))) == []
+
+
 def reachable_classes(graph: dict, output_node: str) -> set[str]:
     """The class types ComfyUI runs for `output_node`: it and every node it depends on through links."""
     seen, todo = set(), [output_node]
@@ -101,7 +133,7 @@ def reachable_classes(graph: dict, output_node: str) -> set[str]:
 
 
 @pytest.mark.timeout(1500)  # another text-encoder load and encoding: distilled mode loads it from its checkpoint
-def test_3_a_distilled_job_runs_the_distilled_checkpoint_without_the_lora(stack):
+def test_6_a_distilled_job_runs_the_distilled_checkpoint_without_the_lora(stack):
     """mode "distilled" through handler.py --rp_serve_api: the MP4 as asked and `mode` in the response, and the
     stage-2 LoRA never loaded: the job runs with the LoRA file taken off the volume (a graph that still used
     LoraLoaderModelOnly would fail ComfyUI's validation, its lora_name not in the list of files), ComfyUI logs
@@ -109,6 +141,10 @@ def test_3_a_distilled_job_runs_the_distilled_checkpoint_without_the_lora(stack)
     settings = stack["settings"]
     lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
     aside = stack["tmp"] / "lora-aside.safetensors"
+    # The distilled graph loads the text encoder again (from the distilled checkpoint): let ComfyUI drop the
+    # cached one first, or two 12B-shaped encoders share the machine. The earlier tests' prompts are done.
+    requests.post(f"{settings.comfy_url}/free", json={"unload_models": True, "free_memory": True}, timeout=30)
+    time.sleep(3)  # the flags take effect when ComfyUI's prompt worker wakes, before the next prompt
     log_start = settings.comfy_log_file.stat().st_size
     lora.rename(aside)
     try:
@@ -136,38 +172,6 @@ def test_3_a_distilled_job_runs_the_distilled_checkpoint_without_the_lora(stack)
     assert files_under(settings.comfy_output_dir / "ltx2") == []
     handler_log = (stack["tmp"] / "handler-distilled.log").read_text()
     assert "ComfyUI's output folder" not in handler_log and "cannot remove them" not in handler_log, handler_log
-
-
-def test_4_the_earlier_package_request_shape_comes_out_at_exactly_its_size(stack):
-    out = Worker(stack["settings"]).handle({"id": "earlier", "input": {**PROMPT, "width": 1280, "height": 720,
-                                                                       "frame_count": 9, "seed": 42, "steps": 2}})
-    assert "error" not in out, out
-    facts = decode_video_field(out)
-    assert (facts["width"], facts["height"], facts["frames"]) == (1280, 720, 9)
-
-
-def test_5_same_seed_same_bytes_other_seed_other_bytes(stack):
-    worker = Worker(stack["settings"])
-    first, again, other = (worker.handle({"id": f"seed-{i}", "input": {**SMALL, "seed": seed}})
-                           for i, seed in enumerate((7, 7, 8)))
-    assert first["video"] == again["video"]
-    assert first["video"] != other["video"]
-
-
-def test_6_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
-    settings = stack["settings"]
-    lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
-    original = lora.read_bytes()
-    try:
-        lora.write_bytes(original[: len(original) // 2])
-        env = {**stack["env"], "BOOT_ERROR_FILE": str(tmp_path / "boot-error")}
-        result = subprocess.run([os.sys.executable, "-m", "ltx2_worker.provision", "--check"], cwd=ROOT,
-                                env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
-        assert result.returncode == 1
-        assert "BAD loras/ltx-2-19b-distilled-lora-384.safetensors: has" in result.stdout
-    finally:
-        lora.write_bytes(original)
-    assert check(settings, load_manifest(settings, Path(stack["env"]["LTX2_CONFIG"]))) == []
 
 
 def test_7_comfyui_killed_mid_job_gives_a_clear_error_and_a_fresh_worker(stack):
