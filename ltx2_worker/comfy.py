@@ -134,6 +134,15 @@ class ComfyClient:
         except ComfyUnavailable:
             return False
 
+    def argv(self, timeout: float = 2.0) -> list[str] | None:
+        """ComfyUI's command line (`sys.argv`, reported by /system_stats), or None when it does not answer."""
+        try:
+            r = self._request("GET", "/system_stats", timeout=timeout)
+        except ComfyUnavailable:
+            return None
+        argv = (_json(r).get("system") or {}).get("argv") if r.status_code == 200 else None
+        return [str(a) for a in argv] if isinstance(argv, list) else None
+
     def submit(self, graph: dict[str, Any], client_id: str) -> str:
         r = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id})
         body = _json(r)

@@ -129,5 +129,56 @@ def remove_outputs(output_dir: Path, filename_prefix: str) -> list[Path]:
     return removed
 
 
+def output_dir_from_argv(argv: list[str]) -> Path | None:
+    """The output folder of a ComfyUI v0.26.2 started with `argv` (main.py, folder_paths.py): --output-directory,
+    else <--base-directory>/output, else <main.py's folder>/output. None where a relative path leaves it to
+    ComfyUI's working directory, which cannot be seen from outside."""
+    def flag(name: str) -> str | None:
+        value = None
+        for i, arg in enumerate(argv):
+            if arg == name and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+        return value
+
+    if (out := flag("--output-directory")) is not None:
+        return Path(out) if os.path.isabs(out) else None
+    if (base := flag("--base-directory")) is not None:
+        return Path(base) / "output" if os.path.isabs(base) else None
+    main = argv[0] if argv else ""
+    return Path(main).parent / "output" if os.path.isabs(main) and Path(main).name == "main.py" else None
+
+
+def output_dir_source(settings: Settings) -> str:
+    """Which setting chose the folder output files are removed from, for messages that say what to fix."""
+    if settings.comfy_output_dir_override is not None:
+        return "COMFY_OUTPUT_DIR"
+    return f"COMFYUI_DIR ({settings.comfy_dir}) + /output, as COMFY_OUTPUT_DIR is empty"
+
+
+OUTPUT_DIR_FIX = ("set COMFY_OUTPUT_DIR to the folder ComfyUI writes to (its --output-directory), or COMFYUI_DIR to "
+                  "its checkout")
+
+
+def output_dir_problem(settings: Settings, comfy_argv: list[str] | None) -> str | None:
+    """Why the folder the worker removes each job's MP4 from is probably not ComfyUI's output folder, or None.
+    Cheap: the folder ComfyUI's command line names (`comfy_argv`, from /system_stats when it answered; ComfyUI
+    v0.26.2 has no endpoint that reports its output folder), else whether the folder exists at all."""
+    folder = settings.comfy_output_dir
+    reported = output_dir_from_argv(comfy_argv) if comfy_argv else None
+    if reported is not None:  # ComfyUI creates the folder it names when it first saves: no need to exist yet
+        if os.path.realpath(reported) == os.path.realpath(folder):
+            return None
+        why = (f"ComfyUI writes its output files to {reported} (its command line), but the worker removes them "
+               f"from {folder}")
+    elif folder.is_dir():
+        return None
+    else:
+        why = f"the folder the worker removes ComfyUI's output files from, {folder}, does not exist"
+    return (f"{why} ({output_dir_source(settings)}): every job's MP4 would be left in ComfyUI's output folder "
+            f"until its disk fills; {OUTPUT_DIR_FIX}")
+
+
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)

@@ -12,12 +12,21 @@ from collections.abc import Callable
 from typing import Any
 
 from . import health
-from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, output_files
+from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files
 from .gpu import GpuError, Profile, choose_profile, detect_gpu
 from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
 from .ladder import step_down
-from .output import Bucket, DeliveryError, deliver, remove_outputs, safe_stem
+from .output import (
+    OUTPUT_DIR_FIX,
+    Bucket,
+    DeliveryError,
+    deliver,
+    output_dir_problem,
+    output_dir_source,
+    remove_outputs,
+    safe_stem,
+)
 from .progress import ProgressReporter, runpod_sender
 from .settings import Settings, SettingsError, load_settings
 from .workflow import DISTILLED_CHECKPOINT, Workflow, WorkflowError
@@ -36,6 +45,20 @@ class Worker:
         self.bucket = Bucket.from_env(settings)
         self.profile = profile or _gpu_profile(settings)
         self.last_mode: str | None = None  # the mode whose models the last job left in GPU memory
+        # A job whose MP4 is not where the worker looks warns once per Worker, that is once per worker process:
+        # the cause is the configuration, the same for every job, and one line per job would bury the rest
+        # of the log. Each job's "removed N output file(s)" line still shows 0 while it lasts.
+        self.output_warned = False
+
+    def check_output_folder(self) -> str | None:
+        """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
+        folder (missing, or not the one ComfyUI's command line names). Returns the warning, or None."""
+        if health.worker_problem(self.settings):
+            return None  # a failed start: every job reports that, a folder warning would only mislead
+        problem = output_dir_problem(self.settings, self.client.argv())
+        if problem:
+            log.warning("ComfyUI's output folder: %s", problem)
+        return problem
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         job_id = str(job.get("id") or "local")
@@ -100,8 +123,8 @@ class Worker:
     def _check_distilled_available(self) -> None:
         if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):
             raise InputError("mode", f"distilled needs {DISTILLED_CHECKPOINT}, which is not on this worker's "
-                                     "volume: enable [model.checkpoint_distilled] in config.ini and provision it "
-                                     "(README, Modes)")
+                                     "volume: set ENABLE_MODELS=checkpoint_distilled ([model.checkpoint_distilled] "
+                                     "in config.ini) and provision it, another ~27 GB (README, Modes)")
 
     def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
                            started: float, prefixes: list[str], image_name: str | None) -> dict[str, Any]:
@@ -150,6 +173,7 @@ class Worker:
             raise ComfyError(f"ComfyUI finished prompt {prompt_id} but reported no MP4 from SaveVideo "
                              f"(node {self.workflow.node_ids['save_video']})")
         data = self.client.view(videos[0])
+        self._check_output_found(videos[0])
         timings["fetch"] = time.monotonic() - mark
         mark = time.monotonic()
         key = f"{OUTPUT_SUBFOLDER}/{safe_stem(job_id)}-{prompt_id}.mp4"
@@ -170,6 +194,21 @@ class Worker:
             "mode": req.mode,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
+
+    def _check_output_found(self, item: OutputFile) -> None:
+        """The MP4 ComfyUI reported must be in the folder the worker cleans; if not, the worker cannot remove
+        it and every job leaves one behind: say so, naming the setting (the video itself came through /view)."""
+        if self.output_warned or item.type != "output":
+            return
+        path = self.settings.comfy_output_dir / item.subfolder / item.filename
+        if path.is_file():
+            return
+        self.output_warned = True
+        log.warning("ComfyUI reported its video as %s, but %s does not exist: the worker looks for ComfyUI's "
+                    "output files in %s (%s) and cannot remove them, so every job's MP4 stays in ComfyUI's own "
+                    "output folder until its disk fills; %s. Videos are still fetched through ComfyUI's /view; "
+                    "this is logged once per worker process.", f"{item.subfolder}/{item.filename}".lstrip("/"),
+                    path, self.settings.comfy_output_dir, output_dir_source(self.settings), OUTPUT_DIR_FIX)
 
     def _wait_ready(self, deadline: float, timings: dict[str, float]) -> None:
         """A job that arrives while ComfyUI still starts waits for it, within COMFY_READY_TIMEOUT_S."""
@@ -208,8 +247,10 @@ def build_handler() -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The SDK's handler. A broken configuration still yields a handler, one that names the problem in
     every job's error, so the worker registers and callers learn why instead of waiting."""
     try:
-        return Worker(load_settings()).handle
+        worker = Worker(load_settings())
     except (SettingsError, WorkflowError) as exc:
         message = f"worker configuration error: {exc}"
         log.error(message)
         return lambda job: {"error": message}
+    worker.check_output_folder()
+    return worker.handle

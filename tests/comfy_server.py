@@ -102,6 +102,8 @@ class ProtocolComfy:
         self.model_files = copy.deepcopy(model_files if model_files is not None else DEFAULT_MODEL_FILES)
         self.exec_seconds = exec_seconds
         self.port = port  # 0: a free port; a fixed one lets a test start a server "late" on a known address
+        # sys.argv as /system_stats reports it: as the package's launcher starts ComfyUI, output folder included
+        self.argv = ["main.py", "--listen", "127.0.0.1", "--output-directory", str(self.output_dir)]
         self.url = ""
         self.submitted: list[dict] = []
         self.interrupts = 0
@@ -266,7 +268,7 @@ class ProtocolComfy:
                        "required_templates_version": None, "comfy_package_versions": [],
                        "python_version": "3.12.3 (main) [GCC 13.2.0]", "pytorch_version": "2.9.1+cu128",
                        "embedded_python": False, "deploy_environment": "local",
-                       "argv": ["main.py", "--listen", "127.0.0.1"]},
+                       "argv": self.argv},
             "devices": [{"name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync", "type": "cuda", "index": 0,
                          "vram_total": 24 * gib, "vram_free": 23 * gib, "torch_vram_total": 0,
                          "torch_vram_free": 0}]})

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from test_real_comfyui import COMFY_PYTHON, COMFYUI_DIR, pytestmark  # noqa: F401  (the same skip rule)
 
 from ltx2_worker import launch
@@ -22,6 +23,7 @@ from ltx2_worker.manifest import load_manifest
 from ltx2_worker.provision import check
 from ltx2_worker.settings import ROOT, load_settings
 from ltx2_worker.worker import Worker
+from ltx2_worker.workflow import DISTILLED_CHECKPOINT
 
 from helpers import LocalApi, decode_video_field, files_under, free_port
 
@@ -30,15 +32,17 @@ SMALL = {**PROMPT, "width": 256, "height": 256, "frame_count": 9, "steps": 2, "s
 
 
 def tiny_config(tmp: Path, volume: Path) -> Path:
-    """config.ini with the real settings and a manifest of the tiny files, sizes and hashes read now."""
+    """config.ini with the real settings and a manifest of the tiny files, sizes and hashes read now: the
+    four required entries and the optional distilled checkpoint (enabled in the stack's environment)."""
     tiny = json.loads((volume / "models" / "tiny-manifest.json").read_text())
     base = (ROOT / "config.ini").read_text().split("# The model manifest")[0]
-    real = load_manifest(load_settings(env={}))
+    real = load_manifest(load_settings(env={"ENABLE_MODELS": "checkpoint_distilled"}))
     sections = [base]
     for model in real:
         info = tiny[model.role]
-        sections.append(f"[model.{model.role}]\nrepo = {model.repo}\nrevision = main\npath = {model.path}\n"
-                        f"folder = {model.folder}\nsize = {info['size']}\nsha256 = {info['sha256']}\nrequired = true\n")
+        sections.append(f"[model.{model.role}]\nrepo = {model.repo}\nrevision = {model.revision}\npath = {model.path}\n"
+                        f"folder = {model.folder}\nsize = {info['size']}\nsha256 = {info['sha256']}\n"
+                        f"required = {str(model.required).lower()}\n")
     path = tmp / "config.ini"
     path.write_text("\n".join(sections))
     return path
@@ -54,7 +58,8 @@ def stack(tmp_path_factory):
            "COMFY_URL": f"http://127.0.0.1:{free_port()}", "NETWORK_VOLUME_PATH": str(volume),
            "COMFY_OUTPUT_DIR": str(tmp / "output"), "COMFY_LOG_FILE": str(tmp / "comfyui.log"),
            "COMFY_PID_FILE": str(tmp / "comfyui.pid"), "BOOT_ERROR_FILE": str(tmp / "boot-error"),
-           "COMFY_EXTRA_ARGS": "--cpu", "JOB_TIMEOUT_S": "1500", "PROGRESS_INTERVAL_S": "30"}
+           "COMFY_EXTRA_ARGS": "--cpu", "JOB_TIMEOUT_S": "1500", "PROGRESS_INTERVAL_S": "30",
+           "ENABLE_MODELS": "checkpoint_distilled"}
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # the never-written Gemma matrices stay on zero pages
     settings = load_settings(env=env)
     proc = launch.start(settings, load_manifest(settings, Path(env["LTX2_CONFIG"])))
@@ -116,7 +121,60 @@ def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
     assert check(settings, load_manifest(settings, Path(stack["env"]["LTX2_CONFIG"]))) == []
 
 
-def test_6_comfyui_killed_mid_job_gives_a_clear_error_and_a_fresh_worker(stack):
+def reachable_classes(graph: dict, output_node: str) -> set[str]:
+    """The class types ComfyUI runs for `output_node`: it and every node it depends on through links."""
+    seen, todo = set(), [output_node]
+    while todo:
+        nid = todo.pop()
+        if nid not in seen:
+            seen.add(nid)
+            todo += [v[0] for v in graph[nid]["inputs"].values() if isinstance(v, list) and len(v) == 2]
+    return {graph[nid]["class_type"] for nid in seen}
+
+
+@pytest.mark.timeout(1500)  # another text-encoder load and encoding: distilled mode loads it from its checkpoint
+def test_6_a_distilled_job_runs_the_distilled_checkpoint_without_the_lora(stack):
+    """mode "distilled" through handler.py --rp_serve_api: the MP4 as asked and `mode` in the response, and the
+    stage-2 LoRA never loaded: the job runs with the LoRA file taken off the volume (a graph that still used
+    LoraLoaderModelOnly would fail ComfyUI's validation, its lora_name not in the list of files), ComfyUI logs
+    nothing about a LoRA, and the prompt it ran reaches no LoRA node from SaveVideo."""
+    settings = stack["settings"]
+    lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
+    aside = stack["tmp"] / "lora-aside.safetensors"
+    # The distilled graph loads the text encoder again (from the distilled checkpoint): let ComfyUI drop the
+    # cached one first, or two 12B-shaped encoders share the machine. The earlier tests' prompts are done.
+    requests.post(f"{settings.comfy_url}/free", json={"unload_models": True, "free_memory": True}, timeout=30)
+    time.sleep(3)  # the flags take effect when ComfyUI's prompt worker wakes, before the next prompt
+    log_start = settings.comfy_log_file.stat().st_size
+    lora.rename(aside)
+    try:
+        with LocalApi(stack["env"], stack["tmp"] / "handler-distilled.log", start_s=120) as api:
+            result = api.runsync({**PROMPT, "mode": "distilled", "width": 384, "height": 256, "frame_count": 17,
+                                  "seed": 3}, timeout=1500)
+    finally:
+        aside.rename(lora)
+    assert result["status"] == "COMPLETED", result
+    out = result["output"]
+    assert out["mode"] == "distilled"
+    assert (out["width"], out["height"], out["frame_count"]) == (384, 256, 17)
+    assert decode_video_field(out) == {"width": 384, "height": 256, "frames": 17, "fps": 24.0, "audio": True}
+    with open(settings.comfy_log_file, "rb") as f:
+        f.seek(log_start)
+        comfy_log = f.read().decode("utf-8", "replace")
+    assert "Prompt executed" in comfy_log, comfy_log[-3000:]
+    assert "lora" not in comfy_log.lower(), comfy_log[-3000:]
+    entry = requests.get(f"{settings.comfy_url}/history/{out['prompt_id']}", timeout=30).json()[out["prompt_id"]]
+    assert entry["status"]["status_str"] == "success"
+    graph, outputs = entry["prompt"][2], entry["prompt"][4]
+    ran = set().union(*(reachable_classes(graph, node) for node in outputs))
+    assert "LoraLoaderModelOnly" not in ran and "CheckpointLoaderSimple" in ran
+    assert {n["inputs"]["ckpt_name"] for n in graph.values() if "ckpt_name" in n["inputs"]} == {DISTILLED_CHECKPOINT}
+    assert files_under(settings.comfy_output_dir / "ltx2") == []
+    handler_log = (stack["tmp"] / "handler-distilled.log").read_text()
+    assert "ComfyUI's output folder" not in handler_log and "cannot remove them" not in handler_log, handler_log
+
+
+def test_7_comfyui_killed_mid_job_gives_a_clear_error_and_a_fresh_worker(stack):
     settings, proc = stack["settings"], stack["proc"]
     killer = threading.Timer(1.0, lambda: os.kill(proc.pid, signal.SIGKILL))
     killer.start()
