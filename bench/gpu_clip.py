@@ -154,13 +154,16 @@ def legacy_workflow():
     return Legacy.load()
 
 
-def timed_client(settings, record: dict):
-    """A ComfyClient whose run() notes when each node starts (executing events) for the per-node split."""
+def timed_client(settings):
+    """A ComfyClient whose run() notes when each node starts (executing events) in `.record["marks"]`, for
+    the per-node split; the caller gives it a fresh `.record` per job."""
     from ltx2_worker.comfy import ComfyClient
 
     class Timed(ComfyClient):
+        record: dict = {}
+
         def run(self, graph, deadline, on_progress=lambda p: None):
-            marks = record.setdefault("marks", [])
+            marks = self.record.setdefault("marks", [])
             titles = {nid: (n.get("_meta") or {}).get("title") or n.get("class_type") for nid, n in graph.items()}
 
             def note(p):
@@ -225,7 +228,13 @@ class Run:
                     "BOOT_ERROR_FILE": str(self.tmp / "boot-error"), "COMFY_EXTRA_ARGS": shlex.join(self.flags),
                     "MAX_INLINE_MB": "400", "JOB_TIMEOUT_S": "900", "OOM_LADDER": ""}
         self.settings = load_settings(env=self.env)
-        self.legacy = legacy
+        self.client = timed_client(self.settings)
+        # one Worker for the whole run, as in a worker process (it remembers the last job's mode)
+        from ltx2_worker.gpu import Profile
+        from ltx2_worker.worker import Worker
+
+        self.worker = Worker(self.settings, workflow=legacy_workflow() if legacy else None, client=self.client,
+                             profile=Profile(self.name, tuple(self.flags), self.choices))
 
     def start(self) -> float:
         """Seconds the launcher took to get ComfyUI answering (the cold start's first part)."""
@@ -268,16 +277,11 @@ class Run:
         width, height, frames = size or (self.args.width, self.args.height, self.args.frames)
         request = {"prompt": prompt, "negative_prompt": NEGATIVE, "width": width, "height": height,
                    "frame_count": frames, "seed": seed}
+        self.client.record = record
         if self.name == "reference":
-            out = self._reference_job(request, record)
+            out = self._reference_job(request)
         else:
-            from ltx2_worker.gpu import Profile
-            from ltx2_worker.worker import Worker
-
-            worker = Worker(self.settings, workflow=legacy_workflow() if self.legacy else None,
-                            client=timed_client(self.settings, record),
-                            profile=Profile(self.name, tuple(self.flags), self.choices))
-            out = worker.handle({"id": f"{self.name}-{label}", "input": {**request, "mode": mode}})
+            out = self.worker.handle({"id": f"{self.name}-{label}", "input": {**request, "mode": mode}})
         wall = time.monotonic() - started
         lines = self.log_lines()[before:]
         executed = [float(m.group(1)) for line in lines if (m := re.search(r"Prompt executed in ([\d.]+) seconds",
@@ -300,7 +304,7 @@ class Run:
         fig.update(mp4_mb=round(len(data) / 1e6, 1), **facts)
         return fig, frames
 
-    def _reference_job(self, request: dict, record: dict) -> dict:
+    def _reference_job(self, request: dict) -> dict:
         """The earlier package's graph as it sent it: its prompt, seed and nothing else patched."""
         from ltx2_worker.comfy import ComfyError, output_files
 
@@ -312,7 +316,7 @@ class Run:
         for nid in ("92:11", "92:67"):
             graph[nid]["inputs"]["noise_seed"] = request["seed"]
         graph["75"]["inputs"]["filename_prefix"] = f"ltx2/reference-{request['seed']}"
-        client = timed_client(self.settings, record)
+        client = self.client
         try:
             _, entry = client.run(graph, time.monotonic() + 900)
             item = output_files(entry, "75")[0]
