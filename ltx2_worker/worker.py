@@ -34,6 +34,8 @@ from .workflow import DISTILLED_CHECKPOINT, Workflow, WorkflowError
 log = logging.getLogger(__name__)
 OUTPUT_SUBFOLDER = "ltx2"
 READY_POLL_S = 0.5
+MODE_SWITCH_WAIT_S = 20.0  # longest wait for ComfyUI to unload the other mode's models
+MODE_SWITCH_FREE_SHARE = 0.5  # two dev transformers and the text encoder fit in the other half
 
 
 class Worker:
@@ -118,6 +120,15 @@ class Worker:
         if self.profile.graph.stage2_own_model and self.last_mode not in (None, mode):
             log.info("job %s: %s after %s; unloading the other mode's models first", job_id, mode, self.last_mode)
             self.client.free(unload_models=True, free_memory=False)  # keeps ComfyUI's cache of node outputs
+            # ComfyUI applies /free in its prompt thread when that thread next wakes: wait until the memory
+            # shows free, so the next prompt does not load on top of the old models (seen: out of memory)
+            give_up = time.monotonic() + MODE_SWITCH_WAIT_S
+            while (free := self.client.vram_free_fraction()) is not None and free < MODE_SWITCH_FREE_SHARE:
+                if time.monotonic() >= give_up:
+                    log.warning("job %s: only %.0f%% of GPU memory free %g s after /free; going on (the OOM "
+                                "ladder catches a failure)", job_id, free * 100, MODE_SWITCH_WAIT_S)
+                    break
+                time.sleep(0.25)
         self.last_mode = mode
 
     def _check_distilled_available(self) -> None:
