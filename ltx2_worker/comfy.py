@@ -143,15 +143,6 @@ class ComfyClient:
         argv = (_json(r).get("system") or {}).get("argv") if r.status_code == 200 else None
         return [str(a) for a in argv] if isinstance(argv, list) else None
 
-    def vram_free_fraction(self) -> float | None:
-        """Free share of the first device's memory as ComfyUI counts it (/system_stats: CUDA's free memory
-        plus what torch holds unused); None when it does not say."""
-        r = self._request("GET", "/system_stats")
-        devices = _json(r).get("devices") or [{}]
-        total, free = devices[0].get("vram_total"), devices[0].get("vram_free")
-        return free / total if isinstance(total, (int, float)) and total > 0 and isinstance(free, (int, float)) \
-            else None
-
     def submit(self, graph: dict[str, Any], client_id: str) -> str:
         r = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id})
         body = _json(r)

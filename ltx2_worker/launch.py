@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from .gpu import Gpu, GpuError, choose_profile, detect_gpu
+from .gpu import Gpu, GpuError, detect_gpu, profile_for
 from .health import log_tail, record_boot_failure
 from .manifest import ModelFile, load_manifest
 from .settings import Settings, SettingsError, load_settings
@@ -36,7 +36,8 @@ class LaunchError(Exception):
 
 def gpu_flags(settings: Settings, gpu: Gpu | None) -> list[str]:
     """ComfyUI flags for this GPU's memory class (ltx2_worker.gpu), or COMFY_EXTRA_ARGS instead when set."""
-    return list(choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args).flags)
+    return list(profile_for(settings, gpu).flags)
+
 
 
 def extra_model_paths_yaml(volume: Path, models: list[ModelFile]) -> str:
@@ -69,7 +70,7 @@ def start(settings: Settings, models: list[ModelFile]) -> subprocess.Popen:
         gpu = detect_gpu()
     except GpuError as exc:
         raise LaunchError(str(exc), refresh_worker=True) from None
-    profile = choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args)
+    profile = profile_for(settings, gpu)
     flags = list(profile.flags)
     log.info("GPU: %s; memory class %s; ComfyUI flags: %s", f"{gpu.name}, {gpu.memory_gb:.0f} GB, compute "
              f"{gpu.compute_capability}" if gpu else "none found", profile.name, " ".join(flags))

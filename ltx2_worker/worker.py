@@ -13,7 +13,7 @@ from typing import Any
 
 from . import health
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files
-from .gpu import GpuError, Profile, choose_profile, detect_gpu
+from .gpu import GpuError, Profile, detect_gpu, profile_for
 from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
 from .ladder import step_down
@@ -34,8 +34,6 @@ from .workflow import DISTILLED_CHECKPOINT, Workflow, WorkflowError
 log = logging.getLogger(__name__)
 OUTPUT_SUBFOLDER = "ltx2"
 READY_POLL_S = 0.5
-MODE_SWITCH_WAIT_S = 20.0  # longest wait for ComfyUI to unload the other mode's models
-MODE_SWITCH_FREE_SHARE = 0.5  # two dev transformers and the text encoder fit in the other half
 
 
 class Worker:
@@ -46,7 +44,6 @@ class Worker:
         self.client = client or ComfyClient(settings.comfy_url, settings.comfy_http_timeout_s)
         self.bucket = Bucket.from_env(settings)
         self.profile = profile or _gpu_profile(settings)
-        self.last_mode: str | None = None  # the mode whose models the last job left in GPU memory
         # A job whose MP4 is not where the worker looks warns once per Worker, that is once per worker process:
         # the cause is the configuration, the same for every job, and one line per job would bury the rest
         # of the log. Each job's "removed N output file(s)" line still shows 0 while it lasts.
@@ -86,7 +83,6 @@ class Worker:
             self._wait_ready(deadline, timings)
             if req.mode == "distilled":
                 self._check_distilled_available()
-            self._switch_mode(job_id, req.mode)
             if req.image is not None:
                 mark = time.monotonic()
                 data, ext = load_image(req.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels)
@@ -112,24 +108,6 @@ class Worker:
                 (s.comfy_input_dir / image_name).unlink(missing_ok=True)
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
-
-    def _switch_mode(self, job_id: str, mode: str) -> None:
-        """The large-memory class keeps two dev transformers on the GPU; a third (the distilled checkpoint)
-        does not fit beside them (measured: out of memory at 77.7 GiB on an H100), so the models of the other
-        mode are unloaded first. Costs a reload when modes alternate; same-mode jobs are not affected."""
-        if self.profile.graph.stage2_own_model and self.last_mode not in (None, mode):
-            log.info("job %s: %s after %s; unloading the other mode's models first", job_id, mode, self.last_mode)
-            self.client.free(unload_models=True, free_memory=False)  # keeps ComfyUI's cache of node outputs
-            # ComfyUI applies /free in its prompt thread when that thread next wakes: wait until the memory
-            # shows free, so the next prompt does not load on top of the old models (seen: out of memory)
-            give_up = time.monotonic() + MODE_SWITCH_WAIT_S
-            while (free := self.client.vram_free_fraction()) is not None and free < MODE_SWITCH_FREE_SHARE:
-                if time.monotonic() >= give_up:
-                    log.warning("job %s: only %.0f%% of GPU memory free %g s after /free; going on (the OOM "
-                                "ladder catches a failure)", job_id, free * 100, MODE_SWITCH_WAIT_S)
-                    break
-                time.sleep(0.25)
-        self.last_mode = mode
 
     def _check_distilled_available(self) -> None:
         if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):
@@ -245,7 +223,7 @@ def _gpu_profile(settings: Settings) -> Profile:
     except GpuError as exc:
         log.warning("cannot read the GPU (%s); using the small-memory graph", exc)
         gpu = None
-    profile = choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args)
+    profile = profile_for(settings, gpu)
     log.info("memory class %s: %s", profile.name, profile.graph)
     return profile
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ltx2_worker import health
-from ltx2_worker.gpu import Gpu, GpuError, choose_profile, detect_gpu
+from ltx2_worker.gpu import Gpu, GpuError, choose_profile, detect_gpu, profile_for
 from ltx2_worker.launch import LaunchError, extra_model_paths_yaml, gpu_flags, start, wait_ready
 from ltx2_worker.manifest import ModelFile
 from ltx2_worker.settings import load_settings
@@ -73,6 +73,16 @@ def test_the_memory_class_decides_the_graph_too(memory_gb, name, own_model):
     assert (profile.name, profile.graph.stage2_own_model) == (name, own_model)
     # COMFY_EXTRA_ARGS replaces the flags, never the graph choices of the class
     assert choose_profile(Gpu("x", memory_gb, 9.0), 1.5, "--novram").graph == profile.graph
+
+
+@pytest.mark.parametrize("enable,name", [("", "large"), ("checkpoint_distilled", "medium"),
+                                         (" checkpoint_distilled , x", "medium")])
+def test_a_large_card_serving_distilled_mode_too_keeps_one_dev_transformer(enable, name):
+    settings = S.replace(enable_models=enable)
+    h100 = Gpu("H100 80GB HBM3", 79.6, 9.0)
+    assert profile_for(settings, h100).name == name
+    assert gpu_flags(settings, h100) == list(profile_for(settings, h100).flags)  # launcher and worker agree
+    assert profile_for(settings, h100).graph.stage2_own_model is (name == "large")
 
 
 def test_no_nvidia_tools_means_cpu(tmp_path, monkeypatch):
