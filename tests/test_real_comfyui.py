@@ -26,7 +26,7 @@ from ltx2_worker.job import parse_request
 from ltx2_worker.manifest import load_manifest
 from ltx2_worker.settings import load_settings
 from ltx2_worker.worker import Worker
-from ltx2_worker.workflow import DISTILLED_CHECKPOINT, Workflow
+from ltx2_worker.workflow import DISTILLED_CHECKPOINT, GraphChoices, Workflow
 
 from helpers import files_under, free_port
 
@@ -88,6 +88,17 @@ def _validate(settings, graph) -> requests.Response:
 ], ids=["earlier-request", "portrait-30fps", "small-no-audio", "distilled", "distilled-no-audio"])
 def test_real_comfyui_accepts_the_patched_workflow(comfy, job):
     graph = Workflow.load().build(parse_request(job, comfy), "ltx2/tier2")
+    r = _validate(comfy, graph)
+    assert r.status_code == 200, r.text
+    assert r.json()["node_errors"] == {}
+
+
+@pytest.mark.parametrize("audio", [True, False])
+def test_real_comfyui_accepts_the_80gb_class_graph(comfy, audio):
+    """Stage 2's own model: UNETLoader finds the checkpoint through the launcher's diffusion_models mapping."""
+    req = parse_request({**EARLIER_PACKAGE_REQUEST, "audio": audio}, comfy)
+    graph = Workflow.load().build(req, "ltx2/tier2-large", choices=GraphChoices(stage2_own_model=True))
+    assert "UNETLoader" in {node["class_type"] for node in graph.values()}
     r = _validate(comfy, graph)
     assert r.status_code == 200, r.text
     assert r.json()["node_errors"] == {}
