@@ -70,7 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--usable-medium", type=float, default=44.0)
     p.add_argument("--usable-small", type=float, default=20.0)
     p.add_argument("--json", type=Path, help="write every figure here (rewritten after each job)")
-    p.add_argument("--keep-frames", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -103,13 +102,6 @@ class VramSampler:
     def close(self):
         if self._proc:
             self._proc.kill()
-
-
-def total_gpu_gb() -> float | None:
-    from ltx2_worker.gpu import detect_gpu
-
-    gpu = detect_gpu()
-    return gpu.memory_gb if gpu else None
 
 
 def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):

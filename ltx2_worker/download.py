@@ -65,8 +65,8 @@ def download(model: ModelFile, volume: Path, settings: Settings, check_sha256: b
     part.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     resumed = _size(part)
-    _fetch_with_retries(model, part, settings)
     url = hub_url(model)
+    _fetch_with_retries(model, part, url, settings)
     bad = problem(part, model)
     if bad is None and check_sha256 and (digest := sha256_of(part)) != model.sha256:
         bad = f"has sha256 {digest}, not the manifest's {model.sha256}"
@@ -86,12 +86,11 @@ def download(model: ModelFile, volume: Path, settings: Settings, check_sha256: b
              f", resumed after {resumed / 1e9:.2f} GB" if resumed else "")
 
 
-def _fetch_with_retries(model: ModelFile, part: Path, settings: Settings) -> None:
+def _fetch_with_retries(model: ModelFile, part: Path, url: str, settings: Settings) -> None:
     """Run transfers until `part` is complete. A passing failure is retried, waits doubling from
     DOWNLOAD_BACKOFF_S, until DOWNLOAD_ATTEMPTS attempts in a row received nothing or the next one would start
     more than DOWNLOAD_RETRY_WINDOW_S after the last progress. A lasting failure (the hub refuses or lacks the
     file) ends at once."""
-    url = hub_url(model)
     endpoint = endpoint_of(url)
     attempt, failures, since = 0, 0, time.monotonic()  # failures: attempts in a row that received nothing
     while True:

@@ -14,6 +14,7 @@ import dataclasses
 import shlex
 import subprocess
 
+from .manifest import enabled_roles
 from .settings import Settings
 from .workflow import GraphChoices
 
@@ -91,6 +92,5 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
 def profile_for(settings: Settings, gpu: Gpu | None) -> Profile:
     """The memory class of `gpu` as these settings use it (COMFY_EXTRA_ARGS, ENABLE_MODELS); the launcher and
     the worker both call this, so ComfyUI's flags and the graph always belong to one class."""
-    enabled = {role.strip() for role in settings.enable_models.split(",")}
     return choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args,
-                          distilled_enabled=DISTILLED_ROLE in enabled)
+                          distilled_enabled=DISTILLED_ROLE in enabled_roles(settings))

@@ -31,6 +31,11 @@ class ModelFile:
         return volume / "models" / self.folder / self.name
 
 
+def enabled_roles(settings: Settings) -> set[str]:
+    """The optional manifest roles ENABLE_MODELS names."""
+    return {r.strip() for r in settings.enable_models.split(",") if r.strip()}
+
+
 def load_manifest(settings: Settings, config_file: Path | None = None) -> list[ModelFile]:
     """The files to provision: every required entry, plus the optional roles named in ENABLE_MODELS."""
     parser = read_config(config_file or config_path())
@@ -46,7 +51,7 @@ def load_manifest(settings: Settings, config_file: Path | None = None) -> list[M
                 size=int(s["size"]), sha256=s.get("sha256", "").strip().lower(), required=s.getboolean("required"))
         except (KeyError, ValueError) as exc:
             raise SettingsError(f"[{section}] is incomplete or malformed: {exc}") from None
-    wanted = {r.strip() for r in settings.enable_models.split(",") if r.strip()}
+    wanted = enabled_roles(settings)
     unknown = wanted - set(entries)
     if unknown:
         raise SettingsError(f"ENABLE_MODELS names unknown roles {sorted(unknown)}; known: {sorted(entries)}")

@@ -13,7 +13,7 @@ import yaml
 
 from ltx2_worker import health
 from ltx2_worker.gpu import Gpu, GpuError, choose_profile, detect_gpu, profile_for
-from ltx2_worker.launch import LaunchError, extra_model_paths_yaml, gpu_flags, start, wait_ready
+from ltx2_worker.launch import LaunchError, extra_model_paths_yaml, start, wait_ready
 from ltx2_worker.manifest import ModelFile
 from ltx2_worker.settings import load_settings
 from ltx2_worker.worker import Worker
@@ -36,11 +36,11 @@ MODELS = [ModelFile("checkpoint", "r", "main", "a.safetensors", "checkpoints", 1
     (None, ["--cpu"]),
 ])
 def test_flags_fit_the_gpu(gpu, flags):
-    assert gpu_flags(S, gpu) == flags
+    assert list(profile_for(S, gpu).flags) == flags
 
 
 def test_comfy_extra_args_replace_the_chosen_flags():
-    assert gpu_flags(S.replace(comfy_extra_args="--novram --reserve-vram 3"), Gpu("x", 24, 8.9)) == [
+    assert list(profile_for(S.replace(comfy_extra_args="--novram --reserve-vram 3"), Gpu("x", 24, 8.9)).flags) == [
         "--novram", "--reserve-vram", "3"]
 
 
@@ -81,7 +81,6 @@ def test_a_large_card_serving_distilled_mode_too_keeps_one_dev_transformer(enabl
     settings = S.replace(enable_models=enable)
     h100 = Gpu("H100 80GB HBM3", 79.6, 9.0)
     assert profile_for(settings, h100).name == name
-    assert gpu_flags(settings, h100) == list(profile_for(settings, h100).flags)  # launcher and worker agree
     assert profile_for(settings, h100).graph.stage2_own_model is (name == "large")
 
 
