@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--endurance-size", default="768x512x49", help="WIDTHxHEIGHTxFRAMES of the endurance jobs")
     p.add_argument("--usable-medium", type=float, default=44.0)
     p.add_argument("--usable-small", type=float, default=20.0)
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/ltx2-gpu-bench"),
+                   help="each configuration's ComfyUI log, pid file and output folder")
     p.add_argument("--json", type=Path, help="write every figure here (rewritten after each job)")
     return p.parse_args(argv)
 
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown configurations {unknown}" if unknown else "set --comfyui-dir or COMFYUI_DIR",
               file=sys.stderr)
         return 2
-    tmp = Path(os.environ.get("BENCH_TMP", "/tmp/ltx2-gpu-bench"))
+    tmp = args.work_dir
     vram = VramSampler()
     results: list[dict] = []
     baseline: dict = {}  # (seed, prompt, mode) -> frames of the first configuration that ran it
