@@ -19,9 +19,11 @@ Configurations (--configs):
                    decode, the shared model, the ImageScale resize
   worker           what the worker picks for this GPU (ltx2_worker.gpu)
   worker-shared    the worker's flags, stage 2 on the shared model (isolates that choice)
+  worker-eager     the worker's flags and graph without the LTX2CudaGraphs node (isolates that choice)
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
   class-medium-nodyn  the same with --disable-dynamic-vram
   class-small      the small class's choices, leaving --usable-small GB
+  custom           the worker's graph for this GPU with the flags given by --custom-flags (for trying flags)
 Weights: tools/make_tiny_models.py --size full writes stand-ins of the real shapes (README, "Speed").
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -47,7 +50,8 @@ PROMPTS = ("a red fox running through fresh snow at golden hour, cinematic",
 NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
-CONFIGS = ("reference", "today", "worker", "worker-shared", "class-medium", "class-medium-nodyn", "class-small")
+CONFIGS = ("reference", "today", "worker", "worker-shared", "worker-eager", "class-medium", "class-medium-nodyn",
+           "class-small", "custom")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,11 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--endurance", type=int, default=0, help="worker configs: then this many warm jobs in a row, "
                    "watching VRAM, RAM, loads and files left")
     p.add_argument("--endurance-size", default="768x512x49", help="WIDTHxHEIGHTxFRAMES of the endurance jobs")
+    p.add_argument("--custom-flags", default="", help="ComfyUI's flags for the custom configuration")
     p.add_argument("--usable-medium", type=float, default=44.0)
     p.add_argument("--usable-small", type=float, default=20.0)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/ltx2-gpu-bench"),
                    help="each configuration's ComfyUI log, pid file and output folder")
     p.add_argument("--json", type=Path, help="write every figure here (rewritten after each job)")
+    p.add_argument("--profile", default="", help="profile these prompts of each configuration (1 = the cold "
+                   "job, 2 = the first warm one, ...), e.g. 2:python,3:torch: bench/comfy_profile_hook is linked "
+                   "into ComfyUI's custom_nodes for the run and writes its tables to <work-dir>/<config>/profile")
     return p.parse_args(argv)
 
 
@@ -119,10 +127,11 @@ def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
     if name == "today":
         flags = (["--fast", "fp8_matrix_mult"] if cc >= 8.9 else []) + ["--reserve-vram", f"{reserve_gb:g}"]
         return flags if gpu else ["--cpu"], GraphChoices(), True
-    if name in ("worker", "worker-shared"):
+    if name in ("worker", "worker-shared", "worker-eager", "custom"):
         profile = choose_profile(gpu, reserve_gb)
-        graph = profile.graph if name == "worker" else GraphChoices()
-        return list(profile.flags), graph, False
+        graph = {"worker-shared": GraphChoices(),
+                 "worker-eager": dataclasses.replace(profile.graph, cuda_graphs=False)}.get(name, profile.graph)
+        return shlex.split(args.custom_flags) if name == "custom" else list(profile.flags), graph, False
     usable = args.usable_small if name == "class-small" else args.usable_medium
     profile = choose_profile(Gpu("emulated", usable, cc), 0)
     flags = list(profile.flags) + ["--reserve-vram", f"{max(0.0, total - usable):.1f}"]
@@ -221,6 +230,8 @@ class Run:
                     "COMFY_LOG_FILE": str(self.tmp / "comfyui.log"), "COMFY_PID_FILE": str(self.tmp / "comfyui.pid"),
                     "BOOT_ERROR_FILE": str(self.tmp / "boot-error"), "COMFY_EXTRA_ARGS": shlex.join(self.flags),
                     "MAX_INLINE_MB": "400", "JOB_TIMEOUT_S": "900", "OOM_LADDER": ""}
+        if args.profile:
+            self.env.update(LTX2_PROFILE=args.profile, LTX2_PROFILE_DIR=str(self.tmp / "profile"))
         self.settings = load_settings(env=self.env)
         self.client = timed_client(self.settings)
         # one Worker for the whole run, as in a worker process (it remembers the last job's mode)
@@ -331,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     tmp = args.work_dir
+    hook = Path(args.comfyui_dir) / "custom_nodes" / "ltx2_profile_hook"
+    if args.profile and not hook.exists():
+        hook.symlink_to(ROOT / "bench" / "comfy_profile_hook", target_is_directory=True)
     vram = VramSampler()
     results: list[dict] = []
     baseline: dict = {}  # (seed, prompt, mode) -> frames of the first configuration that ran it
@@ -352,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             save()
             run.stop()
             continue
-        ours = name.startswith("worker")
+        ours = name.startswith("worker") or name == "custom"
         endurance_size = tuple(int(v) for v in args.endurance_size.split("x"))
         plan = [("cold", PROMPTS[0], 42, "standard", None)]
         plan += [(f"warm{i + 1}", PROMPTS[0], 43 + i, "standard", None) for i in range(args.warm)]
@@ -383,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in fig.items() if k != "loaded_lines"}), flush=True)
         run.stop()
     vram.close()
+    if hook.is_symlink():
+        hook.unlink()
     print_table(results)
     return 0
 

@@ -196,6 +196,10 @@ class ComfyClient:
             return spec[0]
         return list((spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}).get("options", []))
 
+    def has_node(self, class_type: str) -> bool:
+        """Whether ComfyUI knows this node class (a custom node that was not loaded is simply absent)."""
+        return bool(_json(self._request("GET", f"/object_info/{class_type}")).get(class_type))
+
     def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt whether it runs (interrupt) or still waits in the queue (delete); best effort."""
         for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):

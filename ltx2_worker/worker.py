@@ -5,6 +5,7 @@ fetch the MP4, deliver it, and always remove ComfyUI's output file. Every failur
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -29,7 +30,7 @@ from .output import (
 )
 from .progress import ProgressReporter, runpod_sender
 from .settings import Settings, SettingsError, load_settings
-from .workflow import DISTILLED_CHECKPOINT, Workflow, WorkflowError
+from .workflow import CUDA_GRAPHS_NODE, DISTILLED_CHECKPOINT, GraphChoices, Workflow, WorkflowError
 
 log = logging.getLogger(__name__)
 OUTPUT_SUBFOLDER = "ltx2"
@@ -48,6 +49,7 @@ class Worker:
         # the cause is the configuration, the same for every job, and one line per job would bury the rest
         # of the log. Each job's "removed N output file(s)" line still shows 0 while it lasts.
         self.output_warned = False
+        self.nodes_checked = False  # whether the profile's graph choices were checked against ComfyUI's nodes
 
     def check_output_folder(self) -> str | None:
         """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
@@ -109,6 +111,18 @@ class Worker:
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
 
+    def _graph_choices(self) -> GraphChoices:
+        """The profile's choices, without the CUDA-graph node when ComfyUI lacks it (one it was not started
+        with by ltx2_worker.launch, which puts the worker's nodes on its custom-node path): checked once."""
+        if self.profile.graph.cuda_graphs and not self.nodes_checked:
+            self.nodes_checked = True
+            if not self.client.has_node(CUDA_GRAPHS_NODE):
+                log.warning("ComfyUI has no %s node (it was not started by ltx2_worker.launch, or its custom nodes "
+                            "are disabled): stage 1 runs without CUDA graphs", CUDA_GRAPHS_NODE)
+                self.profile = dataclasses.replace(
+                    self.profile, graph=dataclasses.replace(self.profile.graph, cuda_graphs=False))
+        return self.profile.graph
+
     def _check_distilled_available(self) -> None:
         if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):
             raise InputError("mode", f"distilled needs {DISTILLED_CHECKPOINT}, which is not on this worker's "
@@ -134,7 +148,7 @@ class Worker:
             log.info("job %s: %dx%d, %d frames at %d fps, seed %d, audio %s", job_id, current.width,
                      current.height, current.frame_count, current.fps, current.seed, current.audio)
             try:
-                graph = self.workflow.build(current, prefix, image_name, self.profile.graph)
+                graph = self.workflow.build(current, prefix, image_name, self._graph_choices())
                 out = self._run(job_id, current, graph, deadline, timings, started)
             except ExecutionFailed as exc:
                 if not exc.out_of_memory:

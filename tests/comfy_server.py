@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import importlib.util
 import io
 import json
 import mimetypes
@@ -44,6 +45,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 DATA = Path(__file__).resolve().parent / "data"
+ROOT = DATA.parent.parent
 DEFAULT_MODEL_FILES = {
     "checkpoints": ["ltx-2-19b-dev-fp8.safetensors"],
     "diffusion_models": ["ltx-2-19b-dev-fp8.safetensors"],  # the launcher maps this folder to checkpoints
@@ -95,7 +97,7 @@ class ProtocolComfy:
 
     def __init__(self, output_dir: Path, object_info_path: Path = DATA / "object_info.json",
                  model_files: dict[str, list[str]] | None = None, exec_seconds: float = 0.0,
-                 input_dir: Path | None = None, port: int = 0):
+                 input_dir: Path | None = None, port: int = 0, worker_nodes: bool = True):
         self.output_dir = Path(output_dir).resolve()
         self.input_dir = Path(input_dir).resolve() if input_dir else self.output_dir.parent / "input"
         self.temp_dir = self.output_dir.parent / "temp"
@@ -111,6 +113,8 @@ class ProtocolComfy:
         self.ws_connections = 0
         self.exec_durations: list[float] = []  # seconds from /prompt to the history entry, per executed prompt
         self._schemas = json.loads(Path(object_info_path).read_text())
+        if worker_nodes:  # as when ltx2_worker.launch started it, with the worker's nodes on its custom-node path
+            self._schemas.update(worker_node_schemas())
         self._faults: dict[str, dict] = {}
         self._faults_lock = threading.Lock()
         self._history: dict[str, dict] = {}
@@ -701,6 +705,26 @@ class _Run:
 
 # -- validation (execution.validate_prompt / validate_inputs) -------------------------------------------------
 
+def worker_node_schemas() -> dict:
+    """/object_info entries of the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes), built from their
+    classes the way ComfyUI's server describes a node (server.py, node_info)."""
+    out = {}
+    for path in sorted((ROOT / "ltx2_worker" / "comfy_nodes").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"comfy_node_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # imports nothing heavy at module level (torch is imported on use)
+        for name, cls in module.NODE_CLASS_MAPPINGS.items():
+            inputs = cls.INPUT_TYPES()
+            out[name] = {
+                "input": inputs, "input_order": {k: list(v) for k, v in inputs.items()},
+                "output": list(cls.RETURN_TYPES), "output_is_list": [False] * len(cls.RETURN_TYPES),
+                "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)), "name": name,
+                "display_name": module.NODE_DISPLAY_NAME_MAPPINGS.get(name, name),
+                "description": getattr(cls, "DESCRIPTION", ""), "python_module": f"custom_nodes.{path.stem}",
+                "category": cls.CATEGORY, "output_node": getattr(cls, "OUTPUT_NODE", False)}
+    return out
+
+
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict:
     return {"type": kind, "message": message, "details": details, "extra_info": extra}
 
@@ -1076,6 +1100,8 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [_handle("MODEL", **i)], None
         case "LatentUpscaleModelLoader":
             return [_handle("LATENT_UPSCALE_MODEL", **i)], None
+        case "LTX2CudaGraphs":
+            return [{**i["model"], "cuda_graphs": i["enabled"]}], None
         case "LoraLoaderModelOnly":
             return [{**i["model"], "lora": i["lora_name"]}], None
         case "LoraLoader":

@@ -13,7 +13,7 @@ import yaml
 
 from ltx2_worker import health
 from ltx2_worker.gpu import Gpu, GpuError, choose_profile, detect_gpu, profile_for
-from ltx2_worker.launch import LaunchError, extra_model_paths_yaml, start, wait_ready
+from ltx2_worker.launch import COMFY_NODES, LaunchError, extra_model_paths_yaml, start, wait_ready
 from ltx2_worker.manifest import ModelFile
 from ltx2_worker.settings import load_settings
 from ltx2_worker.worker import Worker
@@ -28,9 +28,10 @@ MODELS = [ModelFile("checkpoint", "r", "main", "a.safetensors", "checkpoints", 1
 
 @pytest.mark.parametrize("gpu,flags", [
     (Gpu("RTX 4090", 24.0, 8.9), ["--lowvram", "--fast", "fp8_matrix_mult", "--reserve-vram", "1.5"]),
-    (Gpu("H100 80GB HBM3", 79.6, 9.0), ["--disable-dynamic-vram", "--highvram", "--fast", "fp8_matrix_mult",
+    (Gpu("H100 80GB HBM3", 79.6, 9.0), ["--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc", "--fast",
+                                        "fp8_matrix_mult", "--reserve-vram", "1.5"]),
+    (Gpu("A100-SXM4-80GB", 80.0, 8.0), ["--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc",
                                         "--reserve-vram", "1.5"]),
-    (Gpu("A100-SXM4-80GB", 80.0, 8.0), ["--disable-dynamic-vram", "--highvram", "--reserve-vram", "1.5"]),
     (Gpu("L40S", 44.4, 8.9), ["--fast", "fp8_matrix_mult", "--reserve-vram", "1.5"]),
     (Gpu("RTX A5000", 24.0, 8.6), ["--lowvram", "--reserve-vram", "1.5"]),
     (None, ["--cpu"]),
@@ -65,12 +66,14 @@ def test_a_broken_gpu_asks_for_a_fresh_worker(tmp_path, monkeypatch):
     assert info.value.refresh_worker is True
 
 
-@pytest.mark.parametrize("memory_gb,name,own_model", [
+@pytest.mark.parametrize("memory_gb,name,large", [
     (79.6, "large", True), (44.4, "medium", False), (23.6, "small", False),
 ])
-def test_the_memory_class_decides_the_graph_too(memory_gb, name, own_model):
+def test_the_memory_class_decides_the_graph_too(memory_gb, name, large):
     profile = choose_profile(Gpu("x", memory_gb, 9.0), 1.5)
-    assert (profile.name, profile.graph.stage2_own_model) == (name, own_model)
+    assert (profile.name, profile.graph.stage2_own_model, profile.graph.cuda_graphs) == (name, large, large)
+    # CUDA graphs keep their memory in PyTorch's own allocator's pools, not in cudaMallocAsync's
+    assert ("--disable-cuda-malloc" in profile.flags) is large
     # COMFY_EXTRA_ARGS replaces the flags, never the graph choices of the class
     assert choose_profile(Gpu("x", memory_gb, 9.0), 1.5, "--novram").graph == profile.graph
 
@@ -93,7 +96,10 @@ def test_extra_model_paths_yaml_points_comfyui_at_the_volume(tmp_path):
     parsed = yaml.safe_load(extra_model_paths_yaml(tmp_path / "vol", MODELS))
     assert parsed == {"ltx2_volume": {"base_path": str(tmp_path / "vol" / "models"), "checkpoints": "checkpoints",
                                       "latent_upscale_models": "latent_upscale_models", "loras": "loras",
-                                      "diffusion_models": "checkpoints"}}
+                                      "diffusion_models": "checkpoints"},
+                      "ltx2_worker_nodes": {"custom_nodes": str(COMFY_NODES)}}
+    # the folder ComfyUI loads as custom nodes holds the worker's node modules and nothing it would misload
+    assert sorted(p.name for p in COMFY_NODES.iterdir() if p.name != "__pycache__") == ["ltx2_cuda_graphs.py"]
 
 
 STAND_IN = textwrap.dedent('''

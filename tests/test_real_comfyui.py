@@ -95,10 +95,12 @@ def test_real_comfyui_accepts_the_patched_workflow(comfy, job):
 
 @pytest.mark.parametrize("audio", [True, False])
 def test_real_comfyui_accepts_the_80gb_class_graph(comfy, audio):
-    """Stage 2's own model: UNETLoader finds the checkpoint through the launcher's diffusion_models mapping."""
+    """Stage 2's own model: UNETLoader finds the checkpoint through the launcher's diffusion_models mapping; the
+    worker's LTX2CudaGraphs node is loaded from the custom-node path the launcher adds."""
     req = parse_request({**EARLIER_PACKAGE_REQUEST, "audio": audio}, comfy)
-    graph = Workflow.load().build(req, "ltx2/tier2-large", choices=GraphChoices(stage2_own_model=True))
-    assert "UNETLoader" in {node["class_type"] for node in graph.values()}
+    graph = Workflow.load().build(req, "ltx2/tier2-large",
+                                  choices=GraphChoices(stage2_own_model=True, cuda_graphs=True))
+    assert {"UNETLoader", "LTX2CudaGraphs"} <= {node["class_type"] for node in graph.values()}
     r = _validate(comfy, graph)
     assert r.status_code == 200, r.text
     assert r.json()["node_errors"] == {}

@@ -310,5 +310,26 @@ def test_the_large_memory_graph_passes_validation_and_delivers_the_asked_size(co
     assert "error" not in out, out
     assert decode_video_field(out) == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": audio}
     classes = {node["class_type"] for node in comfy.submitted[-1]["prompt"].values()}
-    assert {"UNETLoader", "ImageCrop"} <= classes
+    assert {"UNETLoader", "ImageCrop", "LTX2CudaGraphs"} <= classes
+
+
+def test_a_comfyui_without_the_workers_node_runs_the_large_graph_without_cuda_graphs(output_dir, tmp_path,
+                                                                                      caplog):
+    """Pointed at a ComfyUI it did not start (no worker nodes on its custom-node path), the large class still
+    works: the CUDA-graph node is left out, with one warning for the whole process."""
+    server = ProtocolComfy(output_dir=output_dir, worker_nodes=False).start()
+    try:
+        settings = loopback_settings(server.url, output_dir, tmp_path)
+        large = choose_profile(Gpu("H100 80GB HBM3", 79.6, 9.0), settings.comfy_reserve_vram_gb)
+        assert large.graph.cuda_graphs
+        worker = Worker(settings, profile=large)
+        outs = [worker.handle({"id": f"j{i}", "input": dict(SMALL)}) for i in range(2)]
+        assert all("error" not in out for out in outs), outs
+        for submitted in server.submitted:
+            classes = {node["class_type"] for node in submitted["prompt"].values()}
+            assert "LTX2CudaGraphs" not in classes and "UNETLoader" in classes
+        warnings = [r.getMessage() for r in caplog.records if "LTX2CudaGraphs node" in r.getMessage()]
+        assert len(warnings) == 1 and "ltx2_worker.launch" in warnings[0]
+    finally:
+        server.stop()
 

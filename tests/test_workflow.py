@@ -150,6 +150,20 @@ def test_large_memory_choices_give_stage_2_its_own_model():
     assert changed == {WF.node_ids["lora"]}
 
 
+@pytest.mark.parametrize("mode", ["standard", "distilled"])
+def test_the_cuda_graph_choice_wraps_stage_1s_model_and_nothing_else(mode):
+    req = parse_request({"prompt": "x", "mode": mode}, S)
+    plain = WF.build(req, "ltx2/a", choices=GraphChoices(stage2_own_model=True))
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(stage2_own_model=True, cuda_graphs=True))
+    wrapper = g[WF.node_ids["guider_stage1"]]["inputs"]["model"][0]
+    assert g[wrapper]["class_type"] == "LTX2CudaGraphs"
+    assert g[wrapper]["inputs"] == {"model": plain[WF.node_ids["guider_stage1"]]["inputs"]["model"], "enabled": True}
+    # stage 2 samples with the model it had: its large steps are bound by the GPU, not by kernel launches
+    assert g[WF.node_ids["guider_stage2"]]["inputs"]["model"] == plain[WF.node_ids["guider_stage2"]]["inputs"]["model"]
+    assert set(g) - set(plain) == {wrapper}
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {WF.node_ids["guider_stage1"]}
+
+
 def test_distilled_mode_ignores_the_stage_2_model_choice():
     g = WF.build(parse_request({"prompt": "x", "mode": "distilled"}, S), "ltx2/a",
                  choices=GraphChoices(stage2_own_model=True))
