@@ -6,13 +6,14 @@ Why: on an H100 a step of LTX-2 is bound by the CPU launching ~30,000 small kern
 the GPU's arithmetic; a CUDA graph launches the whole recorded forward pass at once.
 
 How, per model call (ComfyUI's APPLY_MODEL wrapper, the hook its own TorchCompileModel node uses):
-- the call's structure (tensor shapes/dtypes/devices, plain values, the model's weight addresses) is its key;
+- the call's structure (tensor shapes/dtypes/devices, plain values, small host tensors' values) is its key;
 - the first call of a key runs normally; the second records the graph (into static copies of the inputs),
   replays it and checks the result against a normal run: a mismatch turns graphs off for that key, so a graph
   never changes the video; later calls copy their inputs in and replay;
-- weights that moved (ComfyUI unloaded or re-patched the model) change the key, so a stale graph never runs;
-  at most MAX_KEYS graphs are kept per model (least recently used dropped), and a model not on a CUDA device
-  simply runs normally.
+- weights that moved (ComfyUI unloaded or re-patched the model: their addresses changed) drop every recorded
+  graph, so a stale graph never runs;
+- at most MAX_KEYS graphs are kept per model (least recently used dropped); a model not on a CUDA device, or
+  a call that cannot be recorded, simply runs normally.
 Self-contained on purpose: it runs inside ComfyUI's Python, which need not have the worker's packages.
 """
 
