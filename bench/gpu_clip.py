@@ -20,6 +20,10 @@ Configurations (--configs):
   worker           what the worker picks for this GPU (ltx2_worker.gpu)
   worker-shared    the worker's flags, stage 2 on the shared model (isolates that choice)
   worker-eager     the worker's flags and graph without the LTX2CudaGraphs node (isolates that choice)
+  worker-distilled what the worker picks for this GPU when it also serves distilled mode (ENABLE_MODELS)
+  large-shared     the large class's flags and CUDA graphs, stage 2 on the shared model (a candidate for a
+                   large card that also serves distilled mode: two transformers in memory, not three)
+  nodyn-shared     the same without --highvram: ComfyUI moves models off the GPU when another needs the room
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
   class-medium-nodyn  the same with --disable-dynamic-vram
   class-small      the small class's choices, leaving --usable-small GB
@@ -50,8 +54,9 @@ PROMPTS = ("a red fox running through fresh snow at golden hour, cinematic",
 NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
-CONFIGS = ("reference", "today", "worker", "worker-shared", "worker-eager", "class-medium", "class-medium-nodyn",
-           "class-small", "custom")
+CONFIGS = ("reference", "today", "worker", "worker-shared", "worker-eager", "worker-distilled", "large-shared",
+           "nodyn-shared", "class-medium", "class-medium-nodyn", "class-small", "custom")
+SERVE_DISTILLED = ("worker-distilled", "large-shared", "nodyn-shared")  # run with ENABLE_MODELS=checkpoint_distilled
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,6 +137,13 @@ def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
         graph = {"worker-shared": GraphChoices(),
                  "worker-eager": dataclasses.replace(profile.graph, cuda_graphs=False)}.get(name, profile.graph)
         return shlex.split(args.custom_flags) if name == "custom" else list(profile.flags), graph, False
+    if name == "worker-distilled":
+        profile = choose_profile(gpu, reserve_gb, distilled_enabled=True)
+        return list(profile.flags), profile.graph, False
+    if name in ("large-shared", "nodyn-shared"):
+        profile = choose_profile(gpu, reserve_gb)
+        flags = [f for f in profile.flags if name == "large-shared" or f != "--highvram"]
+        return flags, dataclasses.replace(profile.graph, stage2_own_model=False), False
     usable = args.usable_small if name == "class-small" else args.usable_medium
     profile = choose_profile(Gpu("emulated", usable, cc), 0)
     flags = list(profile.flags) + ["--reserve-vram", f"{max(0.0, total - usable):.1f}"]
@@ -230,6 +242,8 @@ class Run:
                     "COMFY_LOG_FILE": str(self.tmp / "comfyui.log"), "COMFY_PID_FILE": str(self.tmp / "comfyui.pid"),
                     "BOOT_ERROR_FILE": str(self.tmp / "boot-error"), "COMFY_EXTRA_ARGS": shlex.join(self.flags),
                     "MAX_INLINE_MB": "400", "JOB_TIMEOUT_S": "900", "OOM_LADDER": ""}
+        if name in SERVE_DISTILLED:
+            self.env["ENABLE_MODELS"] = "checkpoint_distilled"
         if args.profile:
             self.env.update(LTX2_PROFILE=args.profile, LTX2_PROFILE_DIR=str(self.tmp / "profile"))
         self.settings = load_settings(env=self.env)
@@ -366,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             save()
             run.stop()
             continue
-        ours = name.startswith("worker") or name == "custom"
+        ours = name.startswith("worker") or name in ("custom", "large-shared", "nodyn-shared")
         endurance_size = tuple(int(v) for v in args.endurance_size.split("x"))
         plan = [("cold", PROMPTS[0], 42, "standard", None)]
         plan += [(f"warm{i + 1}", PROMPTS[0], 43 + i, "standard", None) for i in range(args.warm)]
