@@ -14,7 +14,10 @@ How, per model call (ComfyUI's APPLY_MODEL wrapper, the hook its own TorchCompil
   graph, so a stale graph never runs;
 - at most MAX_KEYS graphs are kept per model (least recently used dropped); a model not on a CUDA device, or
   a call that cannot be recorded, simply runs normally.
-Self-contained on purpose: it runs inside ComfyUI's Python, which need not have the worker's packages.
+Only under PyTorch's own allocator (ComfyUI's `--disable-cuda-malloc`): under cudaMallocAsync, ComfyUI's
+default, a recording that fails aborts the whole process (measured on an H100, torch 2.11); the node then stays
+off and says so once. Self-contained on purpose: it runs inside ComfyUI's Python, which need not have the
+worker's packages.
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ class _Graphs:
             return self._disable(f"cannot describe the call ({exc})", executor, args, kwargs)
         if not tensors or torch.cuda.is_current_stream_capturing():
             return executor(*args, **kwargs)
+        if torch.cuda.get_allocator_backend() != "native":  # ComfyUI's default cudaMallocAsync: see module doc
+            return self._disable("PyTorch's allocator is cudaMallocAsync (start ComfyUI with --disable-cuda-malloc)",
+                                 executor, args, kwargs)
         weights = _weight_addresses(executor.class_obj)
         if weights != self.weights:  # first call, or ComfyUI moved / re-patched the weights: old graphs are stale
             if self.entries:
