@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 
 log = logging.getLogger("ltx2_cuda_graphs")
 
@@ -222,7 +221,7 @@ class LTX2CudaGraphs:
         import torch
         from comfy.patcher_extension import WrappersMP
 
-        if not enabled or not torch.cuda.is_available() or os.environ.get("LTX2_CUDA_GRAPHS") == "0":
+        if not enabled or not torch.cuda.is_available():
             return (model,)
         patched = model.clone()
         patched.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY)
