@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             save()
             run.stop()
             continue
-        ours = name.startswith("worker") or name in ("custom", "large-shared", "nodyn-shared")
+        ours = name not in ("reference", "today") and not name.startswith("class-")  # the worker's graph
         endurance_size = tuple(int(v) for v in args.endurance_size.split("x"))
         plan = [("cold", PROMPTS[0], 42, "standard", None)]
         plan += [(f"warm{i + 1}", PROMPTS[0], 43 + i, "standard", None) for i in range(args.warm)]

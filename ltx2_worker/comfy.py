@@ -186,19 +186,19 @@ class ComfyClient:
             raise ComfyError(f"ComfyUI refused the uploaded image: HTTP {r.status_code}")
         return f"{body['subfolder']}/{body['name']}" if body.get("subfolder") else body["name"]
 
+    def node_info(self, class_type: str) -> dict[str, Any]:
+        """ComfyUI's description of a node class (/object_info); empty when it does not know the class (a
+        custom node that was not loaded is simply absent)."""
+        return _json(self._request("GET", f"/object_info/{class_type}")).get(class_type) or {}
+
     def options(self, class_type: str, input_name: str) -> list[str]:
         """The values ComfyUI offers for a COMBO input; for model loaders, the files it sees on disk."""
-        r = self._request("GET", f"/object_info/{class_type}")
-        spec = (((_json(r).get(class_type) or {}).get("input") or {}).get("required") or {}).get(input_name)
+        spec = ((self.node_info(class_type).get("input") or {}).get("required") or {}).get(input_name)
         if not spec:
             return []
         if isinstance(spec[0], list):
             return spec[0]
         return list((spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}).get("options", []))
-
-    def has_node(self, class_type: str) -> bool:
-        """Whether ComfyUI knows this node class (a custom node that was not loaded is simply absent)."""
-        return bool(_json(self._request("GET", f"/object_info/{class_type}")).get(class_type))
 
     def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt whether it runs (interrupt) or still waits in the queue (delete); best effort."""

@@ -116,7 +116,7 @@ class Worker:
         with by ltx2_worker.launch, which puts the worker's nodes on its custom-node path): checked once."""
         if self.profile.graph.cuda_graphs and not self.nodes_checked:
             self.nodes_checked = True
-            if not self.client.has_node(CUDA_GRAPHS_NODE):
+            if not self.client.node_info(CUDA_GRAPHS_NODE):
                 log.warning("ComfyUI has no %s node (it was not started by ltx2_worker.launch, or its custom nodes "
                             "are disabled): stage 1 runs without CUDA graphs", CUDA_GRAPHS_NODE)
                 self.profile = dataclasses.replace(
