@@ -1,8 +1,9 @@
-"""What the MP4 encode at the end of every job costs on this machine's CPU, by content: ComfyUI's own
-`SaveVideo` code (`VideoFromComponents.save_to`: libx264 at its defaults, preset medium, CRF 23, AAC audio) on
-the stand-in weights' noise, x264's worst case, and on a synthetic moving scene that encodes like camera video
-(a blurred texture panning, light grain). Then libx264 presets on the same frames, through PyAV directly, for
-comparison. Not a test: CI never runs it.
+"""What the MP4 encode at the end of every job costs on this machine's CPU, and what it does to the picture:
+ComfyUI's own `SaveVideo` code (`VideoFromComponents.save_to`: libx264 at its defaults, preset medium, CRF 23,
+AAC audio) against the worker's `LTX2SaveVideo` encoder (ltx2_worker/comfy_nodes/ltx2_save_video.py) at the
+x264 presets and CRFs named, each on two contents: the stand-in weights' noise (x264's worst case) and a
+synthetic moving scene that encodes like camera video (a blurred texture panning, light grain). For each: seconds,
+MB, and PSNR of the decoded MP4 against the frames that went in. Not a test: CI never runs it.
 
     COMFYUI_DIR=... $COMFY_PYTHON bench/mp4_encode.py [--width 1280 --height 720 --frames 121]
 """
@@ -10,11 +11,17 @@ comparison. Not a test: CI never runs it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import os
 import sys
+import tempfile
 import time
 from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_FILE = ROOT / "ltx2_worker" / "comfy_nodes" / "ltx2_save_video.py"
 
 
 def scenes(width: int, height: int, frames: int, seed: int = 0):
@@ -36,33 +43,42 @@ def scenes(width: int, height: int, frames: int, seed: int = 0):
     yield "moving scene", out
 
 
-def comfy_save(frames, fps: float) -> tuple[float, int]:
-    """Seconds and bytes of ComfyUI's SaveVideo encode (float frames in [0, 1], as the VAE gives them)."""
+def silence(frames: int, fps: float) -> dict:
     import torch
+
+    return {"waveform": torch.zeros(1, 2, int(24000 * frames / fps)), "sample_rate": 24000}
+
+
+def comfy_save(images, fps: float) -> bytes:
+    """ComfyUI's SaveVideo encode of `images` (float frames in [0, 1], as the VAE gives them)."""
     from comfy_api.latest import InputImpl, Types
 
-    images = torch.from_numpy(frames).float().div_(255)
-    audio = {"waveform": torch.zeros(1, 2, int(24000 * len(frames) / fps)), "sample_rate": 24000}
-    video = InputImpl.VideoFromComponents(Types.VideoComponents(images=images, audio=audio, frame_rate=Fraction(fps)))
+    video = InputImpl.VideoFromComponents(Types.VideoComponents(images=images, audio=silence(len(images), fps),
+                                                                frame_rate=Fraction(fps)))
     buf = io.BytesIO()
-    started = time.perf_counter()
     video.save_to(buf)
-    return time.perf_counter() - started, len(buf.getvalue())
+    return buf.getvalue()
 
 
-def pyav_save(frames, fps: float, preset: str) -> tuple[float, int]:
+def worker_save(images, fps: float, preset: str, crf: int) -> bytes:
+    """The worker's LTX2SaveVideo encode (its module loaded from the file, as ComfyUI loads it)."""
+    spec = importlib.util.spec_from_file_location("ltx2_save_video", NODE_FILE)
+    node = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(node)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "clip.mp4")
+        node.encode_mp4(path, images, fps, silence(len(images), fps), 8, preset, crf)
+        return Path(path).read_bytes()
+
+
+def psnr_db(data: bytes, frames) -> float:
     import av
+    import numpy as np
 
-    buf = io.BytesIO()
-    started = time.perf_counter()
-    with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream("h264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.codec_context.options = {"preset": preset}
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p")))
-        out.mux(stream.encode(None))
-    return time.perf_counter() - started, len(buf.getvalue())
+    with av.open(io.BytesIO(data)) as c:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+    mse = float(np.mean((decoded.astype(np.float32) - frames.astype(np.float32)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
 def main() -> int:
@@ -72,21 +88,29 @@ def main() -> int:
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--frames", type=int, default=121)
     p.add_argument("--fps", type=float, default=24.0)
-    p.add_argument("--presets", default="medium,veryfast,ultrafast")
+    p.add_argument("--encodings", default="medium:23,veryfast:22,veryfast:23,ultrafast:22",
+                   help="the worker encoder's PRESET:CRF pairs to measure")
     args = p.parse_args()
     if not args.comfyui_dir:
         print("set --comfyui-dir or COMFYUI_DIR", file=sys.stderr)
         return 2
     sys.path.insert(0, args.comfyui_dir)
-    print(f"{os.cpu_count()} CPUs; {args.width}x{args.height}, {args.frames} frames")
-    print("| content | encoder | seconds | MB |\n|---|---|---|---|")
+    import torch
+
+    print(f"{os.cpu_count()} CPUs; {args.width}x{args.height}, {args.frames} frames, audio (silence) on")
+    print("| content | encoder | seconds | MB | PSNR dB |\n|---|---|---|---|---|")
     for name, frames in scenes(args.width, args.height, args.frames):
-        seconds, size = comfy_save(frames, args.fps)
-        print(f"| {name} | ComfyUI SaveVideo (x264 medium, CRF 23, + AAC) | {seconds:.2f} | {size / 1e6:.2f} |",
-              flush=True)
-        for preset in args.presets.split(","):
-            seconds, size = pyav_save(frames, args.fps, preset)
-            print(f"| {name} | PyAV x264 {preset} | {seconds:.2f} | {size / 1e6:.2f} |", flush=True)
+        images = torch.from_numpy(frames).float().div_(255)
+        runs = [("ComfyUI SaveVideo (x264 medium, CRF 23)", None)]
+        runs += [(f"LTX2SaveVideo {pair.replace(':', ', CRF ')}", pair.split(":"))
+                 for pair in args.encodings.split(",")]
+        for label, encoding in runs:
+            started = time.perf_counter()
+            data = comfy_save(images, args.fps) if encoding is None else \
+                worker_save(images, args.fps, encoding[0], int(encoding[1]))
+            seconds = time.perf_counter() - started
+            print(f"| {name} | {label} | {seconds:.2f} | {len(data) / 1e6:.2f} | {psnr_db(data, frames):.2f} |",
+                  flush=True)
     return 0
 
 

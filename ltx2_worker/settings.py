@@ -63,6 +63,24 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+# libx264's presets, fastest first (the worker's LTX2SaveVideo node offers the same list)
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def _x264_preset(text: str) -> str:
+    value = text.strip()
+    if value not in X264_PRESETS:
+        raise ValueError(f"must be one of libx264's presets: {', '.join(X264_PRESETS)}")
+    return value
+
+
+def _x264_crf(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 51:
+        raise ValueError("must be from 0 (lossless) to 51")
+    return value
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
@@ -97,6 +115,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_inline_mb", "output", "max_inline_mb", "MAX_INLINE_MB", _positive_float),
     Setting("bucket_name", "output", "bucket_name", "BUCKET_NAME", str),
     Setting("bucket_url_expiry_s", "output", "url_expiry_s", "BUCKET_URL_EXPIRY_S", _positive_int),
+    Setting("x264_preset", "output", "x264_preset", "X264_PRESET", _x264_preset),
+    Setting("x264_crf", "output", "x264_crf", "X264_CRF", _x264_crf),
     Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", parse_ladder),
     Setting("max_image_mb", "limits", "max_image_mb", "MAX_IMAGE_MB", _positive_float),
     Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _positive_int),
@@ -147,6 +167,8 @@ class Settings:
     oom_ladder: tuple[Rung, ...]
     bucket_name: str
     bucket_url_expiry_s: int
+    x264_preset: str
+    x264_crf: int
     max_image_mb: float
     max_image_pixels: int
     max_prompt_chars: int

@@ -30,7 +30,14 @@ from .output import (
 )
 from .progress import ProgressReporter, runpod_sender
 from .settings import Settings, SettingsError, load_settings
-from .workflow import CUDA_GRAPHS_NODE, DISTILLED_CHECKPOINT, GraphChoices, Workflow, WorkflowError
+from .workflow import (
+    CUDA_GRAPHS_NODE,
+    DISTILLED_CHECKPOINT,
+    SAVE_VIDEO_NODE,
+    Encoding,
+    Workflow,
+    WorkflowError,
+)
 
 log = logging.getLogger(__name__)
 OUTPUT_SUBFOLDER = "ltx2"
@@ -49,7 +56,8 @@ class Worker:
         # the cause is the configuration, the same for every job, and one line per job would bury the rest
         # of the log. Each job's "removed N output file(s)" line still shows 0 while it lasts.
         self.output_warned = False
-        self.nodes_checked = False  # whether the profile's graph choices were checked against ComfyUI's nodes
+        self.encoding: Encoding | None = Encoding(settings.x264_preset, settings.x264_crf)
+        self.nodes_checked = False  # whether the worker's own ComfyUI nodes were looked for in ComfyUI
 
     def check_output_folder(self) -> str | None:
         """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
@@ -111,17 +119,26 @@ class Worker:
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
 
-    def _graph_choices(self) -> GraphChoices:
-        """The profile's choices, without the CUDA-graph node when ComfyUI lacks it (one it was not started
-        with by ltx2_worker.launch, which puts the worker's nodes on its custom-node path): checked once."""
-        if self.profile.graph.cuda_graphs and not self.nodes_checked:
-            self.nodes_checked = True
-            if not self.client.node_info(CUDA_GRAPHS_NODE):
-                log.warning("ComfyUI has no %s node (it was not started by ltx2_worker.launch, or its custom nodes "
-                            "are disabled): stage 1 runs without CUDA graphs", CUDA_GRAPHS_NODE)
-                self.profile = dataclasses.replace(
-                    self.profile, graph=dataclasses.replace(self.profile.graph, cuda_graphs=False))
-        return self.profile.graph
+    def _check_worker_nodes(self) -> None:
+        """Once, at the first job: a ComfyUI the launcher did not start (ltx2_worker.launch puts the worker's
+        nodes on its custom-node path) lacks them; the graph then does without, and one warning says what is
+        lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without LTX2SaveVideo the MP4 is written
+        by SaveVideo at libx264's defaults."""
+        if self.nodes_checked:
+            return
+        self.nodes_checked = True
+        lost = []
+        if self.profile.graph.cuda_graphs and not self.client.node_info(CUDA_GRAPHS_NODE):
+            self.profile = dataclasses.replace(
+                self.profile, graph=dataclasses.replace(self.profile.graph, cuda_graphs=False))
+            lost.append(f"{CUDA_GRAPHS_NODE} (stage 1 runs without CUDA graphs)")
+        if not self.client.node_info(SAVE_VIDEO_NODE):
+            self.encoding = None
+            lost.append(f"{SAVE_VIDEO_NODE} (MP4s are encoded by SaveVideo at libx264's defaults, preset medium and "
+                        "CRF 23; X264_PRESET and X264_CRF are not applied)")
+        if lost:
+            log.warning("ComfyUI lacks the worker's node(s) %s: it was not started by ltx2_worker.launch, or its "
+                        "custom nodes are disabled", "; ".join(lost))
 
     def _check_distilled_available(self) -> None:
         if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):
@@ -133,6 +150,7 @@ class Worker:
                            started: float, prefixes: list[str], image_name: str | None) -> dict[str, Any]:
         """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
         s = self.settings
+        self._check_worker_nodes()
         current, last_oom = req, None
         for rung in [None, *s.oom_ladder]:
             if rung is not None:
@@ -148,7 +166,7 @@ class Worker:
             log.info("job %s: %dx%d, %d frames at %d fps, seed %d, audio %s", job_id, current.width,
                      current.height, current.frame_count, current.fps, current.seed, current.audio)
             try:
-                graph = self.workflow.build(current, prefix, image_name, self._graph_choices())
+                graph = self.workflow.build(current, prefix, image_name, self.profile.graph, self.encoding)
                 out = self._run(job_id, current, graph, deadline, timings, started)
             except ExecutionFailed as exc:
                 if not exc.out_of_memory:
@@ -173,7 +191,7 @@ class Worker:
         videos = [f for f in output_files(entry, self.workflow.node_ids["save_video"])
                   if f.filename.endswith(".mp4")]
         if not videos:
-            raise ComfyError(f"ComfyUI finished prompt {prompt_id} but reported no MP4 from SaveVideo "
+            raise ComfyError(f"ComfyUI finished prompt {prompt_id} but reported no MP4 from its save node "
                              f"(node {self.workflow.node_ids['save_video']})")
         data = self.client.view(videos[0])
         self._check_output_found(videos[0])

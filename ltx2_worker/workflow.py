@@ -33,7 +33,7 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "noise_stage2": ("RandomNoise", ("noise_seed",)),
     "output_crop": ("ImageCrop", ("width", "height", "x", "y")),
     "create_video": ("CreateVideo", ("fps", "audio")),
-    "save_video": ("SaveVideo", ("filename_prefix",)),
+    "save_video": ("SaveVideo", ("video", "filename_prefix")),
     "audio_decode": ("LTXVAudioVAEDecode", ("samples", "audio_vae")),
     "checkpoint": ("CheckpointLoaderSimple", ("ckpt_name",)),
     "text_encoder": ("LTXAVTextEncoderLoader", ("ckpt_name",)),
@@ -53,8 +53,9 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 # and stage 2 on that checkpoint directly (it is distilled already, so the distilled LoRA is left out).
 DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
 DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
-# the worker's own ComfyUI node (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py)
+# the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_save_video.py)
 CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
+SAVE_VIDEO_NODE = "LTX2SaveVideo"
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -78,6 +79,15 @@ class GraphChoices:
 
     stage2_own_model: bool = False
     cuda_graphs: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """The x264 preset and CRF of the MP4 (X264_PRESET, X264_CRF), applied by the worker's LTX2SaveVideo node,
+    which replaces ComfyUI's SaveVideo (fixed at libx264's defaults, preset medium, CRF 23)."""
+
+    preset: str
+    crf: int
 
 
 class WorkflowError(ValueError):
@@ -129,9 +139,10 @@ class Workflow:
         return graph[self.node_ids[role]]["inputs"]
 
     def build(self, req: VideoRequest, filename_prefix: str, image_name: str | None = None,
-              choices: GraphChoices = GraphChoices()) -> dict[str, Any]:
+              choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None) -> dict[str, Any]:
         """A patched copy of the graph for one request; the loaded graph is never changed. `image_name` is
-        the first frame already uploaded to ComfyUI's input folder (image-to-video)."""
+        the first frame already uploaded to ComfyUI's input folder (image-to-video); without `encoding` the MP4
+        is written by ComfyUI's SaveVideo as exported."""
         graph = copy.deepcopy(self.graph)
         gen_w, gen_h = generation_size(req.width, req.height)
         self.node(graph, "positive_prompt")["text"] = req.prompt
@@ -161,7 +172,18 @@ class Workflow:
             self._video_only(graph)
         if choices.cuda_graphs:
             self._cuda_graphs(graph)
+        if encoding is not None:
+            self._encoding(graph, encoding)
         return graph
+
+    def _encoding(self, graph: dict[str, Any], encoding: Encoding) -> None:
+        """The save node becomes LTX2SaveVideo under the same id (so its answer in /history is found as before),
+        with the same video and file name prefix."""
+        node = graph[self.node_ids["save_video"]]
+        inputs = node["inputs"]
+        node["class_type"] = SAVE_VIDEO_NODE
+        node["inputs"] = {"video": inputs["video"], "filename_prefix": inputs["filename_prefix"],
+                          "preset": encoding.preset, "crf": encoding.crf}
 
     def _cuda_graphs(self, graph: dict[str, Any]) -> None:
         """Stage 1's model goes through the LTX2CudaGraphs node. Only stage 1: its 20 batched steps are where

@@ -66,6 +66,7 @@ MODEL_INPUTS = {
     ("LoraLoaderModelOnly", "lora_name"): "loras",
     ("LatentUpscaleModelLoader", "model_name"): "latent_upscale_models",
 }
+SAVE_NODES = ("SaveVideo", "LTX2SaveVideo")  # ComfyUI's and the worker's (ltx2_worker/comfy_nodes)
 FAULTS = ("execution_error", "ws_drop", "hang", "reject", "history_missing_output", "view_error", "die",
           "slow_http")
 OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you might "
@@ -211,7 +212,7 @@ class ProtocolComfy:
         - ws_drop: after_messages=5 (the client's socket is cut; the prompt runs on)
         - hang: seconds=600 (a sampler waits for POST /interrupt; `seconds` is only a safety deadline)
         - reject: node_errors=<recorded> (HTTP 400 with tests/data/prompt_rejected_400.json's body)
-        - history_missing_output: (SaveVideo writes its file but /history does not list it)
+        - history_missing_output: (the save node writes its file but /history does not list it)
         - view_error: status=500 (GET /view of that prompt's files)
         - die: after_messages=5 (the server stops listening and drops every connection)
         - slow_http: seconds=5 (every HTTP answer is delayed while the fault is armed)
@@ -608,7 +609,7 @@ class ProtocolComfy:
             self._view_faults.update(dict.fromkeys(files, item["faults"]["view_error"].get("status", 500)))
         if "history_missing_output" in item["faults"]:
             ui_outputs = {nid: ui for nid, ui in ui_outputs.items()
-                          if item["prompt"][nid]["class_type"] != "SaveVideo"}
+                          if item["prompt"][nid]["class_type"] not in SAVE_NODES}
         self.exec_durations.append(time.perf_counter() - item["received"])
         self._history[item["prompt_id"]] = {
             "prompt": [item["number"], item["prompt_id"], item["prompt"], item["extra_data"], item["outputs"]],
@@ -1186,13 +1187,17 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
                      "channels": i["channels"]}], None
         case "CreateVideo":
             return [{"type": "VIDEO", "images": i["images"], "fps": i["fps"], "audio": i.get("audio")}], None
-        case "SaveVideo":
+        case "SaveVideo":  # libx264's defaults, the prompt in the metadata
             saved = save_video(run.server.output_dir, i["filename_prefix"], i["video"], run.prompt)
             return [i["video"]], {"images": [saved], "animated": [True]}
+        case "LTX2SaveVideo":  # the worker's node: its preset and CRF, no metadata, written under a temporary name
+            saved = save_video(run.server.output_dir, i["filename_prefix"], i["video"], None,
+                               {"preset": i["preset"], "crf": str(i["crf"])})
+            return [], {"images": [saved], "animated": [True]}
     raise NodeFailure("NotImplementedError", f"the protocol server does not model {class_type}")
 
 
-# -- SaveVideo ---------------------------------------------------------------------------------------------
+# -- SaveVideo and LTX2SaveVideo -----------------------------------------------------------------------------
 
 def save_path(output_dir: Path, prefix: str, width: int, height: int) -> tuple[Path, str, str]:
     """folder_paths.get_save_image_path + SaveVideo's name: (folder, file name, reported subfolder).
@@ -1215,17 +1220,20 @@ def save_path(output_dir: Path, prefix: str, width: int, height: int) -> tuple[P
     return folder, f"{name}_{max(counters, default=0) + 1:05}_.mp4", subfolder
 
 
-def save_video(output_dir: Path, prefix: str, video: dict, prompt: dict) -> dict:
+def save_video(output_dir: Path, prefix: str, video: dict, prompt: dict | None,
+               options: dict[str, str] | None = None) -> dict:
     """A real MP4 as SaveVideo writes it: h264 yuv420p at the video's size, frame count and rate, an AAC
-    stream when CreateVideo had audio, the prompt in the metadata. Frames are one solid colour (fast)."""
+    stream when CreateVideo had audio, the prompt (if any) in the metadata, libx264 `options` (SaveVideo's:
+    the defaults). Frames are one solid colour, fast at any preset."""
     images = video["images"]
     folder, filename, subfolder = save_path(output_dir, prefix, images["w"], images["h"])
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
-        container.metadata["prompt"] = json.dumps(prompt)
+        if prompt is not None:
+            container.metadata["prompt"] = json.dumps(prompt)
         stream = container.add_stream("libx264", rate=Fraction(round(video["fps"] * 1000), 1000))
         stream.width, stream.height, stream.pix_fmt = images["w"], images["h"], "yuv420p"
-        stream.options = {"preset": "ultrafast"}
+        stream.options = options or {}
         audio = video.get("audio")
         audio_stream = container.add_stream("aac", rate=audio["sample_rate"]) if audio else None
         if audio_stream is not None:
@@ -1242,5 +1250,7 @@ def save_video(output_dir: Path, prefix: str, video: dict, prompt: dict) -> dict
             sound.sample_rate = audio["sample_rate"]
             container.mux(audio_stream.encode(sound))
             container.mux(audio_stream.encode())
-    (folder / filename).write_bytes(buffer.getvalue())
+    partial = folder / f"{filename}.part"
+    partial.write_bytes(buffer.getvalue())
+    partial.replace(folder / filename)
     return {"filename": filename, "subfolder": subfolder, "type": "output"}

@@ -310,13 +310,25 @@ def test_the_large_memory_graph_passes_validation_and_delivers_the_asked_size(co
     assert "error" not in out, out
     assert decode_video_field(out) == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": audio}
     classes = {node["class_type"] for node in comfy.submitted[-1]["prompt"].values()}
-    assert {"UNETLoader", "ImageCrop", "LTX2CudaGraphs"} <= classes
+    assert {"UNETLoader", "ImageCrop", "LTX2CudaGraphs", "LTX2SaveVideo"} <= classes and "SaveVideo" not in classes
 
 
-def test_a_comfyui_without_the_workers_node_runs_the_large_graph_without_cuda_graphs(output_dir, tmp_path,
-                                                                                      caplog):
+def test_the_mp4_is_encoded_with_the_configured_x264_preset_and_crf(comfy, output_dir, tmp_path, caplog):
+    """X264_PRESET and X264_CRF reach the save node; the MP4 comes back, and nothing is left in the output folder."""
+    worker = make_worker(comfy, output_dir, tmp_path, X264_PRESET="faster", X264_CRF="30")
+    out = run(worker, SMALL)
+    assert "error" not in out, out
+    [save] = [n for n in comfy.submitted[-1]["prompt"].values() if n["class_type"] == "LTX2SaveVideo"]
+    assert (save["inputs"]["preset"], save["inputs"]["crf"]) == ("faster", 30)
+    assert decode_video_field(out)["frames"] == SMALL["frame_count"]
+    assert not any(p.is_file() for p in output_dir.rglob("*"))
+    assert not [r for r in caplog.records if "lacks the worker's node" in r.getMessage()]
+
+
+def test_a_comfyui_without_the_workers_nodes_runs_the_large_graph_without_them(output_dir, tmp_path, caplog):
     """Pointed at a ComfyUI it did not start (no worker nodes on its custom-node path), the large class still
-    works: the CUDA-graph node is left out, with one warning for the whole process."""
+    works: the CUDA-graph node is left out and SaveVideo writes the MP4, with one warning for the whole
+    process naming both."""
     server = ProtocolComfy(output_dir=output_dir, worker_nodes=False).start()
     try:
         settings = loopback_settings(server.url, output_dir, tmp_path)
@@ -327,9 +339,10 @@ def test_a_comfyui_without_the_workers_node_runs_the_large_graph_without_cuda_gr
         assert all("error" not in out for out in outs), outs
         for submitted in server.submitted:
             classes = {node["class_type"] for node in submitted["prompt"].values()}
-            assert "LTX2CudaGraphs" not in classes and "UNETLoader" in classes
-        warnings = [r.getMessage() for r in caplog.records if "LTX2CudaGraphs node" in r.getMessage()]
+            assert not {"LTX2CudaGraphs", "LTX2SaveVideo"} & classes and {"UNETLoader", "SaveVideo"} <= classes
+        warnings = [r.getMessage() for r in caplog.records if "lacks the worker's node" in r.getMessage()]
         assert len(warnings) == 1 and "ltx2_worker.launch" in warnings[0]
+        assert "LTX2CudaGraphs" in warnings[0] and "LTX2SaveVideo" in warnings[0] and "X264_PRESET" in warnings[0]
     finally:
         server.stop()
 

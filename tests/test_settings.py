@@ -30,6 +30,8 @@ def test_environment_overrides_config():
     ({"DEFAULT_FRAME_COUNT": "120"}, "DEFAULT_FRAME_COUNT"),
     ({"DOWNLOAD_ATTEMPTS": "0"}, "DOWNLOAD_ATTEMPTS"),
     ({"DOWNLOAD_TIMEOUT_S": "-1"}, "DOWNLOAD_TIMEOUT_S"),
+    ({"X264_PRESET": "quick"}, "X264_PRESET.*veryfast"),
+    ({"X264_CRF": "52"}, "X264_CRF.*0 \\(lossless\\) to 51"),
 ])
 def test_bad_values_name_the_setting(env, needle):
     with pytest.raises(SettingsError, match=needle):

@@ -6,7 +6,7 @@ import pytest
 
 from ltx2_worker.job import parse_request
 from ltx2_worker.settings import load_settings
-from ltx2_worker.workflow import ROLES, GraphChoices, Workflow, WorkflowError, generation_size
+from ltx2_worker.workflow import ROLES, Encoding, GraphChoices, Workflow, WorkflowError, generation_size
 
 S = load_settings(env={})
 WF = Workflow.load()
@@ -169,3 +169,26 @@ def test_distilled_mode_ignores_the_stage_2_model_choice():
                  choices=GraphChoices(stage2_own_model=True))
     assert "UNETLoader" not in {n["class_type"] for n in g.values()}
     assert g[WF.node_ids["guider_stage2"]]["inputs"]["model"] == [WF.node_ids["checkpoint"], 0]
+
+
+@pytest.mark.parametrize("audio", [True, False])
+def test_an_encoding_turns_the_save_node_into_the_workers_node_in_place(audio):
+    req = parse_request({"prompt": "x", "audio": audio}, S)
+    plain = WF.build(req, "ltx2/a")
+    g = WF.build(req, "ltx2/a", encoding=Encoding("faster", 19))
+    save = g[WF.node_ids["save_video"]]  # the same id: the worker finds the MP4 in /history under it
+    assert save["class_type"] == "LTX2SaveVideo"
+    assert save["inputs"] == {"video": plain[WF.node_ids["save_video"]]["inputs"]["video"],
+                              "filename_prefix": "ltx2/a", "preset": "faster", "crf": 19}
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {WF.node_ids["save_video"]} and set(g) == set(plain)
+
+
+def test_the_workers_save_node_offers_the_presets_the_settings_accept():
+    from ltx2_worker.settings import X264_PRESETS
+
+    from comfy_server import worker_node_schemas
+
+    spec = worker_node_schemas()["LTX2SaveVideo"]["input"]["required"]
+    assert tuple(spec["preset"][0]) == X264_PRESETS
+    assert (spec["crf"][1]["min"], spec["crf"][1]["max"]) == (0, 51)
+    assert (spec["preset"][1]["default"], spec["crf"][1]["default"]) == (S.x264_preset, S.x264_crf)
