@@ -5,8 +5,9 @@ Measured on an H100 80GB with full-size stand-in weights (README, "Speed"): Comf
 distilled LoRA being re-applied to the shared dev weights on every job cost ~3 s and ~5 s of a warm job; with
 the memory of an 80 GB card both can be avoided. Smaller cards keep ComfyUI's memory-saving defaults. The
 tiled VAE decode stays everywhere: decoding in one piece saved 0.4 s but, next to two transformer copies,
-pushed the text encoder out of GPU memory and cost 8 s on the next new prompt. On an 80 GB card stage 1 also
-runs as a CUDA graph (ltx2_worker/comfy_nodes): 9.7 -> 8.0 s, frames identical.
+pushed the text encoder out of GPU memory and cost 8 s on the next new prompt; on every class the tiled
+decode asks for one tile's memory (ltx2_worker/comfy_nodes), not the whole latent's, for the same reason. On an
+80 GB card stage 1 also runs as a CUDA graph (ltx2_worker/comfy_nodes): 9.7 -> 8.0 s, frames identical.
 """
 
 from __future__ import annotations
@@ -82,11 +83,11 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
             # PyTorch's own allocator: CUDA graphs (GraphChoices.cuda_graphs) keep their memory in its pools
             profile = Profile("large", ("--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc", *fast,
                                         *reserve),
-                              GraphChoices(stage2_own_model=True, cuda_graphs=True))
+                              GraphChoices(stage2_own_model=True, cuda_graphs=True, tile_memory_decode=True))
         elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
-            profile = Profile("medium", (*fast, *reserve), GraphChoices())
+            profile = Profile("medium", (*fast, *reserve), GraphChoices(tile_memory_decode=True))
         else:
-            profile = Profile("small", ("--lowvram", *fast, *reserve), GraphChoices())
+            profile = Profile("small", ("--lowvram", *fast, *reserve), GraphChoices(tile_memory_decode=True))
     if extra_args.strip():
         profile = dataclasses.replace(profile, flags=tuple(shlex.split(extra_args)))
     return profile

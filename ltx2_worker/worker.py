@@ -34,6 +34,7 @@ from .workflow import (
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
     SAVE_VIDEO_NODE,
+    TILE_DECODE_NODE,
     Encoding,
     Workflow,
     WorkflowError,
@@ -122,16 +123,22 @@ class Worker:
     def _check_worker_nodes(self) -> None:
         """Once, at the first job: a ComfyUI the launcher did not start (ltx2_worker.launch puts the worker's
         nodes on its custom-node path) lacks them; the graph then does without, and one warning says what is
-        lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without LTX2SaveVideo the MP4 is written
-        by SaveVideo at libx264's defaults."""
+        lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without LTX2VAEDecodeTiled the decode is
+        VAEDecodeTiled's, with its whole-latent memory request; without LTX2SaveVideo the MP4 is written by
+        SaveVideo at libx264's defaults."""
         if self.nodes_checked:
             return
         self.nodes_checked = True
         lost = []
-        if self.profile.graph.cuda_graphs and not self.client.node_info(CUDA_GRAPHS_NODE):
-            self.profile = dataclasses.replace(
-                self.profile, graph=dataclasses.replace(self.profile.graph, cuda_graphs=False))
+        graph = self.profile.graph
+        if graph.cuda_graphs and not self.client.node_info(CUDA_GRAPHS_NODE):
+            graph = dataclasses.replace(graph, cuda_graphs=False)
             lost.append(f"{CUDA_GRAPHS_NODE} (stage 1 runs without CUDA graphs)")
+        if graph.tile_memory_decode and not self.client.node_info(TILE_DECODE_NODE):
+            graph = dataclasses.replace(graph, tile_memory_decode=False)
+            lost.append(f"{TILE_DECODE_NODE} (VAEDecodeTiled asks for the whole latent's memory and may push the "
+                        "text encoder off the GPU)")
+        self.profile = dataclasses.replace(self.profile, graph=graph)
         if not self.client.node_info(SAVE_VIDEO_NODE):
             self.encoding = None
             lost.append(f"{SAVE_VIDEO_NODE} (MP4s are encoded by SaveVideo at libx264's defaults, preset medium and "

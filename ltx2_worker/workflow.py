@@ -53,9 +53,11 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 # and stage 2 on that checkpoint directly (it is distilled already, so the distilled LoRA is left out).
 DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
 DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
-# the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_save_video.py)
+# the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_save_video.py,
+# ltx2_vae_decode.py)
 CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
 SAVE_VIDEO_NODE = "LTX2SaveVideo"
+TILE_DECODE_NODE = "LTX2VAEDecodeTiled"
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -75,10 +77,14 @@ class GraphChoices:
     cuda_graphs: stage 1's model goes through the worker's `LTX2CudaGraphs` node (ltx2_worker/comfy_nodes, on
         ComfyUI's custom-node path when launch started it), which replays each model call as one CUDA graph
         instead of launching ~30,000 kernels from Python. Only where the weights stay put on the GPU.
+    tile_memory_decode: the tiled decode runs as the worker's `LTX2VAEDecodeTiled` node, which asks ComfyUI's
+        model management for one tile's memory instead of the whole latent's (18.1 GB for the standard clip),
+        so the decode no longer pushes the text encoder off the GPU; the same tiles, the same pixels.
     """
 
     stage2_own_model: bool = False
     cuda_graphs: bool = False
+    tile_memory_decode: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +178,8 @@ class Workflow:
             self._video_only(graph)
         if choices.cuda_graphs:
             self._cuda_graphs(graph)
+        if choices.tile_memory_decode:
+            graph[self.node_ids["video_decode"]]["class_type"] = TILE_DECODE_NODE  # VAEDecodeTiled's inputs
         if encoding is not None:
             self._encoding(graph, encoding)
         return graph

@@ -1178,7 +1178,7 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
         case "VAEEncode":
             img = i["pixels"]
             return [_latent(img["w"] // 32, img["h"] // 32, (img["frames"] - 1) // 8 + 1)], None
-        case "VAEDecode" | "VAEDecodeTiled":
+        case "VAEDecode" | "VAEDecodeTiled" | "LTX2VAEDecodeTiled":
             return _decode(i["samples"]), None
         case "LTXVAudioVAEDecode":
             return _audio_decode(i["samples"]), None

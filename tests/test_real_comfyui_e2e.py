@@ -6,6 +6,7 @@ minutes; every test here reuses one prompt pair, which ComfyUI then answers from
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from ltx2_worker.manifest import load_manifest
 from ltx2_worker.provision import check
 from ltx2_worker.settings import ROOT, load_settings
 from ltx2_worker.worker import Worker
-from ltx2_worker.workflow import DISTILLED_CHECKPOINT
+from ltx2_worker.workflow import DISTILLED_CHECKPOINT, GraphChoices
 
 from helpers import LocalApi, decode_video_field, files_under, free_port
 
@@ -103,6 +104,23 @@ def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
                            for i, seed in enumerate((7, 7, 8)))
     assert first["video"] == again["video"]
     assert first["video"] != other["video"]
+
+
+def test_4b_the_workers_decode_node_gives_the_same_video(stack):
+    """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for, never the pixels: the same job with and
+    without it gives byte-identical MP4s (both through LTX2SaveVideo, which ComfyUI ran)."""
+    cpu = Worker(stack["settings"]).profile
+    outs = {}
+    for tiled_memory in (False, True):
+        profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=tiled_memory))
+        worker = Worker(stack["settings"], profile=profile)
+        outs[tiled_memory] = worker.handle({"id": f"decode-{tiled_memory}", "input": {**SMALL, "seed": 7}})
+        assert "error" not in outs[tiled_memory], outs[tiled_memory]
+        pid = outs[tiled_memory]["prompt_id"]
+        entry = requests.get(f"{stack['settings'].comfy_url}/history/{pid}", timeout=30).json()[pid]
+        classes = {node["class_type"] for node in entry["prompt"][2].values()}
+        assert ("LTX2VAEDecodeTiled" in classes) is tiled_memory and "LTX2SaveVideo" in classes
+    assert outs[True]["video"] == outs[False]["video"]
 
 
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):

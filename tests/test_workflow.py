@@ -192,3 +192,50 @@ def test_the_workers_save_node_offers_the_presets_the_settings_accept():
     assert tuple(spec["preset"][0]) == X264_PRESETS
     assert (spec["crf"][1]["min"], spec["crf"][1]["max"]) == (0, 51)
     assert (spec["preset"][1]["default"], spec["crf"][1]["default"]) == (S.x264_preset, S.x264_crf)
+
+
+def test_the_tile_memory_decode_changes_only_the_decode_nodes_class():
+    req = parse_request({"prompt": "x"}, S)
+    plain = WF.build(req, "ltx2/a")
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(tile_memory_decode=True))
+    decode = WF.node_ids["video_decode"]
+    assert g[decode]["class_type"] == "LTX2VAEDecodeTiled" and g[decode]["inputs"] == plain[decode]["inputs"]
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {decode}
+
+
+def test_the_workers_decode_node_takes_vae_decode_tileds_inputs():
+    """The node keeps VAEDecodeTiled's inputs (the graph's values pass ComfyUI's validation unchanged)."""
+    from comfy_server import DATA, worker_node_schemas
+
+    recorded = json.loads((DATA / "object_info.json").read_text())["VAEDecodeTiled"]
+    ours = worker_node_schemas()["LTX2VAEDecodeTiled"]
+    assert list(ours["input"]["required"]) == recorded["input_order"]["required"]
+    for name, spec in ours["input"]["required"].items():
+        theirs = recorded["input"]["required"][name]
+        assert spec[0] == theirs[0]
+        if len(spec) > 1:
+            assert {k: spec[1][k] for k in ("default", "min", "max", "step")} == \
+                {k: theirs[1][k] for k in ("default", "min", "max", "step")}
+    assert ours["output"] == recorded["output"]
+
+
+@pytest.mark.parametrize(("shape", "inputs", "expected"), [
+    # the standard clip: 1280x736x121 -> latent 40x23x16; 512-pixel tiles, every frame at once
+    ((1, 128, 16, 23, 40), (512, 4096, 32, 8), (1, 128, 16, 16, 16)),
+    # a small clip fits one tile: the estimate is the whole latent's, as before
+    ((1, 128, 7, 8, 12), (512, 4096, 32, 8), (1, 128, 7, 8, 12)),
+    # VAEDecodeTiled's temporal rule: temporal_size // compression, at least 2 latent frames
+    ((1, 128, 16, 23, 40), (256, 8, 32, 8), (1, 128, 2, 8, 8)),
+    ((1, 128, 16, 23, 40), (512, 64, 32, 8), (1, 128, 8, 16, 16)),
+    # an image VAE (4-D latent, no temporal compression)
+    ((1, 4, 128, 96), (512, 64, 8, None), (1, 4, 64, 64)),
+])
+def test_the_decode_nodes_memory_estimate_is_one_tiles(shape, inputs, expected):
+    import importlib.util
+
+    from ltx2_worker.launch import COMFY_NODES
+
+    spec = importlib.util.spec_from_file_location("ltx2_vae_decode_under_test", COMFY_NODES / "ltx2_vae_decode.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.tile_shape(shape, *inputs) == expected
