@@ -17,7 +17,9 @@ Configurations (--configs):
                    with its flags (--use-sage-attention only)
   today            this worker before the GPU work: --fast fp8_matrix_mult --reserve-vram 1.5, the tiled
                    decode, the shared model, the ImageScale resize
-  worker           what the worker picks for this GPU (ltx2_worker.gpu)
+  worker           what the worker picks for this GPU (ltx2_worker.gpu), with the worker's own nodes
+  worker-before    the worker of 2026-11-25 (before LTX2VAEDecodeTiled and LTX2SaveVideo): its choices for
+                   this GPU, ComfyUI's VAEDecodeTiled and SaveVideo (isolates both nodes)
   worker-shared    the worker's flags, stage 2 on the shared model (isolates that choice)
   worker-eager     the worker's flags and graph without the LTX2CudaGraphs node (isolates that choice)
   worker-distilled what the worker picks for this GPU when it also serves distilled mode (ENABLE_MODELS)
@@ -28,6 +30,9 @@ Configurations (--configs):
   class-medium-nodyn  the same with --disable-dynamic-vram
   class-small      the small class's choices, leaving --usable-small GB
   custom           the worker's graph for this GPU with the flags given by --custom-flags (for trying flags)
+The earlier package's and today's graphs keep ComfyUI's own VAEDecodeTiled and SaveVideo, as they had them.
+--usable GB stands a larger card in for a smaller one (an H200 for an H100: --usable 79.6): every configuration
+gets --reserve-vram for the difference, and the worker's memory class is chosen for the smaller card.
 Weights: tools/make_tiny_models.py --size full writes stand-ins of the real shapes (README, "Speed").
 """
 
@@ -54,8 +59,8 @@ PROMPTS = ("a red fox running through fresh snow at golden hour, cinematic",
 NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
-CONFIGS = ("reference", "today", "worker", "worker-shared", "worker-eager", "worker-distilled", "large-shared",
-           "nodyn-shared", "class-medium", "class-medium-nodyn", "class-small", "custom")
+CONFIGS = ("reference", "today", "worker", "worker-before", "worker-shared", "worker-eager", "worker-distilled",
+           "large-shared", "nodyn-shared", "class-medium", "class-medium-nodyn", "class-small", "custom")
 SERVE_DISTILLED = ("worker-distilled", "large-shared", "nodyn-shared")  # run with ENABLE_MODELS=checkpoint_distilled
 
 
@@ -77,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "watching VRAM, RAM, loads and files left")
     p.add_argument("--endurance-size", default="768x512x49", help="WIDTHxHEIGHTxFRAMES of the endurance jobs")
     p.add_argument("--custom-flags", default="", help="ComfyUI's flags for the custom configuration")
+    p.add_argument("--usable", type=float, help="GB of GPU memory to leave usable for every configuration, "
+                   "standing in for a card of that size (the rest is held back with --reserve-vram)")
     p.add_argument("--usable-medium", type=float, default=44.0)
     p.add_argument("--usable-small", type=float, default=20.0)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/ltx2-gpu-bench"),
@@ -120,22 +127,40 @@ class VramSampler:
 
 
 def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
-    """(flags, GraphChoices, legacy resize?) for a configuration name."""
+    """(flags, GraphChoices, legacy resize?, worker's MP4 encoder?) for a configuration name."""
+    flags, graph, legacy = _config_setup(name, args, reserve_gb)
+    if args.usable:  # hold back what a card of args.usable GB would not have, on top of the config's own reserve
+        from ltx2_worker.gpu import detect_gpu
+
+        held = detect_gpu().memory_gb - args.usable
+        if "--reserve-vram" in flags:
+            at = flags.index("--reserve-vram") + 1
+            flags[at] = f"{float(flags[at]) + held:.1f}"
+        else:
+            flags += ["--reserve-vram", f"{held:.1f}"]
+    return flags, graph, legacy, name not in ("reference", "today", "worker-before")
+
+
+def _config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
     from ltx2_worker.gpu import Gpu, choose_profile, detect_gpu
     from ltx2_worker.workflow import GraphChoices
 
     gpu = detect_gpu()
     total = gpu.memory_gb if gpu else 0.0
     cc = gpu.compute_capability if gpu else 0.0
+    if gpu and args.usable:  # the worker's class is chosen for the card stood in for
+        gpu = Gpu(f"{gpu.name} held to {args.usable:g} GB", args.usable, cc)
     if name == "reference":
         return ["--use-sage-attention"], GraphChoices(), False
     if name == "today":
         flags = (["--fast", "fp8_matrix_mult"] if cc >= 8.9 else []) + ["--reserve-vram", f"{reserve_gb:g}"]
         return flags if gpu else ["--cpu"], GraphChoices(), True
-    if name in ("worker", "worker-shared", "worker-eager", "custom"):
+    if name in ("worker", "worker-shared", "worker-eager", "worker-before", "custom"):
         profile = choose_profile(gpu, reserve_gb)
         graph = {"worker-shared": GraphChoices(),
-                 "worker-eager": dataclasses.replace(profile.graph, cuda_graphs=False)}.get(name, profile.graph)
+                 "worker-eager": dataclasses.replace(profile.graph, cuda_graphs=False),
+                 "worker-before": dataclasses.replace(profile.graph, tile_memory_decode=False)
+                 }.get(name, profile.graph)
         return shlex.split(args.custom_flags) if name == "custom" else list(profile.flags), graph, False
     if name == "worker-distilled":
         profile = choose_profile(gpu, reserve_gb, distilled_enabled=True)
@@ -145,6 +170,7 @@ def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
         flags = [f for f in profile.flags if name == "large-shared" or f != "--highvram"]
         return flags, dataclasses.replace(profile.graph, stage2_own_model=False), False
     usable = args.usable_small if name == "class-small" else args.usable_medium
+    total = args.usable or total  # the emulated classes' reserve is added to --usable's by config_setup
     profile = choose_profile(Gpu("emulated", usable, cc), 0)
     flags = list(profile.flags) + ["--reserve-vram", f"{max(0.0, total - usable):.1f}"]
     if name == "class-medium-nodyn":
@@ -233,7 +259,7 @@ class Run:
         from ltx2_worker.settings import load_settings
 
         self.name, self.args, self.vram = name, args, vram
-        self.flags, self.choices, legacy = config_setup(name, args, reserve_gb)
+        self.flags, self.choices, legacy, worker_encoder = config_setup(name, args, reserve_gb)
         self.tmp = tmp / name
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.env = {"COMFYUI_DIR": args.comfyui_dir, "COMFY_PYTHON": args.comfy_python,
@@ -254,6 +280,8 @@ class Run:
 
         self.worker = Worker(self.settings, workflow=legacy_workflow() if legacy else None, client=self.client,
                              profile=Profile(self.name, tuple(self.flags), self.choices))
+        if not worker_encoder:  # a baseline: its MP4 is written by ComfyUI's SaveVideo, as it was
+            self.worker.encoding = None
 
     def start(self) -> float:
         """Seconds the launcher took to get ComfyUI answering (the cold start's first part)."""
