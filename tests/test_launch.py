@@ -142,7 +142,7 @@ def test_start_waits_until_ready_and_a_dead_comfyui_fails_the_next_job(stand_in)
         log_text = stand_in.comfy_log_file.read_text()
         assert "stand-in ComfyUI starting with" in log_text and "--cpu" in log_text
         assert "--extra-model-paths-config" in log_text and "--output-directory" in log_text
-        assert "--disable-metadata" in log_text
+        assert "--disable-metadata" in log_text and "--cache-classic" in log_text
         assert health.worker_problem(stand_in) is None
     finally:
         proc.send_signal(signal.SIGKILL)

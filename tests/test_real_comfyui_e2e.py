@@ -123,6 +123,28 @@ def test_4b_the_workers_decode_node_gives_the_same_video(stack):
     assert outs[True]["video"] == outs[False]["video"]
 
 
+def comfy_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1e3
+    raise AssertionError("no VmRSS")
+
+
+def test_4c_comfyuis_memory_does_not_grow_job_after_job(stack):
+    """Jobs with new seeds leave ComfyUI's resident memory flat: the launcher's --cache-classic keeps only the last
+    job's node outputs (ComfyUI's default cache kept one decoded clip per job, until the host ran low on RAM)."""
+    worker, pid = Worker(stack["settings"]), stack["proc"].pid
+    job = {**PROMPT, "width": 512, "height": 512, "frame_count": 33, "steps": 2}
+    clip_mb = 512 * 512 * 33 * 3 * 4 / 1e6  # one decoded clip as float32 frames: what the default cache kept
+    rss = []
+    for seed in range(200, 206):
+        out = worker.handle({"id": f"rss-{seed}", "input": {**job, "seed": seed}})
+        assert "error" not in out, out
+        rss.append(comfy_rss_mb(pid))
+    growth = rss[-1] - rss[1]  # from the second job on: the first one's outputs stay, as they should
+    assert growth < clip_mb, f"ComfyUI grew {growth:.0f} MB over 4 jobs (one clip is {clip_mb:.0f} MB): {rss}"
+
+
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
     settings = stack["settings"]
     lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
