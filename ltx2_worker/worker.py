@@ -128,9 +128,8 @@ class Worker:
         SaveVideo at libx264's defaults."""
         if self.nodes_checked:
             return
-        self.nodes_checked = True
         lost = []
-        graph = self.profile.graph
+        graph, encoding = self.profile.graph, self.encoding
         if graph.cuda_graphs and not self.client.node_info(CUDA_GRAPHS_NODE):
             graph = dataclasses.replace(graph, cuda_graphs=False)
             lost.append(f"{CUDA_GRAPHS_NODE} (stage 1 runs without CUDA graphs)")
@@ -138,11 +137,13 @@ class Worker:
             graph = dataclasses.replace(graph, tile_memory_decode=False)
             lost.append(f"{TILE_DECODE_NODE} (VAEDecodeTiled asks for the whole latent's memory and may push the "
                         "text encoder off the GPU)")
-        self.profile = dataclasses.replace(self.profile, graph=graph)
-        if not self.client.node_info(SAVE_VIDEO_NODE):
-            self.encoding = None
+        if encoding is not None and not self.client.node_info(SAVE_VIDEO_NODE):
+            encoding = None
             lost.append(f"{SAVE_VIDEO_NODE} (MP4s are encoded by SaveVideo at libx264's defaults, preset medium and "
                         "CRF 23; X264_PRESET and X264_CRF are not applied)")
+        # only once every answer came (a ComfyUI that failed to answer is asked again at the next job)
+        self.profile = dataclasses.replace(self.profile, graph=graph)
+        self.encoding, self.nodes_checked = encoding, True
         if lost:
             log.warning("ComfyUI lacks the worker's node(s) %s: it was not started by ltx2_worker.launch, or its "
                         "custom nodes are disabled", "; ".join(lost))
