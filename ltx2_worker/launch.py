@@ -35,6 +35,10 @@ class LaunchError(Exception):
 
 
 COMFY_NODES = Path(__file__).resolve().parent / "comfy_nodes"  # the worker's own ComfyUI nodes
+# Keep only the last prompt's node outputs: ComfyUI's default RAM-pressure cache kept every job's (one decoded
+# clip, 1.4 GB at 1280x720x121, a job) until the HOST's available RAM fell below 96 GB, which in a container
+# means past its memory limit (README, "Speed on a GPU": endurance).
+CACHE_FLAG = "--cache-classic"
 
 
 def extra_model_paths_yaml(volume: Path, models: list[ModelFile]) -> str:
@@ -58,10 +62,7 @@ def command(settings: Settings, yaml_path: Path, flags: list[str]) -> list[str]:
             # no workflow JSON (paths, settings, per-job file names) inside the delivered MP4, which also makes
             # the same request with the same seed give byte-identical files
             "--disable-metadata",
-            # keep only the last prompt's node outputs: ComfyUI's default RAM-pressure cache kept every job's
-            # (one decoded clip, 1.4 GB at 1280x720x121, a job) until the HOST's free RAM ran low, which in a
-            # container means past its memory limit (README, "Speed on a GPU": endurance)
-            "--cache-classic",
+            CACHE_FLAG,
             "--extra-model-paths-config", str(yaml_path), "--output-directory", str(settings.comfy_output_dir),
             "--input-directory", str(settings.comfy_input_dir), *flags]
 

@@ -18,6 +18,7 @@ from .gpu import GpuError, Profile, detect_gpu, profile_for
 from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
 from .ladder import step_down
+from .launch import CACHE_FLAG
 from .output import (
     OUTPUT_DIR_FIX,
     Bucket,
@@ -122,10 +123,11 @@ class Worker:
 
     def _check_worker_nodes(self) -> None:
         """Once, at the first job: a ComfyUI the launcher did not start (ltx2_worker.launch puts the worker's
-        nodes on its custom-node path) lacks them; the graph then does without, and one warning says what is
-        lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without LTX2VAEDecodeTiled the decode is
-        VAEDecodeTiled's, with its whole-latent memory request; without LTX2SaveVideo the MP4 is written by
-        SaveVideo at libx264's defaults."""
+        nodes on its custom-node path and passes --cache-classic) lacks them; the graph then does without, and
+        one warning says what is lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without
+        LTX2VAEDecodeTiled the decode is VAEDecodeTiled's, with its whole-latent memory request; without
+        LTX2SaveVideo the MP4 is written by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's
+        memory grows with every job (README, "Speed on a GPU": endurance)."""
         if self.nodes_checked:
             return
         lost = []
@@ -141,12 +143,16 @@ class Worker:
             encoding = None
             lost.append(f"{SAVE_VIDEO_NODE} (MP4s are encoded by SaveVideo at libx264's defaults, preset medium and "
                         "CRF 23; X264_PRESET and X264_CRF are not applied)")
+        argv = self.client.argv()
+        if argv is not None and CACHE_FLAG not in argv:
+            lost.append(f"{CACHE_FLAG} (ComfyUI's default cache keeps every job's outputs, one decoded clip each, "
+                        "until the host runs low on RAM: start it with this flag)")
         # only once every answer came (a ComfyUI that failed to answer is asked again at the next job)
         self.profile = dataclasses.replace(self.profile, graph=graph)
         self.encoding, self.nodes_checked = encoding, True
         if lost:
-            log.warning("ComfyUI lacks the worker's node(s) %s: it was not started by ltx2_worker.launch, or its "
-                        "custom nodes are disabled", "; ".join(lost))
+            log.warning("ComfyUI lacks what ltx2_worker.launch gives it: %s. It was not started by "
+                        "ltx2_worker.launch, or its custom nodes are disabled", "; ".join(lost))
 
     def _check_distilled_available(self) -> None:
         if DISTILLED_CHECKPOINT not in self.client.options("CheckpointLoaderSimple", "ckpt_name"):

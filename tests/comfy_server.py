@@ -106,7 +106,9 @@ class ProtocolComfy:
         self.exec_seconds = exec_seconds
         self.port = port  # 0: a free port; a fixed one lets a test start a server "late" on a known address
         # sys.argv as /system_stats reports it: as the package's launcher starts ComfyUI, output folder included
-        self.argv = ["main.py", "--listen", "127.0.0.1", "--output-directory", str(self.output_dir)]
+        # (worker_nodes=False stands for a ComfyUI started some other way: no worker nodes, ComfyUI's own cache)
+        self.argv = ["main.py", "--listen", "127.0.0.1", "--output-directory", str(self.output_dir),
+                     *(["--disable-metadata", "--cache-classic"] if worker_nodes else [])]
         self.url = ""
         self.submitted: list[dict] = []
         self.interrupts = 0

@@ -63,7 +63,8 @@ def test_handler_start_without_comfyui_dir_names_the_missing_folder(comfy, tmp_p
         out = handler({"id": "job-x", "input": SMALL})
     assert "error" not in out, out
     assert decode_video_field(out)["frames"] == 9
-    start, job = warnings(caplog)
+    start, cache, job = warnings(caplog)  # the hand-started ComfyUI also runs with its own cache: said once
+    assert "lacks what ltx2_worker.launch gives it: --cache-classic" in cache
     assert f"{not_comfy / 'output'}, does not exist (COMFYUI_DIR ({not_comfy}) + /output, as COMFY_OUTPUT_DIR is " \
            "empty)" in start
     assert f"but {not_comfy / 'output' / 'ltx2' / 'job-x-'}" in job and "COMFYUI_DIR" in job

@@ -323,7 +323,7 @@ def test_the_mp4_is_encoded_with_the_configured_x264_preset_and_crf(comfy, outpu
     assert (save["inputs"]["preset"], save["inputs"]["crf"]) == ("faster", 30)
     assert decode_video_field(out)["frames"] == SMALL["frame_count"]
     assert not any(p.is_file() for p in output_dir.rglob("*"))
-    assert not [r for r in caplog.records if "lacks the worker's node" in r.getMessage()]
+    assert not [r for r in caplog.records if "lacks what ltx2_worker.launch gives it" in r.getMessage()]
 
 
 def test_a_comfyui_without_the_workers_nodes_runs_the_large_graph_without_them(output_dir, tmp_path, caplog):
@@ -342,10 +342,11 @@ def test_a_comfyui_without_the_workers_nodes_runs_the_large_graph_without_them(o
             classes = {node["class_type"] for node in submitted["prompt"].values()}
             assert not {"LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2SaveVideo"} & classes
             assert {"UNETLoader", "VAEDecodeTiled", "SaveVideo"} <= classes
-        warnings = [r.getMessage() for r in caplog.records if "lacks the worker's node" in r.getMessage()]
+        warnings = [r.getMessage() for r in caplog.records
+                    if "lacks what ltx2_worker.launch gives it" in r.getMessage()]
         assert len(warnings) == 1 and "ltx2_worker.launch" in warnings[0]
         assert all(name in warnings[0] for name in ("LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2SaveVideo",
-                                                     "X264_PRESET"))
+                                                     "X264_PRESET", "--cache-classic"))
     finally:
         server.stop()
 
