@@ -2,10 +2,10 @@
 `custom_nodes` search path): ComfyUI's SaveVideo with the x264 preset and CRF as inputs.
 
 Why: SaveVideo encodes with libx264's defaults (preset medium, CRF 23) and offers no setting, and the encode is
-part of every job's time on the CPU. Measured (bench/mp4_encode.py; README, "Speed"): on the 16 CPUs of the
-lent H100 machine, SaveVideo took 8.3 s for the stand-in weights' noise and 2.8 s for a moving synthetic scene;
-preset veryfast took 2.4 s and 1.2 s. At CRF 22, veryfast gives files of today's size (noise 12.3 vs 12.3 MB,
-scene 0.21 vs 0.24 MB per 30/121 frames) at 0.3 dB less PSNR on the scene.
+part of every job's time on the CPU. Measured (bench/mp4_encode.py; README, "Speed on a GPU"), 121 frames at
+1280x720 on 16 CPUs: SaveVideo 6.4 s on the stand-in weights' noise and 2.1 s on a moving synthetic scene; this
+node at veryfast / CRF 22 2.8 s and 1.8 s, files of the same size, 0.4 dB less PSNR on the scene. At medium / CRF
+23 it gives SaveVideo's size and PSNR.
 
 The MP4 is what SaveVideo writes, stream for stream: H.264 yuv420p (10-bit when CreateVideo asked for it), the
 same RGB-to-YUV conversion, AAC audio cut to the video's length, the same file name scheme, the same answer in
