@@ -23,6 +23,9 @@ Configurations (--configs):
   worker-shared    the worker's flags, stage 2 on the shared model (isolates that choice)
   worker-eager     the worker's flags and graph without the LTX2CudaGraphs node (isolates that choice)
   worker-distilled what the worker picks for this GPU when it also serves distilled mode (ENABLE_MODELS)
+  large-distilled  the large class's choices, unchanged, in a worker serving distilled mode too (the candidate
+                   once --cache-classic drops the other mode's models at a switch; run with --distilled and
+                   --endurance 2 to see the switch back to standard)
   large-shared     the large class's flags and CUDA graphs, stage 2 on the shared model (a candidate for a
                    large card that also serves distilled mode: two transformers in memory, not three)
   nodyn-shared     the same without --highvram: ComfyUI moves models off the GPU when another needs the room
@@ -60,8 +63,10 @@ NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
 CONFIGS = ("reference", "today", "worker", "worker-before", "worker-shared", "worker-eager", "worker-distilled",
-           "large-shared", "nodyn-shared", "class-medium", "class-medium-nodyn", "class-small", "custom")
-SERVE_DISTILLED = ("worker-distilled", "large-shared", "nodyn-shared")  # run with ENABLE_MODELS=checkpoint_distilled
+           "large-distilled", "large-shared", "nodyn-shared", "class-medium", "class-medium-nodyn", "class-small",
+           "custom")
+# run with ENABLE_MODELS=checkpoint_distilled
+SERVE_DISTILLED = ("worker-distilled", "large-distilled", "large-shared", "nodyn-shared")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -155,7 +160,7 @@ def _config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
     if name == "today":
         flags = (["--fast", "fp8_matrix_mult"] if cc >= 8.9 else []) + ["--reserve-vram", f"{reserve_gb:g}"]
         return flags if gpu else ["--cpu"], GraphChoices(), True
-    if name in ("worker", "worker-shared", "worker-eager", "worker-before", "custom"):
+    if name in ("worker", "worker-shared", "worker-eager", "worker-before", "large-distilled", "custom"):
         profile = choose_profile(gpu, reserve_gb)
         graph = {"worker-shared": GraphChoices(),
                  "worker-eager": dataclasses.replace(profile.graph, cuda_graphs=False),
