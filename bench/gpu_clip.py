@@ -133,11 +133,12 @@ class VramSampler:
 
 def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
     """(flags, GraphChoices, legacy resize?, worker's MP4 encoder?) for a configuration name."""
-    flags, graph, legacy = _config_setup(name, args, reserve_gb)
-    if args.usable:  # hold back what a card of args.usable GB would not have, on top of the config's own reserve
-        from ltx2_worker.gpu import detect_gpu
+    from ltx2_worker.gpu import detect_gpu
 
-        held = detect_gpu().memory_gb - args.usable
+    gpu = detect_gpu()
+    flags, graph, legacy = _config_setup(name, args, reserve_gb, gpu)
+    if args.usable:  # hold back what a card of args.usable GB would not have, on top of the config's own reserve
+        held = gpu.memory_gb - args.usable
         if "--reserve-vram" in flags:
             at = flags.index("--reserve-vram") + 1
             flags[at] = f"{float(flags[at]) + held:.1f}"
@@ -146,11 +147,10 @@ def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
     return flags, graph, legacy, name not in ("reference", "today", "worker-before")
 
 
-def _config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
-    from ltx2_worker.gpu import Gpu, choose_profile, detect_gpu
+def _config_setup(name: str, args: argparse.Namespace, reserve_gb: float, gpu):
+    from ltx2_worker.gpu import Gpu, choose_profile
     from ltx2_worker.workflow import GraphChoices
 
-    gpu = detect_gpu()
     total = gpu.memory_gb if gpu else 0.0
     cc = gpu.compute_capability if gpu else 0.0
     if gpu and args.usable:  # the worker's class is chosen for the card stood in for

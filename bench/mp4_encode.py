@@ -11,6 +11,7 @@ MB, and PSNR of the decoded MP4 against the frames that went in. Not a test: CI 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
 import os
@@ -60,14 +61,20 @@ def comfy_save(images, fps: float) -> bytes:
     return buf.getvalue()
 
 
-def worker_save(images, fps: float, preset: str, crf: int) -> bytes:
-    """The worker's LTX2SaveVideo encode (its module loaded from the file, as ComfyUI loads it)."""
+@functools.cache
+def save_node():
+    """The worker's LTX2SaveVideo module, loaded from its file as ComfyUI loads it (once)."""
     spec = importlib.util.spec_from_file_location("ltx2_save_video", NODE_FILE)
     node = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(node)
+    return node
+
+
+def worker_save(images, fps: float, preset: str, crf: int) -> bytes:
+    """The worker's LTX2SaveVideo encode."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "clip.mp4")
-        node.encode_mp4(path, images, fps, silence(len(images), fps), 8, preset, crf)
+        save_node().encode_mp4(path, images, fps, silence(len(images), fps), 8, preset, crf)
         return Path(path).read_bytes()
 
 

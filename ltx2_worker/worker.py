@@ -59,7 +59,7 @@ class Worker:
         # of the log. Each job's "removed N output file(s)" line still shows 0 while it lasts.
         self.output_warned = False
         self.encoding: Encoding | None = Encoding(settings.x264_preset, settings.x264_crf)
-        self.nodes_checked = False  # whether the worker's own ComfyUI nodes were looked for in ComfyUI
+        self.setup_checked = False  # whether ComfyUI was checked for what the launcher gives it (nodes, cache flag)
 
     def check_output_folder(self) -> str | None:
         """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
@@ -121,14 +121,14 @@ class Worker:
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
 
-    def _check_worker_nodes(self) -> None:
+    def _check_comfyui_setup(self) -> None:
         """Once, at the first job: a ComfyUI the launcher did not start (ltx2_worker.launch puts the worker's
         nodes on its custom-node path and passes --cache-classic) lacks them; the graph then does without, and
         one warning says what is lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without
         LTX2VAEDecodeTiled the decode is VAEDecodeTiled's, with its whole-latent memory request; without
         LTX2SaveVideo the MP4 is written by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's
         memory grows with every job (README, "Speed on a GPU": endurance)."""
-        if self.nodes_checked:
+        if self.setup_checked:
             return
         lost = []
         graph, encoding = self.profile.graph, self.encoding
@@ -149,7 +149,7 @@ class Worker:
                         "until the host runs low on RAM: start it with this flag)")
         # only once every answer came (a ComfyUI that failed to answer is asked again at the next job)
         self.profile = dataclasses.replace(self.profile, graph=graph)
-        self.encoding, self.nodes_checked = encoding, True
+        self.encoding, self.setup_checked = encoding, True
         if lost:
             log.warning("ComfyUI lacks what ltx2_worker.launch gives it: %s. It was not started by "
                         "ltx2_worker.launch, or its custom nodes are disabled", "; ".join(lost))
@@ -164,7 +164,7 @@ class Worker:
                            started: float, prefixes: list[str], image_name: str | None) -> dict[str, Any]:
         """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
         s = self.settings
-        self._check_worker_nodes()
+        self._check_comfyui_setup()
         current, last_oom = req, None
         for rung in [None, *s.oom_ladder]:
             if rung is not None:
