@@ -18,16 +18,14 @@ Configurations (--configs):
   today            this worker before the GPU work: --fast fp8_matrix_mult --reserve-vram 1.5, the tiled
                    decode, the shared model, the ImageScale resize
   worker           what the worker picks for this GPU (ltx2_worker.gpu), with the worker's own nodes
-  worker-before    the worker of 2026-11-25 (before LTX2VAEDecodeTiled and LTX2SaveVideo): its choices for
-                   this GPU, ComfyUI's VAEDecodeTiled and SaveVideo (isolates both nodes)
+  worker-before    the worker of 2026-11-25 (before its decode, upscaler-loader and save nodes): its choices
+                   for this GPU with ComfyUI's VAEDecodeTiled, LatentUpscaleModelLoader and SaveVideo
   worker-shared    the worker's flags, stage 2 on the shared model (isolates that choice)
   worker-eager     the worker's flags and graph without the LTX2CudaGraphs node (isolates that choice)
-  worker-distilled what the worker picks for this GPU when it also serves distilled mode (ENABLE_MODELS)
-  large-distilled  the large class's choices, unchanged, in a worker serving distilled mode too (the candidate
-                   once --cache-classic drops the other mode's models at a switch; run with --distilled and
-                   --endurance 2 to see the switch back to standard)
-  large-shared     the large class's flags and CUDA graphs, stage 2 on the shared model (a candidate for a
-                   large card that also serves distilled mode: two transformers in memory, not three)
+  worker-distilled what the worker picks for this GPU, serving distilled mode too (ENABLE_MODELS): run with
+                   --distilled and --endurance 2 to see both switches of mode
+  large-shared     the large class's flags and CUDA graphs, stage 2 on the shared model (two transformers in
+                   memory, not three; an experiment from before --cache-classic)
   nodyn-shared     the same without --highvram: ComfyUI moves models off the GPU when another needs the room
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
   class-medium-nodyn  the same with --disable-dynamic-vram
@@ -37,6 +35,8 @@ The earlier package's and today's graphs keep ComfyUI's own VAEDecodeTiled and S
 --usable GB stands a larger card in for a smaller one (an H200 for an H100: --usable 79.6): every configuration
 gets --reserve-vram for the difference, and the worker's memory class is chosen for the smaller card.
 Weights: tools/make_tiny_models.py --size full writes stand-ins of the real shapes (README, "Speed").
+Cold starts compare with the image only where Python finds bytecode for ComfyUI and its packages, as the image
+has it (Dockerfile): on a host without, compile it first (README, "Speed": how to reproduce).
 """
 
 from __future__ import annotations
@@ -63,10 +63,9 @@ NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
 CONFIGS = ("reference", "today", "worker", "worker-before", "worker-shared", "worker-eager", "worker-distilled",
-           "large-distilled", "large-shared", "nodyn-shared", "class-medium", "class-medium-nodyn", "class-small",
-           "custom")
+           "large-shared", "nodyn-shared", "class-medium", "class-medium-nodyn", "class-small", "custom")
 # run with ENABLE_MODELS=checkpoint_distilled
-SERVE_DISTILLED = ("worker-distilled", "large-distilled", "large-shared", "nodyn-shared")
+SERVE_DISTILLED = ("worker-distilled", "large-shared", "nodyn-shared")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,7 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=121)
     p.add_argument("--warm", type=int, default=2, help="warm jobs with a new seed and the same prompt")
     p.add_argument("--new-prompt", action="store_true", help="worker configs: then a warm job with another prompt")
-    p.add_argument("--distilled", action="store_true", help="worker configs: then two distilled jobs")
+    p.add_argument("--distilled", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="worker configs: then a first distilled job and N warm ones (N = 1 when not given)")
     p.add_argument("--endurance", type=int, default=0, help="worker configs: then this many warm jobs in a row, "
                    "watching VRAM, RAM, loads and files left")
     p.add_argument("--endurance-size", default="768x512x49", help="WIDTHxHEIGHTxFRAMES of the endurance jobs")
@@ -160,16 +160,14 @@ def _config_setup(name: str, args: argparse.Namespace, reserve_gb: float, gpu):
     if name == "today":
         flags = (["--fast", "fp8_matrix_mult"] if cc >= 8.9 else []) + ["--reserve-vram", f"{reserve_gb:g}"]
         return flags if gpu else ["--cpu"], GraphChoices(), True
-    if name in ("worker", "worker-shared", "worker-eager", "worker-before", "large-distilled", "custom"):
+    if name in ("worker", "worker-shared", "worker-eager", "worker-before", "worker-distilled", "custom"):
         profile = choose_profile(gpu, reserve_gb)
         graph = {"worker-shared": GraphChoices(),
                  "worker-eager": dataclasses.replace(profile.graph, cuda_graphs=False),
-                 "worker-before": dataclasses.replace(profile.graph, tile_memory_decode=False)
+                 "worker-before": dataclasses.replace(profile.graph, tile_memory_decode=False,
+                                                      fast_upscaler_load=False)
                  }.get(name, profile.graph)
         return shlex.split(args.custom_flags) if name == "custom" else list(profile.flags), graph, False
-    if name == "worker-distilled":
-        profile = choose_profile(gpu, reserve_gb, distilled_enabled=True)
-        return list(profile.flags), profile.graph, False
     if name in ("large-shared", "nodyn-shared"):
         profile = choose_profile(gpu, reserve_gb)
         flags = [f for f in profile.flags if name == "large-shared" or f != "--highvram"]
@@ -420,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.new_prompt and ours:
             plan.append(("new-prompt", PROMPTS[1], 42, "standard", None))
         if args.distilled and ours:
-            plan += [("distilled-first", PROMPTS[0], 42, "distilled", None),
-                     ("distilled-warm", PROMPTS[0], 43, "distilled", None)]
+            plan.append(("distilled-first", PROMPTS[0], 42, "distilled", None))
+            plan += [(f"distilled-warm{i + 1}" if args.distilled > 1 else "distilled-warm", PROMPTS[0], 43 + i,
+                      "distilled", None) for i in range(args.distilled)]
         if ours:
             plan += [(f"endurance{i + 1}", PROMPTS[0], 100 + i, "standard", endurance_size)
                      for i in range(args.endurance)]

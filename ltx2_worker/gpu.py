@@ -16,13 +16,11 @@ import dataclasses
 import shlex
 import subprocess
 
-from .manifest import enabled_roles
 from .settings import Settings
 from .workflow import GraphChoices
 
 FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwell
 LARGE_FROM_GB = 64  # two copies of the FP8 transformer (2 x 19.7 GB), the text encoder (11.2 GB) and a job fit
-DISTILLED_ROLE = "checkpoint_distilled"  # the manifest entry whose file serves "mode": "distilled"
 LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of memory in the text encoder
 
 
@@ -66,35 +64,36 @@ def detect_gpu() -> Gpu | None:
         raise GpuError(f"cannot read nvidia-smi's answer {out.stdout.strip()[:200]!r}") from None
 
 
-def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: str = "",
-                   distilled_enabled: bool = False) -> Profile:
+def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: str = "") -> Profile:
     """The profile for `gpu`; `extra_args` (COMFY_EXTRA_ARGS), when set, replaces the flags only.
 
-    A worker that also serves distilled mode (ENABLE_MODELS names checkpoint_distilled) gets the medium
-    class's choices on a large card too: beside two dev transformers kept on the GPU, the distilled one ran out
-    of memory (measured on an H100, also with /free before the switch), while dynamic VRAM shares the card."""
+    A large card serves distilled mode on the same choices: ComfyUI runs with --cache-classic (ltx2_worker.launch),
+    which lets go of the other mode's models when the mode changes, so the distilled transformer never sits
+    beside the two dev copies (measured on the H200 held to 80 GB: peak 78.1 GB; README, "Modes")."""
     if gpu is None:
         profile = Profile("cpu", ("--cpu",), GraphChoices())
     else:
         fast = ("--fast", "fp8_matrix_mult") if gpu.compute_capability >= FP8_FAST_FROM_CC else ()
         reserve = ("--reserve-vram", f"{reserve_vram_gb:g}") if reserve_vram_gb > 0 else ()
-        if gpu.memory_gb >= LARGE_FROM_GB and not distilled_enabled:
+        if gpu.memory_gb >= LARGE_FROM_GB:
             # estimate-based loading, every model kept on the GPU: no per-job re-attachment of weights
             # PyTorch's own allocator: CUDA graphs (GraphChoices.cuda_graphs) keep their memory in its pools
             profile = Profile("large", ("--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc", *fast,
                                         *reserve),
-                              GraphChoices(stage2_own_model=True, cuda_graphs=True, tile_memory_decode=True))
+                              GraphChoices(stage2_own_model=True, cuda_graphs=True, tile_memory_decode=True,
+                                           fast_upscaler_load=True))
         elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
-            profile = Profile("medium", (*fast, *reserve), GraphChoices(tile_memory_decode=True))
+            profile = Profile("medium", (*fast, *reserve), GraphChoices(tile_memory_decode=True,
+                                                                        fast_upscaler_load=True))
         else:
-            profile = Profile("small", ("--lowvram", *fast, *reserve), GraphChoices(tile_memory_decode=True))
+            profile = Profile("small", ("--lowvram", *fast, *reserve), GraphChoices(tile_memory_decode=True,
+                                                                                fast_upscaler_load=True))
     if extra_args.strip():
         profile = dataclasses.replace(profile, flags=tuple(shlex.split(extra_args)))
     return profile
 
 
 def profile_for(settings: Settings, gpu: Gpu | None) -> Profile:
-    """The memory class of `gpu` as these settings use it (COMFY_EXTRA_ARGS, ENABLE_MODELS); the launcher and
-    the worker both call this, so ComfyUI's flags and the graph always belong to one class."""
-    return choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args,
-                          distilled_enabled=DISTILLED_ROLE in enabled_roles(settings))
+    """The memory class of `gpu` as these settings use it (COMFY_EXTRA_ARGS); the launcher and the worker both
+    call this, so ComfyUI's flags and the graph always belong to one class."""
+    return choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args)

@@ -62,6 +62,9 @@ def command(settings: Settings, yaml_path: Path, flags: list[str]) -> list[str]:
             # no workflow JSON (paths, settings, per-job file names) inside the delivered MP4, which also makes
             # the same request with the same seed give byte-identical files
             "--disable-metadata",
+            # ComfyUI's paid cloud-API nodes: not used by the graph; without them it starts sooner and its web
+            # front end never calls out to the internet
+            "--disable-api-nodes",
             CACHE_FLAG,
             "--extra-model-paths-config", str(yaml_path), "--output-directory", str(settings.comfy_output_dir),
             "--input-directory", str(settings.comfy_input_dir), *flags]

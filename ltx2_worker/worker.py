@@ -36,6 +36,7 @@ from .workflow import (
     DISTILLED_CHECKPOINT,
     SAVE_VIDEO_NODE,
     TILE_DECODE_NODE,
+    UPSCALER_LOADER_NODE,
     Encoding,
     Workflow,
     WorkflowError,
@@ -126,8 +127,9 @@ class Worker:
         nodes on its custom-node path and passes --cache-classic) lacks them; the graph then does without, and
         one warning says what is lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without
         LTX2VAEDecodeTiled the decode is VAEDecodeTiled's, with its whole-latent memory request; without
-        LTX2SaveVideo the MP4 is written by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's
-        memory grows with every job (README, "Speed on a GPU": endurance)."""
+        LTX2LatentUpscaleModelLoader the upscaler loads the slow way; without LTX2SaveVideo the MP4 is written
+        by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's memory grows with every job
+        (README, "Speed on a GPU": endurance)."""
         if self.setup_checked:
             return
         lost = []
@@ -139,6 +141,10 @@ class Worker:
             graph = dataclasses.replace(graph, tile_memory_decode=False)
             lost.append(f"{TILE_DECODE_NODE} (VAEDecodeTiled asks for the whole latent's memory and may push the "
                         "text encoder off the GPU)")
+        if graph.fast_upscaler_load and not self.client.node_info(UPSCALER_LOADER_NODE):
+            graph = dataclasses.replace(graph, fast_upscaler_load=False)
+            lost.append(f"{UPSCALER_LOADER_NODE} (the upscaler loads with ComfyUI's random initialisation first, "
+                        "seconds more at a cold start)")
         if encoding is not None and not self.client.node_info(SAVE_VIDEO_NODE):
             encoding = None
             lost.append(f"{SAVE_VIDEO_NODE} (MP4s are encoded by SaveVideo at libx264's defaults, preset medium and "

@@ -33,8 +33,10 @@ import mimetypes
 import os
 import re
 import struct
+import sys
 import threading
 import time
+import types
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -65,6 +67,7 @@ MODEL_INPUTS = {
     ("LoraLoader", "lora_name"): "loras",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
     ("LatentUpscaleModelLoader", "model_name"): "latent_upscale_models",
+    ("LTX2LatentUpscaleModelLoader", "model_name"): "latent_upscale_models",
 }
 SAVE_NODES = ("SaveVideo", "LTX2SaveVideo")  # ComfyUI's and the worker's (ltx2_worker/comfy_nodes)
 FAULTS = ("execution_error", "ws_drop", "hang", "reject", "history_missing_output", "view_error", "die",
@@ -108,7 +111,7 @@ class ProtocolComfy:
         # sys.argv as /system_stats reports it: as the package's launcher starts ComfyUI, output folder included
         # (worker_nodes=False stands for a ComfyUI started some other way: no worker nodes, ComfyUI's own cache)
         self.argv = ["main.py", "--listen", "127.0.0.1", "--output-directory", str(self.output_dir),
-                     *(["--disable-metadata", "--cache-classic"] if worker_nodes else [])]
+                     *(["--disable-metadata", "--disable-api-nodes", "--cache-classic"] if worker_nodes else [])]
         self.url = ""
         self.submitted: list[dict] = []
         self.interrupts = 0
@@ -710,22 +713,37 @@ class _Run:
 
 def worker_node_schemas() -> dict:
     """/object_info entries of the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes), built from their
-    classes the way ComfyUI's server describes a node (server.py, node_info)."""
+    classes the way ComfyUI's server describes a node (server.py, node_info). A loader node lists its folder
+    through ComfyUI's `folder_paths`, stood in for here by an empty list: the server fills in its own files
+    (_set_options, MODEL_INPUTS)."""
     out = {}
-    for path in sorted((ROOT / "ltx2_worker" / "comfy_nodes").glob("*.py")):
-        spec = importlib.util.spec_from_file_location(f"comfy_node_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # imports nothing heavy at module level (torch is imported on use)
-        for name, cls in module.NODE_CLASS_MAPPINGS.items():
-            inputs = cls.INPUT_TYPES()
-            out[name] = {
-                "input": inputs, "input_order": {k: list(v) for k, v in inputs.items()},
-                "output": list(cls.RETURN_TYPES), "output_is_list": [False] * len(cls.RETURN_TYPES),
-                "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)), "name": name,
-                "display_name": module.NODE_DISPLAY_NAME_MAPPINGS.get(name, name),
-                "description": getattr(cls, "DESCRIPTION", ""), "python_module": f"custom_nodes.{path.stem}",
-                "category": cls.CATEGORY, "output_node": getattr(cls, "OUTPUT_NODE", False)}
+    stand_in = types.ModuleType("folder_paths")
+    stand_in.get_filename_list = lambda folder: []
+    saved = sys.modules.setdefault("folder_paths", stand_in)
+    try:
+        for path in sorted((ROOT / "ltx2_worker" / "comfy_nodes").glob("*.py")):
+            out.update(_node_schemas(path))
+    finally:
+        if saved is stand_in:
+            del sys.modules["folder_paths"]
     return out
+
+
+def _node_schemas(path: Path) -> dict:
+    spec = importlib.util.spec_from_file_location(f"comfy_node_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports nothing heavy at module level (torch is imported on use)
+    out = {}
+    for name, cls in module.NODE_CLASS_MAPPINGS.items():
+        inputs = cls.INPUT_TYPES()
+        out[name] = {
+            "input": inputs, "input_order": {k: list(v) for k, v in inputs.items()},
+            "output": list(cls.RETURN_TYPES), "output_is_list": [False] * len(cls.RETURN_TYPES),
+            "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)), "name": name,
+            "display_name": module.NODE_DISPLAY_NAME_MAPPINGS.get(name, name),
+            "description": getattr(cls, "DESCRIPTION", ""), "python_module": f"custom_nodes.{path.stem}",
+            "category": cls.CATEGORY, "output_node": getattr(cls, "OUTPUT_NODE", False)}
+    return json.loads(json.dumps(out))  # as /object_info carries it: tuples become lists
 
 
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict:
@@ -1101,7 +1119,7 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [_handle("VAE", **i)], None
         case "UNETLoader":
             return [_handle("MODEL", **i)], None
-        case "LatentUpscaleModelLoader":
+        case "LatentUpscaleModelLoader" | "LTX2LatentUpscaleModelLoader":
             return [_handle("LATENT_UPSCALE_MODEL", **i)], None
         case "LTX2CudaGraphs":
             return [{**i["model"], "cuda_graphs": i["enabled"]}], None

@@ -106,21 +106,68 @@ def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
     assert first["video"] != other["video"]
 
 
-def test_4b_the_workers_decode_node_gives_the_same_video(stack):
-    """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for, never the pixels: the same job with and
-    without it gives byte-identical MP4s (both through LTX2SaveVideo, which ComfyUI ran)."""
+def test_4b_the_workers_decode_and_loader_nodes_give_the_same_video(stack):
+    """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for and LTX2LatentUpscaleModelLoader only how
+    the upscaler is built, never the pixels: the same job with and without them gives byte-identical MP4s (both
+    through LTX2SaveVideo, which ComfyUI ran)."""
     cpu = Worker(stack["settings"]).profile
     outs = {}
-    for tiled_memory in (False, True):
-        profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=tiled_memory))
+    for ours in (False, True):
+        profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=ours, fast_upscaler_load=ours))
         worker = Worker(stack["settings"], profile=profile)
-        outs[tiled_memory] = worker.handle({"id": f"decode-{tiled_memory}", "input": {**SMALL, "seed": 7}})
-        assert "error" not in outs[tiled_memory], outs[tiled_memory]
-        pid = outs[tiled_memory]["prompt_id"]
+        outs[ours] = worker.handle({"id": f"nodes-{ours}", "input": {**SMALL, "seed": 7}})
+        assert "error" not in outs[ours], outs[ours]
+        pid = outs[ours]["prompt_id"]
         entry = requests.get(f"{stack['settings'].comfy_url}/history/{pid}", timeout=30).json()[pid]
         classes = {node["class_type"] for node in entry["prompt"][2].values()}
-        assert ("LTX2VAEDecodeTiled" in classes) is tiled_memory and "LTX2SaveVideo" in classes
+        assert ("LTX2VAEDecodeTiled" in classes) is ours and "LTX2SaveVideo" in classes
+        assert ("LTX2LatentUpscaleModelLoader" in classes) is ours
     assert outs[True]["video"] == outs[False]["video"]
+
+
+# run in ComfyUI's Python, in its folder; UPSCALERS and NODE come from the environment
+UPSCALER_CHECK = """
+import importlib.util, json, os, sys
+sys.argv = ["check", "--cpu"]
+sys.path.insert(0, os.getcwd())
+import comfy.options
+comfy.options.enable_args_parsing()  # as main.py does: --cpu is then read
+import torch, folder_paths
+folder_paths.add_model_folder_path("latent_upscale_models", os.environ["UPSCALERS"])
+from comfy_extras.nodes_hunyuan import LatentUpscaleModelLoader
+spec = importlib.util.spec_from_file_location("node", os.environ["NODE"])
+node = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(node)
+name = folder_paths.get_filename_list("latent_upscale_models")[0]
+theirs = LatentUpscaleModelLoader.execute(name).result[0]
+initialised = []  # the devices of the tensors PyTorch's initialisation ran on: only "meta" for ours
+reset = torch.nn.Conv3d.reset_parameters
+torch.nn.Conv3d.reset_parameters = lambda self: (initialised.append(self.weight.device.type), reset(self))
+def fallback(*args):
+    raise AssertionError("the worker's loader fell back to ComfyUI's")
+LatentUpscaleModelLoader.execute = fallback
+ours = node.LTX2LatentUpscaleModelLoader().load(name)[0]
+a, b = theirs.state_dict(), ours.state_dict()
+print(json.dumps({"class": [type(theirs).__name__, type(ours).__name__], "keys": sorted(a) == sorted(b),
+                  "equal": all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a),
+                  "tensors": len(a), "initialised_on": sorted(set(initialised)),
+                  "devices": sorted({t.device.type for t in b.values()})}))
+"""
+
+
+def test_4d_the_workers_upscaler_loader_builds_comfyuis_model_without_initialising_it(stack):
+    """In ComfyUI's own Python: the worker's loader gives the model ComfyUI's loader gives (class, dtype, every
+    tensor equal), built on the meta device (PyTorch's random initialisation never touches real memory), and
+    not through its fallback to ComfyUI's loader."""
+    env = {**os.environ, "UPSCALERS": str(stack["volume"] / "models" / "latent_upscale_models"),
+           "NODE": str(launch.COMFY_NODES / "ltx2_upscaler_loader.py")}
+    out = subprocess.run([COMFY_PYTHON, "-c", UPSCALER_CHECK], cwd=COMFYUI_DIR, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["class"] == ["LatentUpsampler", "LatentUpsampler"] and facts["keys"] and facts["equal"], facts
+    assert facts["tensors"] > 10 and facts["devices"] == ["cpu"], facts
+    assert facts["initialised_on"] == ["meta"], facts
 
 
 def comfy_rss_mb(pid: int) -> float:

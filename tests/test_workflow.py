@@ -203,6 +203,25 @@ def test_the_tile_memory_decode_changes_only_the_decode_nodes_class():
     assert {nid for nid in plain if plain[nid] != g[nid]} == {decode}
 
 
+def test_the_fast_upscaler_load_changes_only_the_loader_nodes_class():
+    req = parse_request({"prompt": "x"}, S)
+    plain = WF.build(req, "ltx2/a")
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(fast_upscaler_load=True))
+    loader = WF.node_ids["upscaler_loader"]
+    assert g[loader]["class_type"] == "LTX2LatentUpscaleModelLoader"
+    assert g[loader]["inputs"] == plain[loader]["inputs"]
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {loader}
+
+
+def test_the_workers_upscaler_loader_takes_and_gives_what_comfyuis_does():
+    from comfy_server import DATA, worker_node_schemas
+
+    recorded = json.loads((DATA / "object_info.json").read_text())["LatentUpscaleModelLoader"]
+    ours = worker_node_schemas()["LTX2LatentUpscaleModelLoader"]
+    assert list(ours["input"]["required"]) == recorded["input_order"]["required"] == ["model_name"]
+    assert ours["output"] == recorded["output"] == ["LATENT_UPSCALE_MODEL"]
+
+
 def test_the_workers_decode_node_takes_vae_decode_tileds_inputs():
     """The node keeps VAEDecodeTiled's inputs (the graph's values pass ComfyUI's validation unchanged)."""
     from comfy_server import DATA, worker_node_schemas

@@ -3,7 +3,8 @@
 `bench/gpu_clip.py --profile N,M` links this folder into ComfyUI's `custom_nodes/` for the run and sets
 `LTX2_PROFILE`; ComfyUI imports it as a custom node with no nodes. It wraps `PromptExecutor.execute` and, for
 the prompts whose 1-based number is listed, writes into `LTX2_PROFILE_DIR`:
-- `prompt<N>-python.txt`: cProfile of the prompt thread (where the CPU time of the Python code goes);
+- `prompt<N>-python.txt`: cProfile of the prompt thread (where the CPU time of the Python code goes), and
+  `prompt<N>-python.prof`, its raw statistics for `pstats` (callers, callees);
 - `prompt<N>-torch.txt`: torch.profiler's operator table (CPU and GPU time per aten op and kernel) and the
   totals, which say whether a job is bound by the GPU's work or by the CPU launching it.
 A listed number may carry `:torch` or `:python` to run only that profiler (they distort each other).
@@ -88,6 +89,7 @@ def _install() -> None:
                 stats.sort_stats("tottime").print_stats(45)
                 stats.sort_stats("cumulative").print_stats(60)
                 (out_dir / f"prompt{count[0]}-python.txt").write_text(buf.getvalue())
+                prof_py.dump_stats(str(out_dir / f"prompt{count[0]}-python.prof"))  # for pstats, callers
             if prof_t:
                 (out_dir / f"prompt{count[0]}-torch.txt").write_text(_torch_report(prof_t, seconds))
 

@@ -16,19 +16,45 @@ runs inside ComfyUI's Python, which need not have the worker's packages.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_PRESET = "veryfast"
 DEFAULT_CRF = 22
+CONVERT_THREADS = 4  # frame conversions in flight beside the encoder (x264 has threads of its own)
+
+
+_converter: list = []  # the one pool, made at the first MP4
+
+
+def converter() -> ThreadPoolExecutor:
+    """The frame-conversion threads, made once and kept for ComfyUI's lifetime: the same threads job after job,
+    so no job starts threads (or their memory arenas) of its own."""
+    if not _converter:
+        _converter.append(ThreadPoolExecutor(CONVERT_THREADS, thread_name_prefix="ltx2-mp4"))
+    return _converter[0]
+
+
+def picture(frame, ten_bit: bool, pix_fmt: str):
+    """One frame (H x W x 3 floats in [0, 1]) as SaveVideo converts it: to 8- or 16-bit RGB, then to `pix_fmt`
+    by libswscale (which runs without Python's lock, so frames convert in parallel)."""
+    import av
+    import numpy as np
+
+    if ten_bit:
+        rgb = (frame.float() * 65535).clamp(0, 65535).cpu().numpy().astype(np.uint16)
+        return av.VideoFrame.from_ndarray(rgb, format="rgb48le").reformat(format=pix_fmt)
+    rgb = (frame * 255).clamp(0, 255).byte().cpu().numpy()
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
 
 
 def encode_mp4(path: str, images, frame_rate, audio, bit_depth: int, preset: str, crf: int) -> None:
     """Write `images` (T x H x W x 3 floats in [0, 1]) and `audio` (ComfyUI's AUDIO dict or None) to `path`."""
     import av
-    import numpy as np
 
     ten_bit = bit_depth >= 10
     pix_fmt = "yuv420p10le" if ten_bit else "yuv420p"
@@ -43,13 +69,15 @@ def encode_mp4(path: str, images, frame_rate, audio, bit_depth: int, preset: str
             waveform = audio["waveform"][0, :, :math.ceil(rate / frame_rate * images.shape[0])]
             layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(waveform.shape[0], "stereo")
             audio_stream = output.add_stream("aac", rate=rate, layout=layout)
-        for frame in images:  # SaveVideo's conversion, frame by frame (the whole clip as uint16 would be ~0.7 GB)
-            if ten_bit:
-                rgb = (frame.float() * 65535).clamp(0, 65535).cpu().numpy().astype(np.uint16)
-                picture = av.VideoFrame.from_ndarray(rgb, format="rgb48le")
-            else:
-                picture = av.VideoFrame.from_ndarray((frame * 255).clamp(0, 255).byte().cpu().numpy(), format="rgb24")
-            output.mux(video.encode(picture.reformat(format=pix_fmt)))
+        # frames are converted on the converter's threads, a bounded window ahead of the encoder, and encoded
+        # in order: the same pictures, the same bitstream
+        pool, ahead = converter(), collections.deque()
+        for frame in images:
+            ahead.append(pool.submit(picture, frame, ten_bit, pix_fmt))
+            if len(ahead) > 2 * CONVERT_THREADS:
+                output.mux(video.encode(ahead.popleft().result()))
+        while ahead:
+            output.mux(video.encode(ahead.popleft().result()))
         output.mux(video.encode(None))
         if audio_stream is not None:
             sound = av.AudioFrame.from_ndarray(waveform.float().cpu().contiguous().numpy(), format="fltp",
