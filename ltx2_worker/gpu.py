@@ -7,7 +7,9 @@ the memory of an 80 GB card both can be avoided. Smaller cards keep ComfyUI's me
 tiled VAE decode stays everywhere: decoding in one piece saved 0.4 s but, next to two transformer copies,
 pushed the text encoder out of GPU memory and cost 8 s on the next new prompt; on every class the tiled
 decode asks for one tile's memory (ltx2_worker/comfy_nodes), not the whole latent's, for the same reason. On an
-80 GB card stage 1 also runs as a CUDA graph (ltx2_worker/comfy_nodes): 9.7 -> 8.0 s, frames identical.
+80 GB card stage 1 also runs as a CUDA graph (ltx2_worker/comfy_nodes): 9.7 -> 8.0 s, frames identical. Every
+class loads the latent upscaler through the worker's loader node, without ComfyUI's thrown-away random
+initialisation (2.7-4.3 s of a cold start).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
 
     A large card serves distilled mode on the same choices: ComfyUI runs with --cache-classic (ltx2_worker.launch),
     which lets go of the other mode's models when the mode changes, so the distilled transformer never sits
-    beside the two dev copies (measured on the H200 held to 80 GB: peak 78.1 GB; README, "Modes")."""
+    beside the two dev copies (measured on an H200 held to 80 GB: peaks of 72.3 GB at the switch to distilled,
+    75.7 GB at the switch back, 78.1 GB in standard jobs; README, "Speed on a GPU")."""
     if gpu is None:
         profile = Profile("cpu", ("--cpu",), GraphChoices())
     else:

@@ -19,6 +19,7 @@ runs inside ComfyUI's Python, which need not have the worker's packages.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -30,15 +31,11 @@ DEFAULT_CRF = 22
 CONVERT_THREADS = 4  # frame conversions in flight beside the encoder (x264 has threads of its own)
 
 
-_converter: list = []  # the one pool, made at the first MP4
-
-
+@functools.cache
 def converter() -> ThreadPoolExecutor:
-    """The frame-conversion threads, made once and kept for ComfyUI's lifetime: the same threads job after job,
-    so no job starts threads (or their memory arenas) of its own."""
-    if not _converter:
-        _converter.append(ThreadPoolExecutor(CONVERT_THREADS, thread_name_prefix="ltx2-mp4"))
-    return _converter[0]
+    """The frame-conversion threads, made at the first MP4 and kept for ComfyUI's lifetime: the same threads job
+    after job, so no job starts threads (or their memory arenas) of its own."""
+    return ThreadPoolExecutor(CONVERT_THREADS, thread_name_prefix="ltx2-mp4")
 
 
 def picture(frame, ten_bit: bool, pix_fmt: str):
