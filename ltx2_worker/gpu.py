@@ -24,6 +24,8 @@ from .workflow import GraphChoices
 FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwell
 LARGE_FROM_GB = 64  # two copies of the FP8 transformer (2 x 19.7 GB), the text encoder (11.2 GB) and a job fit
 LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of memory in the text encoder
+# the worker's decode and upscaler-loader nodes cost no memory: every GPU class uses them
+EVERY_CLASS = GraphChoices(tile_memory_decode=True, fast_upscaler_load=True)
 
 
 class GpuError(Exception):
@@ -83,14 +85,11 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
             # PyTorch's own allocator: CUDA graphs (GraphChoices.cuda_graphs) keep their memory in its pools
             profile = Profile("large", ("--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc", *fast,
                                         *reserve),
-                              GraphChoices(stage2_own_model=True, cuda_graphs=True, tile_memory_decode=True,
-                                           fast_upscaler_load=True))
+                              dataclasses.replace(EVERY_CLASS, stage2_own_model=True, cuda_graphs=True))
         elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
-            profile = Profile("medium", (*fast, *reserve), GraphChoices(tile_memory_decode=True,
-                                                                        fast_upscaler_load=True))
+            profile = Profile("medium", (*fast, *reserve), EVERY_CLASS)
         else:
-            profile = Profile("small", ("--lowvram", *fast, *reserve), GraphChoices(tile_memory_decode=True,
-                                                                                fast_upscaler_load=True))
+            profile = Profile("small", ("--lowvram", *fast, *reserve), EVERY_CLASS)
     if extra_args.strip():
         profile = dataclasses.replace(profile, flags=tuple(shlex.split(extra_args)))
     return profile

@@ -44,6 +44,14 @@ from .workflow import (
 
 log = logging.getLogger(__name__)
 OUTPUT_SUBFOLDER = "ltx2"
+# (GraphChoices field, the worker's ComfyUI node it needs, what a graph without that node loses)
+CHOICE_NODES = (
+    ("cuda_graphs", CUDA_GRAPHS_NODE, "stage 1 runs without CUDA graphs"),
+    ("tile_memory_decode", TILE_DECODE_NODE,
+     "VAEDecodeTiled asks for the whole latent's memory and may push the text encoder off the GPU"),
+    ("fast_upscaler_load", UPSCALER_LOADER_NODE,
+     "the upscaler loads with ComfyUI's random initialisation first, seconds more at a cold start"),
+)
 READY_POLL_S = 0.5
 
 
@@ -134,17 +142,10 @@ class Worker:
             return
         lost = []
         graph, encoding = self.profile.graph, self.encoding
-        if graph.cuda_graphs and not self.client.node_info(CUDA_GRAPHS_NODE):
-            graph = dataclasses.replace(graph, cuda_graphs=False)
-            lost.append(f"{CUDA_GRAPHS_NODE} (stage 1 runs without CUDA graphs)")
-        if graph.tile_memory_decode and not self.client.node_info(TILE_DECODE_NODE):
-            graph = dataclasses.replace(graph, tile_memory_decode=False)
-            lost.append(f"{TILE_DECODE_NODE} (VAEDecodeTiled asks for the whole latent's memory and may push the "
-                        "text encoder off the GPU)")
-        if graph.fast_upscaler_load and not self.client.node_info(UPSCALER_LOADER_NODE):
-            graph = dataclasses.replace(graph, fast_upscaler_load=False)
-            lost.append(f"{UPSCALER_LOADER_NODE} (the upscaler loads with ComfyUI's random initialisation first, "
-                        "seconds more at a cold start)")
+        for choice, node, without in CHOICE_NODES:
+            if getattr(graph, choice) and not self.client.node_info(node):
+                graph = dataclasses.replace(graph, **{choice: False})
+                lost.append(f"{node} ({without})")
         if encoding is not None and not self.client.node_info(SAVE_VIDEO_NODE):
             encoding = None
             lost.append(f"{SAVE_VIDEO_NODE} (MP4s are encoded by SaveVideo at libx264's defaults, preset medium and "

@@ -84,7 +84,7 @@ class GraphChoices:
         so the decode no longer pushes the text encoder off the GPU; the same tiles, the same pixels.
     fast_upscaler_load: the latent upscaler is loaded by the worker's `LTX2LatentUpscaleModelLoader` node, which
         builds the model without PyTorch's random initialisation that ComfyUI's loader throws away (2.7-4.3 s
-        of a cold start on the GPU host, ~0.3 s this way); the same model, the same weights.
+        of a cold start on the GPU host, 0.01-0.02 s this way); the same model, the same weights.
     """
 
     stage2_own_model: bool = False
