@@ -14,7 +14,8 @@ frames, and how far its decoded frames are from the first configuration's for th
 
 Configurations (--configs):
   reference        the earlier package's graph (tests/data/reference_t2v_two_stage_api.json, 1280x704 out)
-                   with its flags (--use-sage-attention only)
+                   with its flags (--use-sage-attention only: COMFY_PYTHON needs the sageattention package,
+                   1.0.6 in the README's runs, or ComfyUI exits at start)
   today            this worker before the GPU work: --fast fp8_matrix_mult --reserve-vram 1.5, the tiled
                    decode, the shared model, the ImageScale resize
   worker           what the worker picks for this GPU (ltx2_worker.gpu), with the worker's own nodes
