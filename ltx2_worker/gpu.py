@@ -22,7 +22,9 @@ from .settings import Settings
 from .workflow import GraphChoices
 
 FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwell
-LARGE_FROM_GB = 64  # two copies of the FP8 transformer (2 x 19.7 GB), the text encoder (11.2 GB) and a job fit
+# two copies of the FP8 transformer (2 x 21.9 GB with the real checkpoint) and a job fit; the text encoder
+# (11.2 GB) only while it encodes (GraphChoices.release_text_encoder)
+LARGE_FROM_GB = 64
 LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of memory in the text encoder
 # the worker's decode and upscaler-loader nodes cost no memory: every GPU class uses them
 EVERY_CLASS = GraphChoices(tile_memory_decode=True, fast_upscaler_load=True)
@@ -85,7 +87,8 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
             # PyTorch's own allocator: CUDA graphs (GraphChoices.cuda_graphs) keep their memory in its pools
             profile = Profile("large", ("--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc", *fast,
                                         *reserve),
-                              dataclasses.replace(EVERY_CLASS, stage2_own_model=True, cuda_graphs=True))
+                              dataclasses.replace(EVERY_CLASS, stage2_own_model=True, cuda_graphs=True,
+                                                  release_text_encoder=True, resident_upscaler=True))
         elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
             profile = Profile("medium", (*fast, *reserve), EVERY_CLASS)
         else:

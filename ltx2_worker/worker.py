@@ -34,8 +34,10 @@ from .settings import Settings, SettingsError, load_settings
 from .workflow import (
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
+    RELEASE_TEXT_ENCODER_NODE,
     SAVE_VIDEO_NODE,
     TILE_DECODE_NODE,
+    UPSAMPLER_NODE,
     UPSCALER_LOADER_NODE,
     Encoding,
     Workflow,
@@ -51,6 +53,9 @@ CHOICE_NODES = (
      "VAEDecodeTiled asks for the whole latent's memory and may push the text encoder off the GPU"),
     ("fast_upscaler_load", UPSCALER_LOADER_NODE,
      "the upscaler loads with ComfyUI's random initialisation first, seconds more at a cold start"),
+    ("release_text_encoder", RELEASE_TEXT_ENCODER_NODE,
+     "the text encoder stays on the GPU beside two transformer copies, more than an 80 GB card holds"),
+    ("resident_upscaler", UPSAMPLER_NODE, "the upscaler moves to the GPU and back in every job, about 1 s a job"),
 )
 READY_POLL_S = 0.5
 
@@ -135,9 +140,10 @@ class Worker:
         nodes on its custom-node path and passes --cache-classic) lacks them; the graph then does without, and
         one warning says what is lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without
         LTX2VAEDecodeTiled the decode is VAEDecodeTiled's, with its whole-latent memory request; without
-        LTX2LatentUpscaleModelLoader the upscaler loads the slow way; without LTX2SaveVideo the MP4 is written
-        by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's memory grows with every job
-        (README, "Speed on a GPU": endurance)."""
+        LTX2LatentUpscaleModelLoader the upscaler loads the slow way; without LTX2ReleaseTextEncoder the text
+        encoder stays on the GPU; without LTX2LatentUpsampler the upscaler moves in every job; without
+        LTX2SaveVideo the MP4 is written by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's
+        memory grows with every job (docs/performance.md: endurance)."""
         if self.setup_checked:
             return
         lost = []

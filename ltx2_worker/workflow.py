@@ -55,11 +55,13 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
 DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
 # the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_save_video.py,
-# ltx2_vae_decode.py, ltx2_upscaler_loader.py)
+# ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_text_encoder_release.py, ltx2_upsampler.py)
 CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
 SAVE_VIDEO_NODE = "LTX2SaveVideo"
 TILE_DECODE_NODE = "LTX2VAEDecodeTiled"
 UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
+RELEASE_TEXT_ENCODER_NODE = "LTX2ReleaseTextEncoder"
+UPSAMPLER_NODE = "LTX2LatentUpsampler"
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -85,12 +87,21 @@ class GraphChoices:
     fast_upscaler_load: the latent upscaler is loaded by the worker's `LTX2LatentUpscaleModelLoader` node, which
         builds the model without PyTorch's random initialisation that ComfyUI's loader throws away (2.7-4.3 s
         of a cold start on the GPU host, 0.01-0.02 s this way); the same model, the same weights.
+    release_text_encoder: the worker's `LTX2ReleaseTextEncoder` node moves the text encoder (11.2 GB on the GPU)
+        off the GPU once both prompts are encoded; ComfyUI caches the conditioning, so a job with the same prompts
+        never loads it, and a new prompt loads it back from the CPU. For a card that holds two transformer copies
+        at the real checkpoint's size (21.9 GB each) only with the encoder gone.
+    resident_upscaler: upscaling runs as the worker's `LTX2LatentUpsampler` node, which leaves the 1 GB upscaler
+        to ComfyUI's model management instead of moving it to the GPU and back in every job (0.7-1.1 s a job);
+        the same computation, the same latent.
     """
 
     stage2_own_model: bool = False
     cuda_graphs: bool = False
     tile_memory_decode: bool = False
     fast_upscaler_load: bool = False
+    release_text_encoder: bool = False
+    resident_upscaler: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +199,10 @@ class Workflow:
             graph[self.node_ids["video_decode"]]["class_type"] = TILE_DECODE_NODE  # VAEDecodeTiled's inputs
         if choices.fast_upscaler_load:  # LatentUpscaleModelLoader's input
             graph[self.node_ids["upscaler_loader"]]["class_type"] = UPSCALER_LOADER_NODE
+        if choices.resident_upscaler:  # LTXVLatentUpsampler's inputs
+            graph[self.node_ids["upsampler"]]["class_type"] = UPSAMPLER_NODE
+        if choices.release_text_encoder:
+            self._release_text_encoder(graph)
         if encoding is not None:
             self._encoding(graph, encoding)
         return graph
@@ -209,6 +224,15 @@ class Workflow:
         inputs = self.node(graph, "guider_stage1")
         node = self._add(graph, "cuda_graphs_stage1", CUDA_GRAPHS_NODE, {"model": inputs["model"], "enabled": True})
         inputs["model"] = [node, 0]
+
+    def _release_text_encoder(self, graph: dict[str, Any]) -> None:
+        """Both conditionings reach LTXVConditioning through LTX2ReleaseTextEncoder, which runs once both prompts
+        are encoded (it needs both) and is cached with them."""
+        inputs = self.node(graph, "conditioning")
+        clip = self.node(graph, "positive_prompt")["clip"]
+        node = self._add(graph, "release_text_encoder", RELEASE_TEXT_ENCODER_NODE,
+                         {"positive": inputs["positive"], "negative": inputs["negative"], "clip": clip})
+        inputs["positive"], inputs["negative"] = [node, 0], [node, 1]
 
     def _video_only(self, graph: dict[str, Any]) -> None:
         """No audio branch at all: both samplers denoise the video latent alone (ComfyUI's LTXAV model takes

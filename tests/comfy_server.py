@@ -1133,6 +1133,8 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [{"type": "CONDITIONING", "text": i["text"]}], None
         case "LTXVConditioning":
             return [i["positive"], i["negative"]], None
+        case "LTX2ReleaseTextEncoder":
+            return [i["positive"], i["negative"]], None
         case "CFGGuider":
             return [{"type": "GUIDER", "cfg": i["cfg"]}], None
         case "KSamplerSelect":
@@ -1192,7 +1194,7 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return _add_guide(i), None
         case "LTXVCropGuides":
             return _crop_guides(i), None
-        case "LTXVLatentUpsampler":
+        case "LTXVLatentUpsampler" | "LTX2LatentUpsampler":
             latent = _video_part(i["samples"])
             return [{**latent, "w": latent["w"] * 2, "h": latent["h"] * 2}], None
         case "VAEEncode":

@@ -96,15 +96,17 @@ def test_real_comfyui_accepts_the_patched_workflow(comfy, job):
 @pytest.mark.parametrize("audio", [True, False])
 def test_real_comfyui_accepts_the_80gb_class_graph(comfy, audio):
     """Stage 2's own model: UNETLoader finds the checkpoint through the launcher's diffusion_models mapping; the
-    worker's nodes (LTX2CudaGraphs, LTX2VAEDecodeTiled, LTX2LatentUpscaleModelLoader, LTX2SaveVideo) are loaded
-    from the custom-node path the launcher adds."""
+    worker's nodes (LTX2CudaGraphs, LTX2VAEDecodeTiled, LTX2LatentUpscaleModelLoader, LTX2SaveVideo,
+    LTX2ReleaseTextEncoder, LTX2LatentUpsampler) are loaded from the custom-node path the launcher adds."""
     req = parse_request({**EARLIER_PACKAGE_REQUEST, "audio": audio}, comfy)
     graph = Workflow.load().build(req, "ltx2/tier2-large",
                                   choices=GraphChoices(stage2_own_model=True, cuda_graphs=True,
-                                                       tile_memory_decode=True, fast_upscaler_load=True),
+                                                       tile_memory_decode=True, fast_upscaler_load=True,
+                                                       release_text_encoder=True, resident_upscaler=True),
                                   encoding=Encoding(comfy.x264_preset, comfy.x264_crf))
     assert {"UNETLoader", "LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2LatentUpscaleModelLoader",
-            "LTX2SaveVideo"} <= {node["class_type"] for node in graph.values()}
+            "LTX2SaveVideo", "LTX2ReleaseTextEncoder", "LTX2LatentUpsampler"} <= \
+        {node["class_type"] for node in graph.values()}
     r = _validate(comfy, graph)
     assert r.status_code == 200, r.text
     assert r.json()["node_errors"] == {}

@@ -311,8 +311,8 @@ def test_the_large_memory_graph_passes_validation_and_delivers_the_asked_size(co
     assert decode_video_field(out) == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": audio}
     classes = {node["class_type"] for node in comfy.submitted[-1]["prompt"].values()}
     assert {"UNETLoader", "ImageCrop", "LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2LatentUpscaleModelLoader",
-            "LTX2SaveVideo"} <= classes
-    assert not {"SaveVideo", "VAEDecodeTiled", "LatentUpscaleModelLoader"} & classes
+            "LTX2SaveVideo", "LTX2ReleaseTextEncoder", "LTX2LatentUpsampler"} <= classes
+    assert not {"SaveVideo", "VAEDecodeTiled", "LatentUpscaleModelLoader", "LTXVLatentUpsampler"} & classes
 
 
 def test_the_mp4_is_encoded_with_the_configured_x264_preset_and_crf(comfy, output_dir, tmp_path, caplog):
@@ -342,13 +342,15 @@ def test_a_comfyui_without_the_workers_nodes_runs_the_large_graph_without_them(o
         for submitted in server.submitted:
             classes = {node["class_type"] for node in submitted["prompt"].values()}
             assert not {"LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2LatentUpscaleModelLoader",
-                        "LTX2SaveVideo"} & classes
-            assert {"UNETLoader", "VAEDecodeTiled", "LatentUpscaleModelLoader", "SaveVideo"} <= classes
+                        "LTX2SaveVideo", "LTX2ReleaseTextEncoder", "LTX2LatentUpsampler"} & classes
+            assert {"UNETLoader", "VAEDecodeTiled", "LatentUpscaleModelLoader", "SaveVideo",
+                    "LTXVLatentUpsampler"} <= classes
         warnings = [r.getMessage() for r in caplog.records
                     if "lacks what ltx2_worker.launch gives it" in r.getMessage()]
         assert len(warnings) == 1 and "ltx2_worker.launch" in warnings[0]
         assert all(name in warnings[0] for name in ("LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2SaveVideo",
-                                                     "LTX2LatentUpscaleModelLoader", "X264_PRESET",
+                                                     "LTX2LatentUpscaleModelLoader", "LTX2ReleaseTextEncoder",
+                                                     "LTX2LatentUpsampler", "X264_PRESET",
                                                      "--cache-classic"))
     finally:
         server.stop()

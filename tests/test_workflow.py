@@ -213,6 +213,54 @@ def test_the_fast_upscaler_load_changes_only_the_loader_nodes_class():
     assert {nid for nid in plain if plain[nid] != g[nid]} == {loader}
 
 
+@pytest.mark.parametrize("mode", ["standard", "distilled"])
+@pytest.mark.parametrize("audio", [True, False])
+def test_the_text_encoder_release_sits_between_both_encoders_and_the_conditioning(mode, audio):
+    req = parse_request({"prompt": "x", "mode": mode, "audio": audio}, S)
+    plain = WF.build(req, "ltx2/a")
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(release_text_encoder=True))
+    cond = g[WF.node_ids["conditioning"]]["inputs"]
+    release = cond["positive"][0]
+    assert cond["positive"] == [release, 0] and cond["negative"] == [release, 1]
+    assert g[release]["class_type"] == "LTX2ReleaseTextEncoder"
+    assert g[release]["inputs"] == {"positive": [WF.node_ids["positive_prompt"], 0],
+                                    "negative": [WF.node_ids["negative_prompt"], 0],
+                                    "clip": [WF.node_ids["text_encoder"], 0]}
+    assert set(g) - set(plain) == {release}
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {WF.node_ids["conditioning"]}
+
+
+def test_the_resident_upscaler_changes_only_the_upsamplers_class():
+    req = parse_request({"prompt": "x"}, S)
+    plain = WF.build(req, "ltx2/a")
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(resident_upscaler=True))
+    node = WF.node_ids["upsampler"]
+    assert g[node]["class_type"] == "LTX2LatentUpsampler" and g[node]["inputs"] == plain[node]["inputs"]
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {node}
+
+
+@pytest.mark.parametrize("ours, theirs", [("LTX2LatentUpsampler", "LTXVLatentUpsampler"),
+                                          ("LTX2ReleaseTextEncoder", None)])
+def test_the_new_worker_nodes_take_what_the_graph_gives_them(ours, theirs):
+    """The upsampler keeps LTXVLatentUpsampler's inputs and output; the release node takes two conditionings
+    and the text encoder's CLIP and gives the two conditionings back, typed as LTXVConditioning takes them."""
+    from comfy_server import DATA, worker_node_schemas
+
+    recorded = json.loads((DATA / "object_info.json").read_text())
+    node = worker_node_schemas()[ours]
+    if theirs:
+        assert list(node["input"]["required"]) == recorded[theirs]["input_order"]["required"]
+        assert [v[0] for v in node["input"]["required"].values()] == \
+            [recorded[theirs]["input"]["required"][k][0] for k in recorded[theirs]["input_order"]["required"]]
+        assert node["output"] == recorded[theirs]["output"]
+    else:
+        takes = recorded["LTXVConditioning"]["input"]["required"]
+        assert node["output"] == [takes["positive"][0], takes["negative"][0]] == ["CONDITIONING"] * 2
+        assert {k: v[0] for k, v in node["input"]["required"].items()} == \
+            {"positive": "CONDITIONING", "negative": "CONDITIONING",
+             "clip": recorded["CLIPTextEncode"]["input"]["required"]["clip"][0]}
+
+
 def test_the_workers_upscaler_loader_takes_and_gives_what_comfyuis_does():
     from comfy_server import DATA, worker_node_schemas
 
