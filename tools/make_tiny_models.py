@@ -12,16 +12,24 @@ expect) with small widths, filled deterministically from --seed, and written wit
   zero when loaded (ComfyUI warns), which is enough to run the graph;
 - the distilled LoRA (rank 4) and the 2x latent upscaler (with its own metadata `config`).
 
-`--size full` (on a GPU machine, about a minute, ~42 GB of disk and ~40 GB of RAM) writes the real shapes:
+`--size full` (on a GPU machine, about a minute, ~45 GB of disk and ~40 GB of RAM) writes the real shapes, each
+file within 0.5 % of the real one's bytes (REAL_BYTES), because memory and cold-start figures depend on them:
 - the transformer with ComfyUI's `LTXAVModel` defaults (48 layers, 19.6 B parameters), every 2-D block linear
-  in ComfyUI's FP8 mixed-precision format (float8_e4m3fn weight, weight_scale, input_scale, comfy_quant), the
-  rest bf16, and the text projection (3840*49 -> 3840) the real checkpoint carries for the text encoder;
+  in ComfyUI's FP8 mixed-precision format (float8_e4m3fn weight, weight_scale, input_scale, comfy_quant) except
+  those of the first and last three blocks, kept bf16 (BF16_BLOCKS: the real checkpoint's non-block weights and
+  VAE match the stand-in's, so its 2.3 GB more are block linears in a higher precision, about six blocks' worth;
+  keeping the first and last blocks so is the usual FP8 recipe), the rest bf16, and the text projection
+  (3840*49 -> 3840) the real checkpoint carries for the text encoder;
 - the real video VAE (`VideoVAE(version=2)`), an audio VAE and HiFi-GAN vocoder of plausible widths;
 - Gemma 3 12B complete, its decoder-layer linears in NVFP4 (ComfyUI's own quantizer and on-disk layout, as in
-  `gemma_3_12B_it_fp4_mixed`), embeddings, norms and the vision tower bf16, plus the small tokenizer: ComfyUI
-  places and runs it as it would the real file (no missing weights materialised in fp32);
-- the rank-384 LoRA for the 1,344 block linears, and the upscaler at the real widths (mid 1024, 4 blocks);
-- the distilled checkpoint as a hard link to the dev one (same bytes: its speed is what is measured).
+  `gemma_3_12B_it_fp4_mixed`) except enough of them, from the first and last layers inwards, kept bf16 to reach
+  the real file's size (the "mixed" in its name), embeddings, norms and the vision tower bf16, plus the small
+  tokenizer: ComfyUI places and runs it as it would the real file (no missing weights materialised in fp32);
+- the rank-384 LoRA for the 1,344 block linears and, to reach the real file's size, for the transformer's
+  non-block linears in name order (connectors, adaLN, projections); the upscaler at the real widths (mid 1024,
+  4 blocks: the real shape, 22 KB short);
+- the distilled checkpoint as a hard link to the dev one (its real file is 0.2 % larger; same bytes: its speed
+  is what is measured).
 Values are random: the video is noise, a worst case for the MP4 encoder. Full-size files get no sha256 (a
 benchmark does not verify them; reading 42 GB would cost a minute).
 
@@ -39,6 +47,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -85,6 +94,11 @@ UPSCALER = {"_class_name": "LatentUpsampler", "in_channels": 128, "mid_channels"
 GEMMA_LAYERS, GEMMA_WIDTH, GEMMA_HEAD = 48, 3840, 256  # fixed by ComfyUI's Gemma3_12B_Config
 LORA_RANK = 4
 FULL_LORA_RANK = 384
+# the real files' bytes (config.ini's manifest); `--size full` comes within 0.5 % of each
+REAL_BYTES = {"checkpoint": 27_078_716_018, "checkpoint_distilled": 27_127_589_812, "lora": 7_674_558_424,
+              "text_encoder": 9_447_702_218, "upscaler": 995_765_578}
+BF16_BLOCKS = (0, 1, 2, 45, 46, 47)  # the checkpoint's blocks whose linears stay bf16 (see the docstring)
+HEADER_BYTES_PER_TENSOR = 160  # about what safetensors' JSON header takes per tensor, for size planning
 FULL_UPSCALER = {**UPSCALER, "mid_channels": 1024, "num_blocks_per_stage": 4}  # 995,743,560 bytes (real: 995,765,578)
 FULL_AUDIO_VAE = {"model": {"params": {"ddconfig": {**AUDIO_VAE["model"]["params"]["ddconfig"], "ch": 128,
                                                     "num_res_blocks": 2}, "sampling_rate": 16000}},
@@ -123,6 +137,33 @@ def tokenizer_model(seed: int) -> bytes:
                                    hard_vocab_limit=False, model_type="unigram", pad_id=0, eos_id=1, bos_id=2, unk_id=3,
                                    character_coverage=1.0, num_threads=1, minloglevel=2)
     return out.getvalue()
+
+
+def fill_to(need: int, items) -> list:
+    """The keys of `items` ((key, bytes) pairs, taken in their order) whose bytes add up to at most `need`,
+    skipping any that would overshoot: a stand-in reaches a real file's size from below, to within its
+    smallest item."""
+    chosen = []
+    for key, size in items:
+        if size <= need:
+            chosen.append(key)
+            need -= size
+    return chosen
+
+
+def outside_in(count: int) -> list[int]:
+    """0, count-1, 1, count-2, ...: the first and last layers first."""
+    order = []
+    for i in range((count + 1) // 2):
+        order += [i] if i == count - 1 - i else [i, count - 1 - i]
+    return order
+
+
+def block_index(name: str) -> int | None:
+    """The transformer block of a state-dict key (`transformer_blocks.<i>.`), else None."""
+    if not name.startswith("transformer_blocks."):
+        return None
+    return int(name.split(".")[1])
 
 
 def build(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
@@ -226,18 +267,35 @@ def build_full(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
         gemma = Gemma3_12B({}, torch.bfloat16, "meta", ops)
     config = {"audio_vae": FULL_AUDIO_VAE, "vocoder": FULL_VOCODER}  # the video VAE's version follows its shapes
     checkpoint, lora = {}, {}
-    for name, meta in sorted(transformer.state_dict().items()):
+    state = sorted(transformer.state_dict().items())
+
+    def add_lora(name, shape):
+        module = f"diffusion_model.{name[: -len('.weight')]}"
+        lora[f"{module}.lora_A.weight"] = draw((FULL_LORA_RANK, shape[1]), 0.01).cpu()
+        lora[f"{module}.lora_B.weight"] = draw((shape[0], FULL_LORA_RANK), 0.01).cpu()
+
+    def lora_bytes(shape):
+        return FULL_LORA_RANK * (shape[0] + shape[1]) * 2 + 2 * HEADER_BYTES_PER_TENSOR
+
+    linears = [(n, m.shape) for n, m in state if n.endswith(".weight") and m.ndim == 2]
+    block_linears = [(n, shape) for n, shape in linears if block_index(n) is not None]
+    need = REAL_BYTES["lora"] - sum(lora_bytes(shape) for _, shape in block_linears)
+    extra = set(fill_to(need, [(n, lora_bytes(shape)) for n, shape in linears if block_index(n) is None]))
+    for name, meta in state:
         key = f"model.diffusion_model.{name}"
-        if name.startswith("transformer_blocks.") and name.endswith(".weight") and meta.ndim == 2:
+        if block_index(name) is not None and name.endswith(".weight") and meta.ndim == 2:
+            add_lora(name, meta.shape)
+            if block_index(name) in BF16_BLOCKS:
+                checkpoint[key] = draw(meta.shape).cpu()
+                continue
             layer = key[: -len(".weight")]
             checkpoint[key] = draw(meta.shape, dtype=torch.float32).to(torch.float8_e4m3fn).cpu()
             checkpoint[f"{layer}.weight_scale"] = torch.tensor(1.0)
             checkpoint[f"{layer}.input_scale"] = torch.tensor(1.0)
             checkpoint[f"{layer}.comfy_quant"] = quant_tag("float8_e4m3fn")
-            module = f"diffusion_model.{name[: -len('.weight')]}"
-            lora[f"{module}.lora_A.weight"] = draw((FULL_LORA_RANK, meta.shape[1]), 0.01).cpu()
-            lora[f"{module}.lora_B.weight"] = draw((meta.shape[0], FULL_LORA_RANK), 0.01).cpu()
         else:
+            if name in extra:
+                add_lora(name, meta.shape)
             checkpoint[key] = draw(meta.shape).cpu()
     checkpoint["text_embedding_projection.aggregate_embed.weight"] = draw((GEMMA_WIDTH, GEMMA_WIDTH * 49)).cpu()
     for name, tensor in sorted(VideoVAE(version=2).state_dict().items()):
@@ -254,11 +312,15 @@ def build_full(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
     os.link(out / "models" / FILES["checkpoint"][0] / FILES["checkpoint"][1], distilled)
     written["checkpoint_distilled"] = {**written["checkpoint"], "file": distilled.name}
     written["lora"] = _save(out, "lora", lora, None, digest=False)
-    del lora
+    lora.clear()  # frees its tensors (add_lora still refers to the dict)
 
     text_encoder = {"spiece_model": torch.frombuffer(bytearray(tokenizer_model(seed)), dtype=torch.uint8)}
+    keep_bf16 = gemma_bf16_linears(gemma.state_dict(), len(text_encoder["spiece_model"]), torch, draw, quant_tag,
+                                   QuantizedTensor, TensorCoreNVFP4Layout)
     for name, meta in sorted(gemma.state_dict().items()):
-        if name.startswith("model.layers.") and name.endswith("proj.weight") and meta.ndim == 2:
+        if name in keep_bf16:
+            text_encoder[name] = draw(meta.shape).cpu()
+        elif name.startswith("model.layers.") and name.endswith("proj.weight") and meta.ndim == 2:
             layer = name[: -len(".weight")]
             qdata, params = TensorCoreNVFP4Layout.quantize(draw(meta.shape))
             packed = QuantizedTensor(qdata, "TensorCoreNVFP4Layout", params).state_dict(f"{layer}.weight")
@@ -278,6 +340,33 @@ def build_full(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
     return written
 
 
+def gemma_bf16_linears(state: dict, tokenizer_bytes: int, torch, draw, quant_tag, quantized, layout) -> set[str]:
+    """The Gemma decoder-layer linears to keep bf16 so that the file reaches the real one's size: from the
+    first and last layers inwards, each layer's linears in their order, none that would overshoot."""
+    nvfp4_cost: dict[tuple, int] = {}  # bytes of one quantized linear by shape, from ComfyUI's own quantizer
+
+    def cost(shape):
+        if shape not in nvfp4_cost:
+            qdata, params = layout.quantize(draw(shape))
+            packed = quantized(qdata, "TensorCoreNVFP4Layout", params).state_dict("x.weight")
+            nvfp4_cost[shape] = sum(v.nbytes for v in packed.values()) + 4 + quant_tag("nvfp4").nbytes + \
+                (len(packed) + 1) * HEADER_BYTES_PER_TENSOR
+        return nvfp4_cost[shape]
+
+    linears, size = {}, tokenizer_bytes + HEADER_BYTES_PER_TENSOR
+    for name, meta in state.items():
+        shape = tuple(meta.shape)
+        if name.startswith("model.layers.") and name.endswith("proj.weight") and meta.ndim == 2:
+            linears[name] = shape
+            size += cost(shape)
+        else:
+            size += meta.numel() * meta.element_size() + HEADER_BYTES_PER_TENSOR
+    layers = 1 + max(int(n.split(".")[2]) for n in linears)
+    order = [n for i in outside_in(layers) for n in linears if n.startswith(f"model.layers.{i}.")]
+    return set(fill_to(REAL_BYTES["text_encoder"] - size,
+                       [(n, 2 * math.prod(linears[n]) + HEADER_BYTES_PER_TENSOR - cost(linears[n])) for n in order]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfyui-dir", type=Path, default=os.environ.get("COMFYUI_DIR"), required=False)
@@ -291,8 +380,10 @@ def main() -> None:
     started = time.monotonic()
     written = (build_full if args.size == "full" else build)(args.comfyui_dir, args.out, args.seed)
     (args.out / "models" / "tiny-manifest.json").write_text(json.dumps(written, indent=2))
-    for info in written.values():
-        print(f"{info['folder']}/{info['file']}: {info['size']} bytes, sha256 {info.get('sha256', 'not computed')}")
+    for role, info in written.items():
+        print(f"{info['folder']}/{info['file']}: {info['size']} bytes, sha256 {info.get('sha256', 'not computed')}"
+              + (f", {100 * (info['size'] / REAL_BYTES[role] - 1):+.2f} % against the real file"
+                 if args.size == "full" else ""))
     print(f"{args.size} model files written in {time.monotonic() - started:.1f} s")
 
 
