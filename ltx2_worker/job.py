@@ -67,6 +67,11 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
     frame_count = _int(raw, "frame_count", settings.default_frame_count, 9, settings.max_frames)
     if frame_count % 8 != 1:
         raise InputError("frame_count", f"must be 8k+1 (9, 17, ..., 121, ...), got {frame_count}")
+    if width * height * frame_count > settings.max_clip_pixels:
+        longest = settings.max_clip_pixels // (width * height)
+        raise InputError("frame_count", f"makes {width} x {height} x {frame_count} = {width * height * frame_count:,} "
+                         f"pixels, more than MAX_CLIP_PIXELS ({settings.max_clip_pixels:,}): at {width} x {height} "
+                         f"at most {max(1, (longest - 1) // 8 * 8 + 1)} frames")
     fps = _whole_number(raw, "fps", settings.default_fps, settings.min_fps, settings.max_fps)
     seed = _seed(raw)
     steps = _int(raw, "steps", None, 1, settings.max_steps)

@@ -125,6 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("min_size", "limits", "min_size", "MIN_SIZE", _positive_int),
     Setting("max_size", "limits", "max_size", "MAX_SIZE", _positive_int),
     Setting("max_frames", "limits", "max_frames", "MAX_FRAMES", _positive_int),
+    Setting("max_clip_pixels", "limits", "max_clip_pixels", "MAX_CLIP_PIXELS", _positive_int),
     Setting("min_fps", "limits", "min_fps", "MIN_FPS", _positive_int),
     Setting("max_fps", "limits", "max_fps", "MAX_FPS", _positive_int),
     Setting("max_steps", "limits", "max_steps", "MAX_STEPS", _positive_int),
@@ -176,6 +177,7 @@ class Settings:
     min_size: int
     max_size: int
     max_frames: int
+    max_clip_pixels: int
     min_fps: int
     max_fps: int
     max_steps: int
@@ -245,6 +247,9 @@ def _check_consistency(s: Settings) -> None:
                                 f"from MIN_SIZE to MAX_SIZE ({s.min_size}-{s.max_size})")
     if s.default_frame_count % 8 != 1 or s.default_frame_count > s.max_frames:
         raise SettingsError(f"DEFAULT_FRAME_COUNT ({s.default_frame_count}) must be 8k+1 and at most MAX_FRAMES")
+    if s.default_width * s.default_height * s.default_frame_count > s.max_clip_pixels:
+        raise SettingsError(f"the default clip ({s.default_width} x {s.default_height} x {s.default_frame_count}) "
+                            f"has more pixels than MAX_CLIP_PIXELS ({s.max_clip_pixels})")
     if not s.min_fps <= s.default_fps <= s.max_fps:
         raise SettingsError(f"DEFAULT_FPS ({s.default_fps}) must be from MIN_FPS to MAX_FPS")
     if s.max_frames % 8 != 1:

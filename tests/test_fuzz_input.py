@@ -52,6 +52,7 @@ def test_fuzz_input_yields_a_request_or_a_named_field(raw):
     assert req.width % S.size_multiple == 0 and S.min_size <= req.width <= S.max_size
     assert req.height % S.size_multiple == 0 and S.min_size <= req.height <= S.max_size
     assert req.frame_count % 8 == 1 and req.frame_count <= S.max_frames
+    assert req.width * req.height * req.frame_count <= S.max_clip_pixels
     assert isinstance(req.fps, int) and S.min_fps <= req.fps <= S.max_fps
     assert 0 <= req.seed < 2**64
 

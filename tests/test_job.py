@@ -103,6 +103,22 @@ def test_limits_come_from_settings():
         parse_request({"prompt": "x", "height": 720}, strict)
 
 
+@pytest.mark.parametrize("width, height, frames, longest", [(1920, 1088, 121, None), (1088, 1920, 121, None),
+                                                           (1280, 720, 257, None), (1920, 1088, 129, 121),
+                                                           (1920, 1920, 257, 65)])
+def test_a_clip_has_at_most_max_clip_pixels(width, height, frames, longest):
+    """What every memory class finishes (docs/performance.md): 1080p for 121 frames, 720p for 257; the error
+    names the longest clip (8k+1 frames) at the asked size."""
+    raw = {"prompt": "x", "width": width, "height": height, "frame_count": frames}
+    if longest is None:
+        assert parse_request(raw, S).frame_count == frames
+        return
+    with pytest.raises(InputError) as info:
+        parse_request(raw, S)
+    assert info.value.field == "frame_count" and "MAX_CLIP_PIXELS (252,764,160)" in str(info.value)
+    assert f"at most {longest} frames" in str(info.value)
+
+
 def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
                            "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength"}
