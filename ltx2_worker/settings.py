@@ -106,6 +106,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("download_retry_window_s", "volume", "download_retry_window_s", "DOWNLOAD_RETRY_WINDOW_S",
             _positive_float),
     Setting("download_timeout_s", "volume", "download_timeout_s", "DOWNLOAD_TIMEOUT_S", _positive_float),
+    Setting("model_cache_path", "volume", "model_cache", "MODEL_CACHE_PATH", _optional_path),
     Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _positive_float),
     Setting("comfy_log_file", "comfy", "log_file", "COMFY_LOG_FILE", Path),
     Setting("comfy_pid_file", "comfy", "pid_file", "COMFY_PID_FILE", Path),
@@ -157,6 +158,7 @@ class Settings:
     download_backoff_s: float
     download_retry_window_s: float
     download_timeout_s: float
+    model_cache_path: Path | None
     comfy_ready_timeout_s: float
     comfy_log_file: Path
     comfy_pid_file: Path
