@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Container start: provision the models on the network volume, launch ComfyUI, then become the RunPod
-# handler. The handler always starts, so the worker registers; a failure before it is recorded in
-# BOOT_ERROR_FILE and every job answers with it instead of hanging. Arguments go to handler.py
-# (e.g. --rp_serve_api --rp_api_host 0.0.0.0 --rp_api_port 8000 for RunPod's local API).
+# Container start: provision the models on the network volume, prefetch them into memory in the background,
+# launch ComfyUI, then become the RunPod handler. The handler always starts, so the worker registers; a
+# failure before it is recorded in BOOT_ERROR_FILE and every job answers with it instead of hanging.
+# Arguments go to handler.py (e.g. --rp_serve_api --rp_api_host 0.0.0.0 --rp_api_port 8000 for RunPod's local API).
 set -uo pipefail
 cd "$(dirname "$(readlink -f "$0")")" || exit 1
 python=${WORKER_PYTHON:-python3}
@@ -15,6 +15,8 @@ if [ -n "$comfy_log" ]; then
 fi
 
 if "$python" -m ltx2_worker.provision --boot; then
+  # Read the weights into memory while ComfyUI starts; nothing waits for it (PREFETCH turns it off).
+  "$python" -m ltx2_worker.prefetch &
   "$python" -m ltx2_worker.launch --boot || echo "entrypoint: ComfyUI launch failed; every job will say why" >&2
 else
   echo "entrypoint: model provisioning failed; every job will say why" >&2

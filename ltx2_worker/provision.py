@@ -1,10 +1,13 @@
 """Provisioning the network volume: verify every manifest file, download what is missing or bad, one worker
-per file. Shared by entrypoint.sh (at every start) and setup_netvolume.sh (once, on a pod):
+per file; a file RunPod's model cache holds intact is used there and needs nothing on the volume. Shared by
+entrypoint.sh (at every start) and setup_netvolume.sh (once, on a pod):
 
     python -m ltx2_worker.provision [--check] [--sha256] [--boot]
 
---check verifies only (exit 1 and one line per bad file); --sha256 also checks content hashes (remembered,
-so a file is hashed once); --boot writes a failure to BOOT_ERROR_FILE so every job reports it.
+--check verifies only (exit 1 and one line per bad file; a CACHED line per file served from the model cache);
+--sha256 also checks content hashes (remembered on the volume, so a file is hashed once; a cached file is
+hashed every time, as nothing is written into the cache); --boot writes a failure to BOOT_ERROR_FILE so every
+job reports it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .failures import ProvisionError, endpoint_of, failure, volume_cause
 from .health import record_boot_failure
 from .locking import VolumeLock
 from .manifest import ModelFile, load_manifest
+from .model_cache import cached_files
 from .settings import Settings, SettingsError, load_settings
 from .verify import problem
 
@@ -44,25 +48,38 @@ def volume_root(settings: Settings) -> Path:
     return volume
 
 
-def check(settings: Settings, models: list[ModelFile], sha256: bool = False) -> list[str]:
-    """One line per bad or missing file; empty when the volume is ready."""
-    volume = volume_root(settings)
+def check(settings: Settings, models: list[ModelFile], sha256: bool = False,
+          cached: dict[str, Path] | None = None) -> list[str]:
+    """One line per bad or missing file; empty when the volume (and the model cache) are ready."""
+    cached = cached_files(settings, models) if cached is None else cached
+    volume = volume_root(settings) if any(m.role not in cached for m in models) else settings.volume_path
     lines = []
     for model in models:
         started = time.perf_counter()
-        bad = problem(model.target(volume), model, sha256=sha256)
+        in_cache = model.role in cached
+        bad = problem(cached[model.role] if in_cache else model.target(volume), model, sha256=sha256,
+                      remember=not in_cache)
         if bad:
             lines.append(f"{model.folder}/{model.name}: {bad}")
         else:
-            log.info("ok %s/%s (%.2f GB) in %.1f ms", model.folder, model.name, model.size / 1e9,
-                     (time.perf_counter() - started) * 1000)
+            log.info("ok %s/%s (%.2f GB) in %.1f ms%s", model.folder, model.name, model.size / 1e9,
+                     (time.perf_counter() - started) * 1000, " in the model cache" if in_cache else "")
     return lines
 
 
 def provision(settings: Settings, models: list[ModelFile], sha256: bool = False) -> None:
-    """Make every file valid on the volume; raises ProvisionError naming the first file that cannot be."""
-    volume = volume_root(settings)
+    """Make every file valid on the volume, except those the model cache holds intact; raises ProvisionError
+    naming the first file that cannot be."""
+    cached = cached_files(settings, models)
     for model in models:
+        if model.role in cached:
+            log.info("ok %s/%s in the model cache at %s: used in place", model.folder, model.name,
+                     cached[model.role])
+    missing = [m for m in models if m.role not in cached]
+    if not missing:
+        return
+    volume = volume_root(settings)
+    for model in missing:
         try:
             ensure(settings, volume, model, sha256)
         except ProvisionError:
@@ -120,12 +137,19 @@ def main(argv: list[str] | None = None) -> int:
             settings.boot_error_file.unlink(missing_ok=True)  # a new start: only this start's failures count
         models = load_manifest(settings)
         if args.check:
-            lines = check(settings, models, sha256=args.sha256)
+            cached = cached_files(settings, models)
+            for model in models:
+                if model.role in cached:
+                    print(f"CACHED {model.folder}/{model.name}: {cached[model.role]}")
+            lines = check(settings, models, sha256=args.sha256, cached=cached)
             for line in lines:
                 print(f"BAD {line}")
             if lines:
                 return 1
-            print(f"OK all {len(models)} model files on {settings.volume_path} are valid")
+            where = (f"{len(models) - len(cached)} on {settings.volume_path}, {len(cached)} in the model cache at "
+                     f"{settings.model_cache_path}" if cached else f"on {settings.volume_path}")
+            print(f"OK all {len(models)} model files {where} are valid" if not cached else
+                  f"OK all {len(models)} model files are valid: {where}")
             return 0
         provision(settings, models, sha256=args.sha256)
         return 0

@@ -81,6 +81,13 @@ def _x264_crf(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
@@ -106,6 +113,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("download_retry_window_s", "volume", "download_retry_window_s", "DOWNLOAD_RETRY_WINDOW_S",
             _positive_float),
     Setting("download_timeout_s", "volume", "download_timeout_s", "DOWNLOAD_TIMEOUT_S", _positive_float),
+    Setting("model_cache_path", "volume", "model_cache", "MODEL_CACHE_PATH", _optional_path),
+    Setting("prefetch", "prefetch", "enabled", "PREFETCH", _bool),
+    Setting("prefetch_readers", "prefetch", "readers", "PREFETCH_READERS", _positive_int),
+    Setting("prefetch_headroom_gb", "prefetch", "headroom_gb", "PREFETCH_HEADROOM_GB", _non_negative_float),
+    Setting("prefetch_timeout_s", "prefetch", "timeout_s", "PREFETCH_TIMEOUT_S", _positive_float),
     Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _positive_float),
     Setting("comfy_log_file", "comfy", "log_file", "COMFY_LOG_FILE", Path),
     Setting("comfy_pid_file", "comfy", "pid_file", "COMFY_PID_FILE", Path),
@@ -158,6 +170,11 @@ class Settings:
     download_backoff_s: float
     download_retry_window_s: float
     download_timeout_s: float
+    model_cache_path: Path | None
+    prefetch: bool
+    prefetch_readers: int
+    prefetch_headroom_gb: float
+    prefetch_timeout_s: float
     comfy_ready_timeout_s: float
     comfy_log_file: Path
     comfy_pid_file: Path

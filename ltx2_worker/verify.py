@@ -20,8 +20,9 @@ LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 HASH_CHUNK = 16 * 1024 * 1024
 
 
-def problem(path: Path, model: ModelFile, sha256: bool = False) -> str | None:
-    """Why `path` is not a valid copy of `model`, or None when it is."""
+def problem(path: Path, model: ModelFile, sha256: bool = False, remember: bool = True) -> str | None:
+    """Why `path` is not a valid copy of `model`, or None when it is. `remember=False` records no passed sha256
+    next to the file (a read-only model cache)."""
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -42,7 +43,8 @@ def problem(path: Path, model: ModelFile, sha256: bool = False) -> str | None:
         digest = sha256_of(path)
         if digest != model.sha256:
             return f"sha256 {digest} does not match the manifest's {model.sha256}"
-        remember_hash(path, digest)
+        if remember:
+            remember_hash(path, digest)
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from test_provision import FILES, make_config
@@ -57,3 +58,62 @@ def test_entrypoint_starts_the_handler_even_when_provisioning_fails(tmp_path):
         body = api.runsync({"prompt": "x"}, timeout=30)
     assert body["status"] == "FAILED"
     assert body["error"].startswith("worker start-up failed: model provisioning failed: no network volume at")
+
+
+HELD_PREFETCH = '''#!/usr/bin/env bash
+# WORKER_PYTHON for the test: the real prefetch, its every read held until the test creates $GATE
+if [ "$1" = "-m" ] && [ "$2" = "ltx2_worker.prefetch" ]; then
+  exec "{python}" -c '
+import os, sys, time
+from ltx2_worker import prefetch
+def held(fd, buffer, offset):
+    give_up = time.monotonic() + 60
+    while not os.path.exists(os.environ["GATE"]) and time.monotonic() < give_up:
+        time.sleep(0.05)
+    return prefetch.os_read(fd, buffer, offset)
+sys.exit(prefetch.main([], read=held))'
+fi
+exec "{python}" "$@"
+'''
+
+
+def test_entrypoint_serves_jobs_while_the_prefetch_still_reads(tmp_path):
+    """The prefetch runs beside ComfyUI's start and the handler: a job completes while its reads are held, and
+    the prefetch still finishes afterwards."""
+    from test_provision import target
+
+    from comfy_server import ProtocolComfy
+    from helpers import loopback_env
+
+    volume = tmp_path / "volume"
+    for role, (_, _, _, data) in FILES.items():
+        write(target(volume, role), data)
+    shim = write(tmp_path / "bin" / "worker-python", HELD_PREFETCH.format(python=sys.executable).encode())
+    shim.chmod(0o755)
+    smi = write(tmp_path / "bin" / "nvidia-smi", b'#!/bin/sh\necho "NVIDIA H100 80GB HBM3, 81559, 9.0"\n')
+    smi.chmod(0o755)
+    comfy_dir = tmp_path / "ComfyUI"
+    write(comfy_dir / "main.py", b"import time\ntime.sleep(300)\n")  # alive; the protocol server below answers
+    comfy = ProtocolComfy(output_dir=tmp_path / "output").start()
+    gate = tmp_path / "release-the-prefetch"
+    env = {**loopback_env(comfy.url, tmp_path / "output", tmp_path), "WORKER_PYTHON": str(shim), "GATE": str(gate),
+           "LTX2_CONFIG": str(make_config(tmp_path)), "NETWORK_VOLUME_PATH": str(volume), "MODEL_CACHE_PATH": "",
+           "PREFETCH_HEADROOM_GB": "0", "COMFYUI_DIR": str(comfy_dir), "COMFY_PYTHON": sys.executable,
+           "COMFY_START_TIMEOUT_S": "30", "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    log = tmp_path / "entrypoint.log"
+    try:
+        with LocalApi(env, log, command=("bash", "entrypoint.sh")) as api:
+            body = api.runsync({"prompt": "x", "width": 512, "height": 288, "frame_count": 9, "steps": 6}, timeout=60)
+            assert body["status"] == "COMPLETED", body
+            text = log.read_text()
+            assert "prefetch: 4 files" in text and "prefetch: read " not in text, "the job ran during the prefetch"
+            gate.touch()
+            give_up = time.monotonic() + 30
+            while "prefetch: read " not in log.read_text():
+                assert time.monotonic() < give_up, log.read_text()[-2000:]
+                time.sleep(0.1)
+            assert "prefetch: read 0.00 GB of 4 files" in log.read_text()
+            assert api.runsync({"prompt": "y", "width": 512, "height": 288, "frame_count": 9, "steps": 6},
+                               timeout=60)["status"] == "COMPLETED"
+    finally:
+        comfy.stop()

@@ -1,0 +1,222 @@
+"""Boot prefetch: read the verified model files into the page cache while ComfyUI starts, so its loaders find
+the weights in memory instead of waiting on the network volume.
+
+    python -m ltx2_worker.prefetch     # entrypoint.sh runs it in the background, after provisioning
+
+Several readers take 64 MB chunks from one queue filled in the order the first job loads the files
+(READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one
+buffer per reader. It reads at most what the container's memory allows at start (its cgroup's limit less its
+usage, and the host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what
+it read a moment ago. A file that does not fit is read from its start up to the budget (the loader reads
+each file in full, so its first bytes found in memory are bytes it need not fetch) and later files not at all.
+A missing or shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always
+exits 0: jobs never wait for it, and a failed prefetch only means the loaders read from storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .manifest import load_manifest
+from .model_cache import cached_files, model_path
+from .settings import load_settings
+
+log = logging.getLogger(__name__)
+
+# The order the first job loads the files (the text encoder, then the checkpoint, then stage 2's upscaler and
+# LoRA); roles not named here follow in manifest order.
+READ_ORDER = ("text_encoder", "checkpoint", "upscaler", "lora", "checkpoint_distilled")
+CHUNK = 64 * 1024 * 1024
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+MEMINFO = Path("/proc/meminfo")
+V1_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712)
+JOIN_GRACE_S = 5.0  # past the deadline, how long a reader stuck in one read is waited for
+
+Reader = Callable[[int, memoryview, int], int]  # (fd, buffer, offset) -> bytes read, as os.preadv
+
+
+def os_read(fd: int, buffer: memoryview, offset: int) -> int:
+    return os.preadv(fd, [buffer], offset)
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    limit: int | None  # the cgroup's limit in bytes; None: no limit
+    usage: int  # the cgroup's usage, page cache included
+    available: int  # the host's MemAvailable
+
+    def room(self) -> int:
+        """Bytes that may be filled without pushing anything out of this container's memory or the host's."""
+        return min(self.available, self.limit - self.usage) if self.limit is not None else self.available
+
+
+def read_memory(cgroup_root: Path = CGROUP_ROOT, meminfo: Path = MEMINFO) -> Memory:
+    """The container's memory: cgroup v2 (memory.max, memory.current) or v1 (memory/memory.limit_in_bytes,
+    memory/memory.usage_in_bytes), and the host's MemAvailable."""
+    available = next(int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()
+                     if line.startswith("MemAvailable:"))
+    limit, usage = None, 0
+    if (cgroup_root / "memory.max").is_file():
+        text = (cgroup_root / "memory.max").read_text().strip()
+        limit = None if text == "max" else int(text)
+        usage = int((cgroup_root / "memory.current").read_text())
+    elif (cgroup_root / "memory" / "memory.limit_in_bytes").is_file():
+        limit = int((cgroup_root / "memory" / "memory.limit_in_bytes").read_text())
+        limit = None if limit >= V1_UNLIMITED else limit
+        usage = int((cgroup_root / "memory" / "memory.usage_in_bytes").read_text())
+    return Memory(limit, usage, available)
+
+
+def budget_bytes(memory: Memory, headroom_gb: float, readers: int, chunk: int = CHUNK) -> int:
+    """What the prefetch may read: the room, less the headroom and the readers' own buffers."""
+    return max(0, memory.room() - int(headroom_gb * 1e9) - readers * chunk)
+
+
+@dataclasses.dataclass
+class File:
+    name: str
+    path: Path
+    size: int = 0
+    planned: int = 0  # bytes to read from the start
+    read: int = 0
+    reason: str = ""  # why its reading ended early: missing, shrank, a read error
+    fd: int | None = None
+
+    def why_short(self) -> str:
+        return self.reason or ("memory budget" if self.planned < self.size else "deadline")
+
+
+@dataclasses.dataclass
+class Result:
+    files: list[File]
+    seconds: float
+    readers: int
+    budget: int
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(f.read for f in self.files)
+
+    def summary(self) -> str:
+        read = [f for f in self.files if f.read]
+        gb = self.bytes_read / 1e9
+        line = (f"read {gb:.2f} GB of {len(read)} file{'' if len(read) == 1 else 's'} in {self.seconds:.1f} s "
+                f"({gb / max(self.seconds, 1e-6):.2f} GB/s) with {self.readers} reader"
+                f"{'' if self.readers == 1 else 's'}")
+        skipped = [f"{f.name} {(f.size - f.read) / 1e9:.2f} of {f.size / 1e9:.2f} GB ({f.why_short()})"
+                   if f.size else f"{f.name} ({f.why_short()})" for f in self.files if f.reason or f.read < f.size]
+        return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+
+
+def in_read_order(names: list[str]) -> list[str]:
+    rank = {name: i for i, name in enumerate(READ_ORDER)}
+    return sorted(names, key=lambda name: rank.get(name, len(READ_ORDER)))  # stable: the rest keep their order
+
+
+def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s: float, chunk: int = CHUNK,
+             read: Reader = os_read) -> Result:
+    """Read `files` (name, path; in this order) into the page cache with `readers` threads, at most `budget`
+    bytes in all, for at most `timeout_s` seconds."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    plan, left = [], budget
+    for name, path in files:
+        f = File(name, path)
+        plan.append(f)
+        try:
+            f.fd = os.open(path, os.O_RDONLY)
+            f.size = os.fstat(f.fd).st_size
+        except OSError as exc:
+            f.reason = "missing" if isinstance(exc, FileNotFoundError) else f"cannot be opened: {exc.strerror}"
+            log.warning("%s: %s %s; not read", name, path, f.reason)
+            continue
+        f.planned = min(f.size, left)
+        left -= f.planned
+    chunks: queue.SimpleQueue[tuple[File, int, int]] = queue.SimpleQueue()
+    for f in plan:
+        for offset in range(0, f.planned, chunk):
+            chunks.put((f, offset, min(chunk, f.planned - offset)))
+    lock = threading.Lock()
+
+    def reader() -> None:
+        view = memoryview(bytearray(chunk))
+        while time.monotonic() < deadline:
+            try:
+                f, offset, length = chunks.get_nowait()
+            except queue.Empty:
+                return
+            if f.reason:
+                continue  # this file already ended
+            done = 0
+            try:
+                while done < length:
+                    n = read(f.fd, view[:length - done], offset + done)
+                    if n <= 0:
+                        _end(f, f"shrank to {offset + done} bytes while being read", lock)
+                        break
+                    done += n
+            except OSError as exc:
+                _end(f, f"read failed at byte {offset + done}: {exc.strerror or exc}", lock)
+            with lock:
+                f.read += done
+
+    threads = [threading.Thread(target=reader, name=f"prefetch-{i}", daemon=True) for i in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()) + JOIN_GRACE_S)
+    if any(t.is_alive() for t in threads):
+        log.warning("a reader is still waiting on a read %g s after the deadline (PREFETCH_TIMEOUT_S); left behind",
+                    JOIN_GRACE_S)
+    if time.monotonic() >= deadline and chunks.qsize():
+        log.warning("deadline of %g s passed (PREFETCH_TIMEOUT_S); the rest is not read", timeout_s)
+    for f in plan:
+        if f.fd is not None:
+            os.close(f.fd)
+    return Result(plan, time.monotonic() - started, readers, budget)
+
+
+def _end(f: File, reason: str, lock: threading.Lock) -> None:
+    with lock:
+        if not f.reason:
+            f.reason = reason
+            log.warning("%s: %s %s; the rest of it is not read", f.name, f.path, reason)
+
+
+def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Path = CGROUP_ROOT,
+         meminfo: Path = MEMINFO) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ltx2_worker.prefetch", description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s prefetch: %(message)s")
+    try:
+        settings = load_settings()
+        if not settings.prefetch:
+            log.info("off (PREFETCH=false)")
+            return 0
+        models = {m.role: m for m in load_manifest(settings)}
+        cached = cached_files(settings, list(models.values()))
+        files = [(role, model_path(settings, models[role], cached)) for role in in_read_order(list(models))]
+        memory = read_memory(cgroup_root, meminfo)
+        budget = budget_bytes(memory, settings.prefetch_headroom_gb, settings.prefetch_readers)
+        log.info("%d files, %.2f GB; memory budget %.2f GB (cgroup limit %s, usage %.2f GB; host available %.2f GB; "
+                 "PREFETCH_HEADROOM_GB %g)", len(files), sum(models[r].size for r, _ in files) / 1e9, budget / 1e9,
+                 f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none", memory.usage / 1e9,
+                 memory.available / 1e9, settings.prefetch_headroom_gb)
+        result = prefetch(files, settings.prefetch_readers, budget, settings.prefetch_timeout_s, read=read)
+        log.info("%s", result.summary())
+    except Exception as exc:  # noqa: BLE001 - a failed prefetch must never fail the boot; the loaders still read
+        log.warning("failed, the loaders read from storage instead: %s: %s", type(exc).__name__, exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

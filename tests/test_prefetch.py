@@ -1,0 +1,193 @@
+"""The boot prefetch: every byte read once in file order, the memory budget from a (fake) cgroup tree, a missing
+or shrinking file, the deadline, and the CLI that never fails the boot. The read function is a parameter: the
+tests wrap the real os.preadv to record or slow what it reads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_provision import FILES, make_config, target
+
+from ltx2_worker import prefetch
+from ltx2_worker.prefetch import Memory, budget_bytes, in_read_order, os_read, read_memory
+from ltx2_worker.settings import ROOT
+
+from hf_server import write
+
+
+class Recorder:
+    """os.preadv, recording (file, offset, bytes) of each read; optionally slowed."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.reads: list[tuple[str, int, int]] = []
+        self.delay_s = delay_s
+        self._lock = threading.Lock()
+
+    def __call__(self, fd: int, buffer: memoryview, offset: int) -> int:
+        time.sleep(self.delay_s)
+        n = os_read(fd, buffer, offset)
+        with self._lock:
+            self.reads.append((os.readlink(f"/proc/self/fd/{fd}"), offset, n))
+        return n
+
+    def coverage(self, path: Path) -> list[tuple[int, int]]:
+        return sorted((offset, offset + n) for name, offset, n in self.reads if name == str(path.resolve()) and n)
+
+
+def files_of(tmp_path: Path, sizes: dict[str, int]) -> list[tuple[str, Path]]:
+    return [(name, write(tmp_path / f"{name}.safetensors", os.urandom(size))) for name, size in sizes.items()]
+
+
+def test_every_byte_is_read_once_by_parallel_readers(tmp_path):
+    files = files_of(tmp_path, {"text_encoder": 100_003, "checkpoint": 250_000, "lora": 4096, "empty": 0})
+    recorder = Recorder()
+    result = prefetch.prefetch(files, readers=4, budget=10**9, timeout_s=30, chunk=4096, read=recorder)
+    for name, path in files:
+        spans = recorder.coverage(path)
+        size = path.stat().st_size
+        assert sum(end - start for start, end in spans) == size, name
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), f"{name}: a gap or an overlap"
+        assert not spans or (spans[0][0], spans[-1][1]) == (0, size)
+    assert result.bytes_read == 354_099
+    assert result.summary().startswith("read 0.00 GB of 3 files in ") and "with 4 readers" in result.summary()
+    assert "skipped" not in result.summary()
+
+
+def test_one_reader_reads_in_the_order_given():
+    assert in_read_order(["checkpoint", "lora", "other", "upscaler", "text_encoder"]) == [
+        "text_encoder", "checkpoint", "upscaler", "lora", "other"]
+
+
+def test_single_reader_reads_the_files_in_order(tmp_path):
+    files = files_of(tmp_path, {"a": 10_000, "b": 10_000, "c": 10_000})
+    recorder = Recorder()
+    prefetch.prefetch(files, readers=1, budget=10**9, timeout_s=30, chunk=4096, read=recorder)
+    order = [Path(name).stem for name, _, _ in recorder.reads]
+    assert order == sorted(order) and [o for o in order if o == "a"] == ["a"] * 3
+
+
+def test_the_memory_budget_is_never_exceeded(tmp_path):
+    files = files_of(tmp_path, {"text_encoder": 100_000, "checkpoint": 100_000, "upscaler": 50_000})
+    recorder = Recorder()
+    result = prefetch.prefetch(files, readers=3, budget=150_000, timeout_s=30, chunk=4096, read=recorder)
+    assert sum(n for _, _, n in recorder.reads) == 150_000 == result.bytes_read
+    assert recorder.coverage(files[1][1])[-1][1] == 50_000, "the file that does not fit is read from its start"
+    assert recorder.coverage(files[2][1]) == [], "nothing after the budget"
+    assert result.summary().endswith("; skipped: checkpoint 0.00 of 0.00 GB (memory budget), upscaler 0.00 of 0.00 GB "
+                                     "(memory budget)")
+
+
+def fake_cgroup(root: Path, version: int, limit: str, usage: int) -> Path:
+    if version == 2:
+        write(root / "memory.max", f"{limit}\n".encode())
+        write(root / "memory.current", f"{usage}\n".encode())
+    else:
+        write(root / "memory" / "memory.limit_in_bytes", f"{limit}\n".encode())
+        write(root / "memory" / "memory.usage_in_bytes", f"{usage}\n".encode())
+    return root
+
+
+@pytest.mark.parametrize("version,limit,usage,room", [
+    (2, "80000000000", 30_000_000_000, 50_000_000_000),  # the container's limit binds, page cache in its usage
+    (2, "max", 30_000_000_000, 64_000_000_000 // 1000 * 1024),  # no limit: the host's MemAvailable
+    (1, "40000000000", 1_000_000_000, 39_000_000_000),
+    (1, "9223372036854771712", 1_000_000_000, 64_000_000_000 // 1000 * 1024),  # v1's "unlimited"
+    (0, "", 0, 64_000_000_000 // 1000 * 1024),  # no cgroup memory controller
+])
+def test_memory_is_read_from_cgroup_v2_or_v1_and_the_host(tmp_path, version, limit, usage, room):
+    root = fake_cgroup(tmp_path / "cgroup", version, limit, usage) if version else tmp_path / "none"
+    meminfo = write(tmp_path / "meminfo", f"MemTotal: 9999 kB\nMemAvailable: {64_000_000_000 // 1000} kB\n".encode())
+    assert read_memory(root, meminfo).room() == room
+
+
+def test_the_budget_keeps_the_headroom_and_the_readers_buffers():
+    memory = Memory(limit=100 * 10**9, usage=10 * 10**9, available=200 * 10**9)
+    assert budget_bytes(memory, headroom_gb=24, readers=8) == 66 * 10**9 - 8 * prefetch.CHUNK
+    assert budget_bytes(memory, headroom_gb=200, readers=8) == 0
+
+
+def test_a_missing_or_shrinking_file_ends_only_that_file(tmp_path, caplog):
+    files = files_of(tmp_path, {"text_encoder": 40_000, "checkpoint": 80_000, "lora": 30_000})
+    missing = ("upscaler", tmp_path / "gone.safetensors")
+    recorder = Recorder()
+    shrink = files[1][1]
+
+    def shrinking(fd, buffer, offset):
+        n = recorder(fd, buffer, offset)
+        if os.readlink(f"/proc/self/fd/{fd}") == str(shrink) and offset == 0:
+            os.truncate(shrink, 10_000)  # as a file replaced or cut while being read
+        return n
+
+    with caplog.at_level(logging.WARNING, logger="ltx2_worker.prefetch"):
+        result = prefetch.prefetch([*files[:2], missing, files[2]], readers=1, budget=10**9, timeout_s=30,
+                                   chunk=4096, read=shrinking)
+    assert sum(e - s for s, e in recorder.coverage(files[0][1])) == 40_000
+    assert sum(e - s for s, e in recorder.coverage(files[2][1])) == 30_000, "the files after it are still read"
+    assert sum(e - s for s, e in recorder.coverage(shrink)) == 10_000
+    assert "upscaler (missing)" in result.summary() and "(shrank to 10000 bytes while being read)" in result.summary()
+    assert any("gone.safetensors missing" in r.message for r in caplog.records)
+
+
+def test_the_deadline_ends_the_prefetch(tmp_path):
+    files = files_of(tmp_path, {"checkpoint": 200 * 4096})
+    started = time.monotonic()
+    result = prefetch.prefetch(files, readers=2, budget=10**9, timeout_s=0.5, chunk=4096, read=Recorder(0.1))
+    assert time.monotonic() - started < 3
+    assert 0 < result.bytes_read < 200 * 4096 and "(deadline)" in result.summary()
+
+
+def cli_env(tmp_path: Path, volume: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "LTX2_CONFIG": str(make_config(tmp_path)), "NETWORK_VOLUME_PATH": str(volume),
+            "MODEL_CACHE_PATH": "", **extra}
+
+
+def provisioned(tmp_path: Path) -> Path:
+    volume = tmp_path / "volume"
+    for role, (_, _, _, data) in FILES.items():
+        write(target(volume, role), data)
+    return volume
+
+
+def run_prefetch(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ltx2_worker.prefetch"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_cli_reads_the_volume_and_logs_one_summary(tmp_path):
+    result = run_prefetch(cli_env(tmp_path, provisioned(tmp_path), PREFETCH_HEADROOM_GB="0"))
+    assert result.returncode == 0
+    summary = [line for line in result.stderr.splitlines() if "prefetch: read " in line]
+    assert len(summary) == 1 and "prefetch: read 0.00 GB of 4 files in " in summary[0], result.stderr
+    assert "with 8 readers" in summary[0] and "skipped" not in summary[0]
+
+
+def test_the_cli_never_fails_the_boot(tmp_path):
+    off = run_prefetch(cli_env(tmp_path, provisioned(tmp_path), PREFETCH="false"))
+    assert off.returncode == 0 and "prefetch: off (PREFETCH=false)" in off.stderr
+    empty = run_prefetch(cli_env(tmp_path, tmp_path / "nothing"))
+    assert empty.returncode == 0 and "skipped: text_encoder (missing), checkpoint (missing)" in empty.stderr
+    broken = run_prefetch(cli_env(tmp_path, tmp_path, PREFETCH_READERS="many"))
+    assert broken.returncode == 0 and "prefetch: failed, the loaders read from storage instead" in broken.stderr
+
+
+def test_the_cli_stays_within_the_cgroups_memory(tmp_path, monkeypatch, caplog):
+    volume = provisioned(tmp_path)
+    for key, value in cli_env(tmp_path, volume, PREFETCH_HEADROOM_GB="0", PREFETCH_READERS="2").items():
+        monkeypatch.setenv(key, value)
+    room = 2 * prefetch.CHUNK + 100_000  # after the readers' buffers, 100 kB may be read
+    cgroup = fake_cgroup(tmp_path / "cgroup", 2, str(room + 5_000_000), 5_000_000)
+    meminfo = write(tmp_path / "meminfo", b"MemAvailable: 99999999999 kB\n")
+    recorder = Recorder()
+    with caplog.at_level(logging.INFO, logger="ltx2_worker.prefetch"):
+        assert prefetch.main([], read=recorder, cgroup_root=cgroup, meminfo=meminfo) == 0
+    assert sum(n for _, _, n in recorder.reads) == 100_000
+    first = [Path(name).name for name, _, _ in recorder.reads]
+    assert set(first) == {"gemma_3_12B_it_fp4_mixed.safetensors"}, "the text encoder, loaded first, comes first"
+    assert any("skipped: text_encoder" in r.message and "(memory budget)" in r.message for r in caplog.records)
