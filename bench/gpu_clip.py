@@ -10,34 +10,34 @@ load": a warm job should have none, which also means no LoRA re-patching), the M
 frames, and how far its decoded frames are from the first configuration's for the same seed and prompt.
 
     COMFYUI_DIR=... COMFY_PYTHON=python3 python bench/gpu_clip.py --volume /tmp/vol \\
-        --configs reference,today,worker --warm 2 --new-prompt --distilled --json $OUT/gpu_clip.json
+        --configs reference,worker --usable 79.6 --warm 2 --new-prompt --distilled --json $OUT/gpu_clip.json
 
 Configurations (--configs):
   reference        the earlier package's graph (tests/data/reference_t2v_two_stage_api.json, 1280x704 out)
                    with its flags (--use-sage-attention only: COMFY_PYTHON needs the sageattention package,
-                   1.0.6 in the README's runs, or ComfyUI exits at start)
-  today            this worker before the GPU work: --fast fp8_matrix_mult --reserve-vram 1.5, the tiled
-                   decode, the shared model, the ImageScale resize
+                   1.0.6 in the recorded runs, or ComfyUI exits at start)
   worker           what the worker picks for this GPU (ltx2_worker.gpu), with the worker's own nodes
-  worker-before    the worker of 2026-11-25 (before its decode, upscaler-loader and save nodes): its choices
-                   for this GPU with ComfyUI's VAEDecodeTiled, LatentUpscaleModelLoader and SaveVideo
-  worker-shared    the worker's flags, stage 2 on the shared model (isolates that choice)
-  worker-eager     the worker's flags and graph without the LTX2CudaGraphs node (isolates that choice)
-  worker-distilled what the worker picks for this GPU, serving distilled mode too (ENABLE_MODELS): run with
-                   --distilled and --endurance 2 to see both switches of mode
-  large-shared     the large class's flags and CUDA graphs, stage 2 on the shared model (two transformers in
-                   memory, not three; an experiment from before --cache-classic)
-  nodyn-shared     the same without --highvram: ComfyUI moves models off the GPU when another needs the room
+  worker-shared    the worker's flags, stage 2 on the shared model (the ablation of stage2_own_model)
+  worker-eager     the worker without the LTX2CudaGraphs node (the ablation of cuda_graphs)
+  worker-keep-te   the worker without LTX2ReleaseTextEncoder (the ablation of release_text_encoder)
+  worker-moving-upscaler  the worker with ComfyUI's LTXVLatentUpsampler (the ablation of resident_upscaler)
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
-  class-medium-nodyn  the same with --disable-dynamic-vram
   class-small      the small class's choices, leaving --usable-small GB
   custom           the worker's graph for this GPU with the flags given by --custom-flags (for trying flags)
-The earlier package's and today's graphs keep ComfyUI's own VAEDecodeTiled and SaveVideo, as they had them.
---usable GB stands a larger card in for a smaller one (an H200 for an H100: --usable 79.6): every configuration
-gets --reserve-vram for the difference, and the worker's memory class is chosen for the smaller card.
-Weights: tools/make_tiny_models.py --size full writes stand-ins of the real shapes (README, "Speed").
+The earlier package's graph keeps ComfyUI's own VAEDecodeTiled and SaveVideo, as it had them.
+--usable GB stands a larger card in for a smaller one (an H200 for an H100: --usable 79.6): a ballast process
+allocates the rest of the card before anything starts, so going past the smaller card is an out-of-memory as it
+would be there, and the worker's memory class is chosen for the smaller card; peak memory is reported as that
+card would see it (nvidia-smi's figure less the ballast). The memory classes' --usable-medium/--usable-small are
+held back the same way for their configurations.
+--from-storage evicts the volume's files from the page cache (posix_fadvise DONTNEED) before each configuration
+starts, so the cold start reads the weights from storage as a worker scaling from zero does; the start then runs
+as entrypoint.sh does: provisioning's verification, the prefetch (unless --no-prefetch), the launcher. The cold
+job's figures give the bytes read from storage by ComfyUI and by the prefetch (/proc/<pid>/io) and when the
+reads ended.
+Weights: tools/make_tiny_models.py --size full writes stand-ins of the real shapes and sizes (docs/performance.md).
 Cold starts compare with the image only where Python finds bytecode for ComfyUI and its packages, as the image
-has it (Dockerfile): on a host without, compile it first (README, "Speed": how to reproduce).
+has it (Dockerfile): on a host without, compile it first (docs/performance.md: how to reproduce).
 """
 
 from __future__ import annotations
@@ -63,16 +63,17 @@ PROMPTS = ("a red fox running through fresh snow at golden hour, cinematic",
 NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
-CONFIGS = ("reference", "today", "worker", "worker-before", "worker-shared", "worker-eager", "worker-distilled",
-           "large-shared", "nodyn-shared", "class-medium", "class-medium-nodyn", "class-small", "custom")
-# run with ENABLE_MODELS=checkpoint_distilled
-SERVE_DISTILLED = ("worker-distilled", "large-shared", "nodyn-shared")
+CONFIGS = ("reference", "worker", "worker-shared", "worker-eager", "worker-keep-te", "worker-moving-upscaler",
+           "class-medium", "class-small", "custom")
+ABLATIONS = {"worker-shared": {"stage2_own_model": False}, "worker-eager": {"cuda_graphs": False},
+             "worker-keep-te": {"release_text_encoder": False}, "worker-moving-upscaler": {"resident_upscaler": False}}
+I2V_SIZE = (1280, 720)  # the first frame of the image-to-video job (a gradient PNG made here)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", default="reference,today,worker", help="comma-separated, in order: " +
+    p.add_argument("--configs", default="reference,worker", help="comma-separated, in order: " +
                    ", ".join(CONFIGS))
     p.add_argument("--volume", type=Path, required=True, help="holds models/<folder>/<file> (the real names)")
     p.add_argument("--comfyui-dir", default=os.environ.get("COMFYUI_DIR"))
@@ -82,14 +83,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=121)
     p.add_argument("--warm", type=int, default=2, help="warm jobs with a new seed and the same prompt")
     p.add_argument("--new-prompt", action="store_true", help="worker configs: then a warm job with another prompt")
+    p.add_argument("--no-audio", action="store_true", help="worker configs: then a warm job with audio false")
+    p.add_argument("--i2v", action="store_true", help="worker configs: then an image-to-video job")
     p.add_argument("--distilled", type=int, nargs="?", const=1, default=0, metavar="N",
-                   help="worker configs: then a first distilled job and N warm ones (N = 1 when not given)")
+                   help="worker configs: then a first distilled job and N warm ones (N = 1 when not given), "
+                   "then a standard job again (the switch back)")
+    p.add_argument("--sizes", default="", help="worker and class configs: then one job at each WIDTHxHEIGHTxFRAMES, "
+                   "comma-separated (the largest requests), with the worker's OOM ladder (OOM_LADDER's default)")
+    p.add_argument("--from-storage", action="store_true", help="evict the volume's files from the page cache "
+                   "before each configuration starts; start as entrypoint.sh does (verify, prefetch, launch)")
+    p.add_argument("--no-prefetch", action="store_true", help="with --from-storage: start without the prefetch")
     p.add_argument("--endurance", type=int, default=0, help="worker configs: then this many warm jobs in a row, "
                    "watching VRAM, RAM, loads and files left")
     p.add_argument("--endurance-size", default="768x512x49", help="WIDTHxHEIGHTxFRAMES of the endurance jobs")
     p.add_argument("--custom-flags", default="", help="ComfyUI's flags for the custom configuration")
-    p.add_argument("--usable", type=float, help="GB of GPU memory to leave usable for every configuration, "
-                   "standing in for a card of that size (the rest is held back with --reserve-vram)")
+    p.add_argument("--usable", type=float, help="GiB of GPU memory to leave usable for every configuration, "
+                   "standing in for a card of that size (a ballast process holds the rest)")
     p.add_argument("--usable-medium", type=float, default=44.0)
     p.add_argument("--usable-small", type=float, default=20.0)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/ltx2-gpu-bench"),
@@ -102,11 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class VramSampler:
-    """Peak GPU memory in use (nvidia-smi, MiB) between reset() and peak()."""
+    """Peak GPU memory in use (nvidia-smi, MiB) between reset() and peak(), less what the ballast holds: the
+    figure the card stood in for would show."""
 
     def __init__(self):
         self._peak = 0
         self._proc = None
+        self.held_mib = 0  # the ballast's (Ballast.start sets it)
         if subprocess.run(["which", "nvidia-smi"], capture_output=True).returncode == 0:
             self._proc = subprocess.Popen(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
                                            "-lms", "100"], stdout=subprocess.PIPE, text=True)
@@ -125,78 +136,166 @@ class VramSampler:
         self._peak = self.current
 
     def peak_gb(self) -> float:
-        return round(self._peak / 1024, 1)
+        return round((self._peak - self.held_mib) / 1024, 1)
+
+    def current_gb(self) -> float:
+        return round((self.current - self.held_mib) / 1024, 1)
 
     def close(self):
         if self._proc:
             self._proc.kill()
 
 
+BALLAST = """
+import sys, time, torch
+usable = float(sys.argv[1]) * 2**30
+free, total = torch.cuda.mem_get_info()
+# after this, the card's free memory is what a card of `usable` bytes has before its first process starts
+held = torch.empty(int(free - usable), dtype=torch.uint8, device="cuda")
+free, total = torch.cuda.mem_get_info()
+print(f"{(total - free) / 2**20:.0f}", flush=True)
+time.sleep(86400)
+"""
+
+
+class Ballast:
+    """A process that allocates all but `usable` GiB of the GPU before ComfyUI starts and holds it: a hard cap,
+    not ComfyUI's bookkeeping (--reserve-vram), so going past the smaller card is an out-of-memory."""
+
+    def __init__(self, python: str, usable_gib: float, vram: VramSampler):
+        self.proc = subprocess.Popen([*shlex.split(python), "-c", BALLAST, str(usable_gib)], stdout=subprocess.PIPE,
+                                     text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line:
+            raise SystemExit(f"the ballast for {usable_gib:g} GiB did not start (exit {self.proc.poll()})")
+        self.vram = vram
+        vram.held_mib = int(line)  # in use on the card once it holds its memory: its context and its tensor
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=60)
+        self.vram.held_mib = 0
+        time.sleep(2)  # nvidia-smi's next samples without it
+
+
+def usable_for(name: str, args: argparse.Namespace) -> float | None:
+    """GiB the configuration may use: the memory classes' own, else --usable (None: the whole card)."""
+    return {"class-medium": args.usable_medium, "class-small": args.usable_small}.get(name, args.usable)
+
+
 def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
-    """(flags, GraphChoices, legacy resize?, worker's MP4 encoder?) for a configuration name."""
-    from ltx2_worker.gpu import detect_gpu
-
-    gpu = detect_gpu()
-    flags, graph, legacy = _config_setup(name, args, reserve_gb, gpu)
-    if args.usable:  # hold back what a card of args.usable GB would not have, on top of the config's own reserve
-        held = gpu.memory_gb - args.usable
-        if "--reserve-vram" in flags:
-            at = flags.index("--reserve-vram") + 1
-            flags[at] = f"{float(flags[at]) + held:.1f}"
-        else:
-            flags += ["--reserve-vram", f"{held:.1f}"]
-    return flags, graph, legacy, name not in ("reference", "today", "worker-before")
-
-
-def _config_setup(name: str, args: argparse.Namespace, reserve_gb: float, gpu):
-    from ltx2_worker.gpu import Gpu, choose_profile
+    """(ComfyUI flags, GraphChoices, the worker's MP4 encoder?) for a configuration name, on this GPU held to
+    usable_for(name) GiB."""
+    from ltx2_worker.gpu import Gpu, choose_profile, detect_gpu
     from ltx2_worker.workflow import GraphChoices
 
-    total = gpu.memory_gb if gpu else 0.0
-    cc = gpu.compute_capability if gpu else 0.0
-    if gpu and args.usable:  # the worker's class is chosen for the card stood in for
-        gpu = Gpu(f"{gpu.name} held to {args.usable:g} GB", args.usable, cc)
+    gpu = detect_gpu()
+    usable = usable_for(name, args)
+    if gpu and usable:  # the worker's class is chosen for the card stood in for
+        gpu = Gpu(f"{gpu.name} held to {usable:g} GiB", usable, gpu.compute_capability)
     if name == "reference":
         return ["--use-sage-attention"], GraphChoices(), False
-    if name == "today":
-        flags = (["--fast", "fp8_matrix_mult"] if cc >= 8.9 else []) + ["--reserve-vram", f"{reserve_gb:g}"]
-        return flags if gpu else ["--cpu"], GraphChoices(), True
-    if name in ("worker", "worker-shared", "worker-eager", "worker-before", "worker-distilled", "custom"):
-        profile = choose_profile(gpu, reserve_gb)
-        graph = {"worker-shared": GraphChoices(),
-                 "worker-eager": dataclasses.replace(profile.graph, cuda_graphs=False),
-                 "worker-before": dataclasses.replace(profile.graph, tile_memory_decode=False,
-                                                      fast_upscaler_load=False)
-                 }.get(name, profile.graph)
-        return shlex.split(args.custom_flags) if name == "custom" else list(profile.flags), graph, False
-    if name in ("large-shared", "nodyn-shared"):
-        profile = choose_profile(gpu, reserve_gb)
-        flags = [f for f in profile.flags if name == "large-shared" or f != "--highvram"]
-        return flags, dataclasses.replace(profile.graph, stage2_own_model=False), False
-    usable = args.usable_small if name == "class-small" else args.usable_medium
-    total = args.usable or total  # the emulated classes' reserve is added to --usable's by config_setup
-    profile = choose_profile(Gpu("emulated", usable, cc), 0)
-    flags = list(profile.flags) + ["--reserve-vram", f"{max(0.0, total - usable):.1f}"]
-    if name == "class-medium-nodyn":
-        flags.insert(0, "--disable-dynamic-vram")
-    return flags, profile.graph, False
+    profile = choose_profile(gpu, reserve_gb)
+    graph = dataclasses.replace(profile.graph, **ABLATIONS.get(name, {}))
+    return shlex.split(args.custom_flags) if name == "custom" else list(profile.flags), graph, True
 
 
-def legacy_workflow():
-    """The graph as it was before the GPU work: ImageScale (bicubic, centre crop) instead of ImageCrop."""
-    from ltx2_worker.workflow import Workflow
+def _pid(pid_file: Path) -> int | None:
+    try:
+        return int(Path(pid_file).read_text())
+    except (OSError, ValueError):
+        return None
 
-    class Legacy(Workflow):
-        def build(self, req, prefix, image_name=None, choices=None):
-            graph = super().build(req, prefix, image_name) if choices is None else \
-                super().build(req, prefix, image_name, choices)
-            node = graph[self.node_ids["output_crop"]]
-            node["class_type"] = "ImageScale"
-            node["inputs"] = {"image": node["inputs"]["image"], "upscale_method": "bicubic",
-                              "width": req.width, "height": req.height, "crop": "center"}
-            return graph
 
-    return Legacy.load()
+def stand_in_config(args: argparse.Namespace, tmp: Path) -> Path:
+    """config.ini with the manifest's sizes replaced by the stand-ins' (models/tiny-manifest.json, written by
+    tools/make_tiny_models.py), so provisioning verifies them and downloads nothing, as on a provisioned volume."""
+    import configparser
+
+    written = json.loads((args.volume / "models" / "tiny-manifest.json").read_text())
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "config.ini", encoding="utf-8")
+    for role, info in written.items():
+        section = f"model.{role}"
+        if parser.has_section(section):
+            parser[section]["size"] = str(info["size"])
+            parser[section]["sha256"] = info.get("sha256") or "0" * 64  # never checked: no --sha256 here
+    path = tmp / "stand-in-config.ini"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        parser.write(f)
+    return path
+
+
+class StorageReads:
+    """Bytes read from storage (/proc/<pid>/io read_bytes) by ComfyUI and the prefetch, sampled every second
+    from the start of a configuration: how much, and when the reads ended."""
+
+    def __init__(self, pid_sources: dict | None = None):
+        self.pid_sources = pid_sources or {}  # name -> callable giving a pid once the process exists
+        self.pids: dict[str, int] = {}
+        self.samples: list[tuple[float, int]] = []  # (seconds since start, bytes read by all)
+        self.by: dict[str, int] = {}
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self):
+        while not self._stop.wait(1.0):
+            for who, source in self.pid_sources.items():
+                pid = source()
+                if pid is not None:
+                    self.pids[who] = pid
+            for who, pid in list(self.pids.items()):
+                try:
+                    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+                    self.by[who] = int(io["read_bytes"])
+                except (OSError, ValueError, KeyError):
+                    pass  # ended: its last figure stays
+            self.samples.append((time.monotonic() - self.started, sum(self.by.values())))
+
+    def figures(self) -> dict:
+        self._stop.set()
+        total = self.samples[-1][1] if self.samples else 0
+        ended = next((t for t, b in self.samples if b >= total * 0.999), None) if total else None
+        first = next((t for t, b in self.samples if b > 0), None)
+        return {"storage_read_gb": {k: round(v / 1e9, 2) for k, v in self.by.items()},
+                "storage_read_total_gb": round(total / 1e9, 2), "storage_reads_end_s": ended,
+                "storage_read_gbps": round(total / 1e9 / (ended - first), 2) if total and ended and ended > first
+                else None,
+                "storage_read_series": [(round(t, 1), round(b / 1e9, 2)) for t, b in self.samples[::5]]}
+
+
+def evict(volume: Path) -> int:
+    """Drop every file under <volume>/models from the page cache (no privileges needed); the bytes dropped."""
+    dropped, seen = 0, set()
+    for path in sorted((volume / "models").rglob("*")):
+        if not path.is_file() or path.stat().st_ino in seen:
+            continue
+        seen.add(path.stat().st_ino)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        dropped += path.stat().st_size
+    return dropped
+
+
+def i2v_image() -> str:
+    """A base64 PNG for the image-to-video job: a smooth gradient of I2V_SIZE."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    w, h = I2V_SIZE
+    x, y = np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h))
+    pixels = np.stack([x, y, 255 - x], axis=-1).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def timed_client(settings):
@@ -263,7 +362,7 @@ class Run:
         from ltx2_worker.settings import load_settings
 
         self.name, self.args, self.vram = name, args, vram
-        self.flags, self.choices, legacy, worker_encoder = config_setup(name, args, reserve_gb)
+        self.flags, self.choices, worker_encoder = config_setup(name, args, reserve_gb)
         self.tmp = tmp / name
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.env = {"COMFYUI_DIR": args.comfyui_dir, "COMFY_PYTHON": args.comfy_python,
@@ -271,31 +370,65 @@ class Run:
                     "COMFY_OUTPUT_DIR": str(self.tmp / "output"), "COMFY_INPUT_DIR": str(self.tmp / "input"),
                     "COMFY_LOG_FILE": str(self.tmp / "comfyui.log"), "COMFY_PID_FILE": str(self.tmp / "comfyui.pid"),
                     "BOOT_ERROR_FILE": str(self.tmp / "boot-error"), "COMFY_EXTRA_ARGS": shlex.join(self.flags),
-                    "MAX_INLINE_MB": "400", "JOB_TIMEOUT_S": "900", "OOM_LADDER": ""}
-        if name in SERVE_DISTILLED:
+                    "MAX_INLINE_MB": "400", "JOB_TIMEOUT_S": "900", "LTX2_CONFIG": str(stand_in_config(args, tmp))}
+        if not args.sizes:  # the largest requests run with the worker's OOM ladder; other jobs must fit as they are
+            self.env["OOM_LADDER"] = ""
+        if args.distilled:
             self.env["ENABLE_MODELS"] = "checkpoint_distilled"
         if args.profile:
             self.env.update(LTX2_PROFILE=args.profile, LTX2_PROFILE_DIR=str(self.tmp / "profile"))
         self.settings = load_settings(env=self.env)
         self.client = timed_client(self.settings)
+        self.reads: StorageReads | None = None
+        self.prefetch: subprocess.Popen | None = None
         # one Worker for the whole run, as in a worker process (it remembers the last job's mode)
         from ltx2_worker.gpu import Profile
         from ltx2_worker.worker import Worker
 
-        self.worker = Worker(self.settings, workflow=legacy_workflow() if legacy else None, client=self.client,
+        self.worker = Worker(self.settings, client=self.client,
                              profile=Profile(self.name, tuple(self.flags), self.choices))
         if not worker_encoder:  # a baseline: its MP4 is written by ComfyUI's SaveVideo, as it was
             self.worker.encoding = None
 
-    def start(self) -> float:
-        """Seconds the launcher took to get ComfyUI answering (the cold start's first part)."""
+    def start(self) -> dict:
+        """The cold start's parts as entrypoint.sh runs them: verification of the volume, the prefetch started
+        beside the launcher (with --from-storage), the launcher until ComfyUI answers; seconds of each."""
         Path(self.settings.boot_error_file).unlink(missing_ok=True)  # a failure of an earlier run
+        env = {**os.environ, **self.env}
+        parts: dict = {}
+        if self.args.from_storage:
+            parts["evicted_gb"] = round(evict(self.args.volume) / 1e9, 2)
+            self.reads = StorageReads({"comfyui": lambda: _pid(self.settings.comfy_pid_file)})
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "ltx2_worker.launch", "--boot"], cwd=ROOT, check=True,
-                       env={**os.environ, **self.env}, timeout=600)
-        return time.monotonic() - started
+        subprocess.run([sys.executable, "-m", "ltx2_worker.provision", "--boot"], cwd=ROOT, check=True, env=env,
+                       timeout=600)
+        parts["provision_s"] = round(time.monotonic() - started, 2)
+        if self.args.from_storage and not self.args.no_prefetch:
+            self.prefetch = subprocess.Popen([sys.executable, "-m", "ltx2_worker.prefetch"], cwd=ROOT, env=env,
+                                             stdout=open(self.tmp / "prefetch.log", "w"), stderr=subprocess.STDOUT)
+            self.reads.pids["prefetch"] = self.prefetch.pid
+        launched = time.monotonic()
+        subprocess.run([sys.executable, "-m", "ltx2_worker.launch", "--boot"], cwd=ROOT, check=True, env=env,
+                       timeout=600)
+        parts["launch_s"] = round(time.monotonic() - launched, 2)
+        return parts
+
+    def storage_figures(self) -> dict:
+        """After the cold job: what was read from storage, by whom, and the prefetch's own summary line."""
+        if self.reads is None:
+            return {}
+        out = self.reads.figures()
+        if self.prefetch is not None:
+            out["prefetch_done_by_cold_job_end"] = self.prefetch.poll() is not None
+            try:
+                out["prefetch_log"] = (self.tmp / "prefetch.log").read_text(errors="replace").strip()[-600:]
+            except OSError:
+                pass
+        return out
 
     def stop(self):
+        if self.prefetch is not None and self.prefetch.poll() is None:
+            self.prefetch.kill()
         try:
             os.kill(int(Path(self.settings.comfy_pid_file).read_text()), signal.SIGTERM)
             time.sleep(3)
@@ -319,8 +452,9 @@ class Run:
         return None
 
     def job(self, label: str, prompt: str, seed: int, mode: str = "standard",
-            size: tuple[int, int, int] | None = None) -> tuple[dict, object]:
-        """Run one job (at the command line's size unless `size`); returns (figures, decoded frames)."""
+            size: tuple[int, int, int] | None = None, extra: dict | None = None) -> tuple[dict, object]:
+        """Run one job (at the command line's size unless `size`, with `extra` request fields); returns
+        (figures, decoded frames)."""
         before = len(self.log_lines())
         record: dict = {}
         self.vram.reset()
@@ -332,14 +466,16 @@ class Run:
         if self.name == "reference":
             out = self._reference_job(request)
         else:
-            out = self.worker.handle({"id": f"{self.name}-{label}", "input": {**request, "mode": mode}})
+            out = self.worker.handle({"id": f"{self.name}-{label}",
+                                      "input": {**request, "mode": mode, **(extra or {})}})
         wall = time.monotonic() - started
         lines = self.log_lines()[before:]
         executed = [float(m.group(1)) for line in lines if (m := re.search(r"Prompt executed in ([\d.]+) seconds",
                                                                          line))]
         fig = {"config": self.name, "job": label, "mode": mode, "seed": seed, "prompt": PROMPTS.index(prompt),
                "wall_s": round(wall, 2), "comfy_s": executed[-1] if executed else None,
-               "peak_vram_gb": self.vram.peak_gb(), "vram_after_gb": round(self.vram.current / 1024, 1),
+               "size": f"{width}x{height}x{frames}", "fallback": out.get("fallback"),
+               "peak_vram_gb": self.vram.peak_gb(), "vram_after_gb": self.vram.current_gb(),
                "comfy_rss_gb": self.comfy_rss_gb(),
                "model_loads": sum("Requested to load" in line for line in lines),
                "loaded_lines": [line.split("INFO")[-1].strip()[:120] for line in lines
@@ -397,52 +533,47 @@ def main(argv: list[str] | None = None) -> int:
 
     def save():
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=1))
 
     from ltx2_worker.settings import load_settings
 
     reserve = load_settings(env={}).comfy_reserve_vram_gb
     for name in names:
+        usable = usable_for(name, args)
+        ballast = Ballast(args.comfy_python, usable, vram) if usable else None
         run = Run(name, args, tmp, vram, reserve)
-        print(f"== {name}: flags {' '.join(run.flags)}; {run.choices}", flush=True)
+        print(f"== {name}: flags {' '.join(run.flags)}; {run.choices}; usable {usable or 'all'} GiB", flush=True)
         try:
-            start_s = run.start()
-        except subprocess.CalledProcessError:
-            results.append({"config": name, "job": "start", "error": "\n".join(run.log_lines()[-15:])})
-            save()
+            try:
+                parts = run.start()
+            except subprocess.CalledProcessError:
+                results.append({"config": name, "job": "start", "error": "\n".join(run.log_lines()[-15:])})
+                save()
+                continue
+            for label, prompt, seed, mode, size, extra in plan_for(name, args):
+                fig, frames = run.job(label, prompt, seed, mode, size, extra)
+                if label == "cold":
+                    fig.update(parts, **run.storage_figures())
+                    fig["cold_start_s"] = round(parts["provision_s"] + parts["launch_s"] + fig["wall_s"], 1)
+                fig["usable_gib"] = usable
+                key = (seed, prompt, mode, size, json.dumps(extra, sort_keys=True))
+                if frames is not None and not label.startswith("endurance"):
+                    if key in baseline:
+                        ref_name, ref = baseline[key]
+                        fig["psnr_vs"] = ref_name
+                        fig["psnr_db"] = psnr(frames, ref)
+                        fig["identical_frames"] = bool(fig["psnr_db"] == float("inf"))
+                    elif name != "reference":  # its 1280x704 frames compare with nothing of ours
+                        baseline[key] = (name, frames)
+                results.append(fig)
+                save()
+                print(json.dumps({k: v for k, v in fig.items() if k not in ("loaded_lines", "storage_read_series")}),
+                      flush=True)
+        finally:
             run.stop()
-            continue
-        ours = name not in ("reference", "today") and not name.startswith("class-")  # the worker's graph
-        endurance_size = tuple(int(v) for v in args.endurance_size.split("x"))
-        plan = [("cold", PROMPTS[0], 42, "standard", None)]
-        plan += [(f"warm{i + 1}", PROMPTS[0], 43 + i, "standard", None) for i in range(args.warm)]
-        if args.new_prompt and ours:
-            plan.append(("new-prompt", PROMPTS[1], 42, "standard", None))
-        if args.distilled and ours:
-            plan.append(("distilled-first", PROMPTS[0], 42, "distilled", None))
-            plan += [(f"distilled-warm{i + 1}" if args.distilled > 1 else "distilled-warm", PROMPTS[0], 43 + i,
-                      "distilled", None) for i in range(args.distilled)]
-        if ours:
-            plan += [(f"endurance{i + 1}", PROMPTS[0], 100 + i, "standard", endurance_size)
-                     for i in range(args.endurance)]
-        for label, prompt, seed, mode, size in plan:
-            fig, frames = run.job(label, prompt, seed, mode, size)
-            if label == "cold":
-                fig["launch_s"] = round(start_s, 1)
-                fig["cold_start_s"] = round(start_s + fig["wall_s"], 1)
-            key = (seed, prompt, mode)
-            if frames is not None and not label.startswith("endurance"):
-                if key in baseline:
-                    ref_name, ref = baseline[key]
-                    fig["psnr_vs"] = ref_name
-                    fig["psnr_db"] = psnr(frames, ref)
-                    fig["identical_frames"] = bool(fig["psnr_db"] == float("inf"))
-                elif name != "reference":  # its 1280x704 frames compare with nothing of ours
-                    baseline[key] = (name, frames)
-            results.append(fig)
-            save()
-            print(json.dumps({k: v for k, v in fig.items() if k != "loaded_lines"}), flush=True)
-        run.stop()
+            if ballast:
+                ballast.stop()
     vram.close()
     if hook.is_symlink():
         hook.unlink()
@@ -450,15 +581,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def plan_for(name: str, args: argparse.Namespace) -> list[tuple]:
+    """The jobs of one configuration, in order: (label, prompt, seed, mode, size or None, extra input)."""
+    ours = name != "reference" and not name.startswith("class-")  # the worker's graph on this card's class
+    plan = [("cold", PROMPTS[0], 42, "standard", None, None)]
+    plan += [(f"warm{i + 1}", PROMPTS[0], 43 + i, "standard", None, None) for i in range(args.warm)]
+    sizes = [(f"size-{spec}", PROMPTS[0], 47, "standard", tuple(int(v) for v in spec.split("x")), None)
+             for spec in filter(None, args.sizes.split(","))]
+    if not ours:  # the earlier package's graph, or another class's choices: the standard clip, the largest ones
+        return plan + (sizes if name.startswith("class-") else [])
+    if args.new_prompt:
+        plan.append(("new-prompt", PROMPTS[1], 42, "standard", None, None))
+    if args.no_audio:
+        plan.append(("no-audio", PROMPTS[0], 44, "standard", None, {"audio": False}))
+    if args.i2v:
+        plan.append(("i2v", PROMPTS[0], 45, "standard", None, {"image": i2v_image()}))
+    if args.distilled:
+        plan.append(("distilled-first", PROMPTS[0], 42, "distilled", None, None))
+        plan += [(f"distilled-warm{i + 1}", PROMPTS[0], 43 + i, "distilled", None, None)
+                 for i in range(args.distilled)]
+        plan.append(("standard-again", PROMPTS[0], 46, "standard", None, None))
+    plan += sizes
+    endurance_size = tuple(int(v) for v in args.endurance_size.split("x"))
+    plan += [(f"endurance{i + 1}", PROMPTS[0], 100 + i, "standard", endurance_size, None)
+             for i in range(args.endurance)]
+    return plan
+
+
 def print_table(results: list[dict]) -> None:
-    cols = ("config", "job", "comfy_s", "wall_s", "peak_vram_gb", "model_loads", "mp4_mb", "width", "height",
-            "frames", "psnr_db")
+    cols = ("config", "job", "comfy_s", "wall_s", "cold_start_s", "peak_vram_gb", "model_loads", "fallback",
+            "mp4_mb", "width", "height", "frames", "psnr_db")
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" + (f" ERROR {r['error'][:200]}"
                                                                             if "error" in r else ""))
-    roles = ("sampler_stage1", "upsampler", "sampler_stage2", "video_decode", "output_crop", "ImageScale",
-             "save_video")
+    roles = ("text_encoder", "positive_prompt", "release_text_encoder", "checkpoint", "sampler_stage1", "upsampler",
+             "sampler_stage2", "video_decode", "save_video")
     print("\nper node (s): config job | " + " | ".join(roles))
     for r in results:
         if r.get("nodes"):
