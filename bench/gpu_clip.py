@@ -59,7 +59,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_GRAPH = ROOT / "tests" / "data" / "reference_t2v_two_stage_api.json"
 PROMPTS = ("a red fox running through fresh snow at golden hour, cinematic",
-           "waves breaking on a rocky coast under a lighthouse at dusk, slow camera pan")
+           "waves breaking on a rocky coast under a lighthouse at dusk, slow camera pan",
+           "a paper boat drifting down a rain-filled gutter in a quiet city street, close-up")
 NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
@@ -82,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--frames", type=int, default=121)
     p.add_argument("--warm", type=int, default=2, help="warm jobs with a new seed and the same prompt")
-    p.add_argument("--new-prompt", action="store_true", help="worker configs: then a warm job with another prompt")
+    p.add_argument("--new-prompt", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="worker configs: then N warm jobs (1 when not given, at most 2), each with another prompt")
     p.add_argument("--no-audio", action="store_true", help="worker configs: then a warm job with audio false")
     p.add_argument("--i2v", action="store_true", help="worker configs: then an image-to-video job")
     p.add_argument("--distilled", type=int, nargs="?", const=1, default=0, metavar="N",
@@ -590,8 +592,8 @@ def plan_for(name: str, args: argparse.Namespace) -> list[tuple]:
              for spec in filter(None, args.sizes.split(","))]
     if not ours:  # the earlier package's graph, or another class's choices: the standard clip, the largest ones
         return plan + (sizes if name.startswith("class-") else [])
-    if args.new_prompt:
-        plan.append(("new-prompt", PROMPTS[1], 42, "standard", None, None))
+    plan += [(f"new-prompt{i + 1}", PROMPTS[1 + i], 42, "standard", None, None)
+             for i in range(min(args.new_prompt, len(PROMPTS) - 1))]
     if args.no_audio:
         plan.append(("no-audio", PROMPTS[0], 44, "standard", None, {"audio": False}))
     if args.i2v:
