@@ -137,7 +137,7 @@ class Worker:
         LTX2VAEDecodeTiled the decode is VAEDecodeTiled's, with its whole-latent memory request; without
         LTX2LatentUpscaleModelLoader the upscaler loads the slow way; without LTX2SaveVideo the MP4 is written
         by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's memory grows with every job
-        (README, "Speed on a GPU": endurance)."""
+        (docs/performance.md: endurance)."""
         if self.setup_checked:
             return
         lost = []
