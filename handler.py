@@ -9,6 +9,14 @@ import runpod
 
 from ltx2_worker.worker import build_handler
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Importing runpod has already configured the root logger (runpod/serverless/utils/rp_upload.py calls
+    # logging.basicConfig with a format without the level), so a plain basicConfig here would do nothing and
+    # the worker's warnings and errors would reach RunPod's log without their level. force=True replaces that
+    # one handler: every line that goes through logging (the worker's, the SDK's upload utility's, boto3's)
+    # then carries its level and logger name. The SDK's own lines are printed by its RunPodLogger, not through
+    # logging, so none is doubled (tests/test_log_levels.py).
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
     runpod.serverless.start({"handler": build_handler()})

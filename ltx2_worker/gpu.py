@@ -1,7 +1,7 @@
 """What the GPU allows, decided in one place: ComfyUI's flags (used by the launcher) and the graph's
 memory-for-speed choices (used by the worker), both from the card's memory class, so the two never disagree.
 
-Measured on an H100 80GB with full-size stand-in weights (README, "Speed"): ComfyUI's dynamic VRAM and the
+Measured on an H100 80GB with full-size stand-in weights (docs/performance.md): ComfyUI's dynamic VRAM and the
 distilled LoRA being re-applied to the shared dev weights on every job cost ~3 s and ~5 s of a warm job; with
 the memory of an 80 GB card both can be avoided. Smaller cards keep ComfyUI's memory-saving defaults. The
 tiled VAE decode stays everywhere: decoding in one piece saved 0.4 s but, next to two transformer copies,
@@ -76,7 +76,7 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
     A large card serves distilled mode on the same choices: ComfyUI runs with --cache-classic (ltx2_worker.launch),
     which lets go of the other mode's models when the mode changes, so the distilled transformer never sits
     beside the two dev copies (measured on an H200 held to 80 GB: peaks of 72.3 GB at the switch to distilled,
-    75.7 GB at the switch back, 78.1 GB in standard jobs; README, "Speed on a GPU")."""
+    75.7 GB at the switch back, 78.1 GB in standard jobs; docs/performance.md)."""
     if gpu is None:
         profile = Profile("cpu", ("--cpu",), GraphChoices())
     else:

@@ -38,7 +38,7 @@ class LaunchError(Exception):
 COMFY_NODES = Path(__file__).resolve().parent / "comfy_nodes"  # the worker's own ComfyUI nodes
 # Keep only the last prompt's node outputs: ComfyUI's default RAM-pressure cache kept every job's (one decoded
 # clip, 1.4 GB at 1280x720x121, a job) until the HOST's available RAM fell below 96 GB, which in a container
-# means past its memory limit (README, "Speed on a GPU": endurance).
+# means past its memory limit (docs/performance.md: endurance).
 CACHE_FLAG = "--cache-classic"
 
 

@@ -152,7 +152,7 @@ def test_torch_and_comfyui_are_pinned_and_match():
 
 def test_comfyuis_tree_is_compiled_to_bytecode_where_it_is_cloned():
     """A cold start is a fresh container: without bytecode in the image, ComfyUI's ~700 modules are compiled
-    again before it answers (README, "Speed on a GPU": cold start)."""
+    again before it answers (docs/performance.md: cold start)."""
     clone = [rest for word, rest in _instructions() if word == "RUN" and "git clone" in rest]
     assert len(clone) == 1
     assert re.search(r'"\$\{COMFY_PYTHON\}" -m compileall -q -j 0 "\$\{COMFYUI_DIR\}"', clone[0]), clone[0]

@@ -140,3 +140,116 @@ def test_each_provisioning_failure_is_in_the_troubleshooting_table(fragment):
     table = readme.split("<!-- section: troubleshooting -->")[1].split("<!-- end section: troubleshooting -->")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert any(fragment in row.split(" | ")[0] for row in rows), f"README's troubleshooting table lacks {fragment!r}"
+
+
+# --- README's speed table against bench/results/ -------------------------------------------------------------
+
+RESULTS = ROOT / "bench" / "results"
+SPEED_COLUMNS = ("memory class", "example cards", "warm job", "new prompt", "cold start, page cache",
+                 "cold start, storage", "peak GPU memory", "largest clip")
+DESCRIPTIVE = {"memory class", "example cards"}  # their numbers (80 GB, RTX 4090) are names, not measurements
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+
+
+def _readme_section(name: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split(f"<!-- section: {name} -->")[1].split(f"<!-- end section: {name} -->")[0]
+
+
+def speed_table() -> tuple[list[str], list[list[str]]]:
+    rows = [line.strip().strip("|").split("|") for line in _readme_section("speed").splitlines()
+            if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0]]
+    body = [[cell.strip() for cell in row] for row in rows[2:]]
+    return header, body
+
+
+def _numbers_in(value) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, str):
+        return [float(n) for n in NUMBER.findall(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers_in(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers_in(v)]
+    return []
+
+
+def measured_numbers() -> list[float]:
+    """Every number in every file under bench/results/: JSON values, and numbers in the text of the others."""
+    found: list[float] = []
+    for path in sorted(RESULTS.iterdir()):
+        if path.name == "README.md" or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found += _numbers_in(json.loads(text)) if path.suffix == ".json" else _numbers_in(text)
+    return found
+
+
+def _in_results(figure: str, measured: list[float]) -> bool:
+    """A figure as the README writes it (15.1) matches a measured value that rounds to it (15.09)."""
+    decimals = len(figure.split(".")[1]) if "." in figure else 0
+    return any(abs(round(v, decimals) - float(figure)) < 1e-9 for v in measured)
+
+
+def test_readme_speed_table_has_the_columns_users_choose_a_gpu_by():
+    header, body = speed_table()
+    assert tuple(header) == SPEED_COLUMNS, header
+    assert body and all(len(row) == len(header) for row in body), body
+    classes = [row[0] for row in body]
+    for name in ("80 GB", "48 GB", "24 GB"):
+        assert any(c.startswith(name) for c in classes), f"no row for the {name} class: {classes}"
+    for row in body:
+        for column, cell in zip(header, row, strict=True):
+            assert cell, f"empty cell in column {column!r}: write a figure or 'not yet measured'"
+
+
+def test_every_figure_of_the_readme_speed_table_is_in_a_results_file():
+    header, body = speed_table()
+    measured = measured_numbers()
+    figures = [(row[0], column, figure) for row in body for column, cell in zip(header, row, strict=True)
+               if column not in DESCRIPTIVE for figure in NUMBER.findall(cell)]
+    assert figures, "the speed table gives no figure at all"
+    missing = [f for f in figures if not _in_results(f[2], measured)]
+    assert not missing, f"figures of README's speed table found in no file under bench/results/: {missing}"
+
+
+def test_the_figure_check_would_catch_an_invented_figure():
+    measured = measured_numbers()
+    assert _in_results("15.1", measured) and _in_results("78.1", measured)
+    assert not _in_results("12345.6", measured)
+
+
+def test_every_results_file_is_in_the_index():
+    index = (RESULTS / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([^`]+)` \|", index, re.MULTILINE))
+    files = {p.name for p in RESULTS.iterdir() if p.is_file() and p.name != "README.md"}
+    assert files - listed == set(), f"bench/results/README.md lacks a row for {sorted(files - listed)}"
+    assert listed - files == set(), f"bench/results/README.md lists missing files {sorted(listed - files)}"
+
+
+def test_readme_is_a_users_document():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = text.count("\n")
+    # ~340 lines of prose and tables, plus the generated settings table (about 70)
+    assert lines <= 410, f"README.md has {lines} lines: measurement detail belongs in docs/performance.md"
+    for heading in ("## Settings", "## Models and the network volume", "## Troubleshooting", "## Development",
+                    "## Speed and GPUs", "## Licence", "## Request", "## Response", "## Deploy on RunPod"):
+        assert f"\n{heading}\n" in text, f"README.md lacks the section {heading!r}"
+    assert (ROOT / "docs" / "performance.md").exists() and "docs/performance.md" in _readme_section("speed")
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("                    GNU GENERAL PUBLIC LICENSE")
+
+
+def test_every_request_example_in_the_readme_is_accepted():
+    from ltx2_worker.job import parse_request
+    from ltx2_worker.settings import load_settings
+
+    section = _readme_section("request")
+    blocks = [json.loads(b.split("```", 1)[0]) for b in section.split("```json")[1:]]
+    requests_ = [b["input"] for b in blocks if "input" in b]
+    assert requests_, "README's Request section has no request example"
+    for raw in requests_:
+        parse_request(raw, load_settings(env={}))

@@ -1,9 +1,10 @@
+# SPDX-License-Identifier: GPL-3.0-or-later (LICENSE; README, "Licence": loaded into ComfyUI, GPL-3.0)
 """ComfyUI custom node `LTX2CudaGraphs` (loaded by ComfyUI, not by the worker: launch adds this folder to
 ComfyUI's `custom_nodes` search path): replays the diffusion model's forward pass as a CUDA graph.
 
 Why: a step of LTX-2 launches 1,344 FP8 linears (each quantises its input and calls `_scaled_mm`) and their
 neighbours one by one from Python, and part of that launching shows in the step time; a CUDA graph launches the
-whole recorded forward pass at once. Measured on an H100 (README, "Speed"): stage 1 9.7 -> 8.0 s, after which
+whole recorded forward pass at once. Measured on an H100 (docs/performance.md): stage 1 9.7 -> 8.0 s, after which
 the GPU itself is the limit (100 % busy at its power cap); stage 2's three large steps gained nothing.
 
 How, per model call (ComfyUI's APPLY_MODEL wrapper, the hook its own TorchCompileModel node uses):

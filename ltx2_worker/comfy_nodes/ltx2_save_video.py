@@ -1,8 +1,9 @@
+# SPDX-License-Identifier: GPL-3.0-or-later (LICENSE; README, "Licence": loaded into ComfyUI, GPL-3.0)
 """ComfyUI custom node `LTX2SaveVideo` (loaded by ComfyUI, not by the worker: launch adds this folder to ComfyUI's
 `custom_nodes` search path): ComfyUI's SaveVideo with the x264 preset and CRF as inputs.
 
 Why: SaveVideo encodes with libx264's defaults (preset medium, CRF 23) and offers no setting, and the encode is
-part of every job's time on the CPU. Measured (bench/mp4_encode.py; README, "Speed on a GPU"), 121 frames at
+part of every job's time on the CPU. Measured (bench/mp4_encode.py; docs/performance.md), 121 frames at
 1280x720 on 16 CPUs: SaveVideo 6.4 s on the stand-in weights' noise and 2.1 s on a moving synthetic scene; this
 node at veryfast / CRF 22 2.8 s and 1.8 s, files of the same size, 0.4 dB less PSNR on the scene. At medium / CRF
 23 it gives SaveVideo's size and PSNR. Each frame's conversion runs on a few threads beside the encoder, which

@@ -1,10 +1,11 @@
+# SPDX-License-Identifier: GPL-3.0-or-later (LICENSE; README, "Licence": loaded into ComfyUI, GPL-3.0)
 """ComfyUI custom node `LTX2LatentUpscaleModelLoader` (loaded by ComfyUI, not by the worker: launch adds this
 folder to ComfyUI's `custom_nodes` search path): ComfyUI's LatentUpscaleModelLoader, without the random start.
 
 Why: for LTX-2's spatial upscaler, ComfyUI v0.26.2 (`comfy_extras/nodes_hunyuan.py`) builds the 498M-parameter
 model in float32 with PyTorch's random initialisation, converts it to bfloat16 and only then copies the file's
 weights over it. The random initialisation is thrown away and is the slow part: 2.7-4.3 s of every cold start
-on the GPU host's 16 CPUs (README, "Speed on a GPU"), 5.3 s on 2 CPUs, against 0.25 s for what this node does.
+on the GPU host's 16 CPUs (docs/performance.md), 5.3 s on 2 CPUs, against 0.25 s for what this node does.
 
 This node builds the same model on PyTorch's meta device (shapes only) and takes the file's tensors as its
 weights, cast to the dtype ComfyUI would choose (`vae_dtype`, bfloat16 or float32). The model is the same

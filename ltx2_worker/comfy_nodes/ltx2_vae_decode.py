@@ -1,10 +1,11 @@
+# SPDX-License-Identifier: GPL-3.0-or-later (LICENSE; README, "Licence": loaded into ComfyUI, GPL-3.0)
 """ComfyUI custom node `LTX2VAEDecodeTiled` (loaded by ComfyUI, not by the worker: launch adds this folder to
 ComfyUI's `custom_nodes` search path): ComfyUI's VAEDecodeTiled, asking for the memory of one tile.
 
 Why: ComfyUI v0.26.2's tiled decode asks model management for the memory of decoding the WHOLE latent in one
 piece (`comfy/sd.py`, `VAE.decode_tiled`: "TODO: calculate mem required for tile"): 18.1 GB for the standard
 1280x736x121 clip. On an 80 GB card holding two transformer copies that pushes the 11.2 GB text encoder out of
-GPU memory at every decode, and the next new prompt loads it again and pushes it out again (README, "Speed":
+GPU memory at every decode, and the next new prompt loads it again and pushes it out again (docs/performance.md:
 a new prompt took 32-35 s against 22 s warm). The tiles are decoded one at a time, so one tile's memory is
 what the decode needs: ~5 GB at the graph's 512-pixel tiles.
 
