@@ -253,3 +253,9 @@ def test_every_request_example_in_the_readme_is_accepted():
     assert requests_, "README's Request section has no request example"
     for raw in requests_:
         parse_request(raw, load_settings(env={}))
+
+
+def test_every_comfyui_node_file_says_its_licence():
+    """The nodes run inside ComfyUI (GPL-3.0): each file names the project's licence (README, "Licence")."""
+    for path in sorted((ROOT / "ltx2_worker" / "comfy_nodes").glob("*.py")):
+        assert path.read_text(encoding="utf-8").startswith("# SPDX-License-Identifier: GPL-3.0-or-later"), path.name

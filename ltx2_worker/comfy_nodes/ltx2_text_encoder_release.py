@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later (LICENSE; README, "Licence": loaded into ComfyUI, GPL-3.0)
 """ComfyUI custom node `LTX2ReleaseTextEncoder` (loaded by ComfyUI, not by the worker: launch adds this folder to
 ComfyUI's `custom_nodes` search path): the text encoder leaves the GPU once the prompts are encoded.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later (LICENSE; README, "Licence": loaded into ComfyUI, GPL-3.0)
 """ComfyUI custom node `LTX2LatentUpsampler` (loaded by ComfyUI, not by the worker: launch adds this folder to
 ComfyUI's `custom_nodes` search path): ComfyUI's LTXVLatentUpsampler, with the upscaler left on the GPU.
 
