@@ -272,16 +272,16 @@ def evict(volume: Path) -> int:
     """Drop every file under <volume>/models from the page cache (no privileges needed); the bytes dropped."""
     dropped, seen = 0, set()
     for path in sorted((volume / "models").rglob("*")):
-        if not path.is_file() or path.stat().st_ino in seen:
+        if not path.is_file() or (st := path.stat()).st_ino in seen:
             continue
-        seen.add(path.stat().st_ino)
+        seen.add(st.st_ino)
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-        dropped += path.stat().st_size
+        dropped += st.st_size
     return dropped
 
 
@@ -431,10 +431,12 @@ class Run:
     def stop(self):
         if self.prefetch is not None and self.prefetch.poll() is None:
             self.prefetch.kill()
+        pid = _pid(self.settings.comfy_pid_file)
         try:
-            os.kill(int(Path(self.settings.comfy_pid_file).read_text()), signal.SIGTERM)
-            time.sleep(3)
-        except (OSError, ValueError):
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+                time.sleep(3)
+        except OSError:
             pass
 
     def log_lines(self) -> list[str]:
@@ -444,8 +446,10 @@ class Run:
             return []
 
     def comfy_rss_gb(self) -> float | None:
+        pid = _pid(self.settings.comfy_pid_file)
+        if pid is None:
+            return None
         try:
-            pid = int(Path(self.settings.comfy_pid_file).read_text())
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     return round(int(line.split()[1]) / 1e6, 2)

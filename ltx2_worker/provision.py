@@ -23,7 +23,7 @@ from .failures import ProvisionError, endpoint_of, failure, volume_cause
 from .health import record_boot_failure
 from .locking import VolumeLock
 from .manifest import ModelFile, load_manifest
-from .model_cache import cached_files
+from .model_cache import cached_files, model_path
 from .settings import Settings, SettingsError, load_settings
 from .verify import problem
 
@@ -52,13 +52,13 @@ def check(settings: Settings, models: list[ModelFile], sha256: bool = False,
           cached: dict[str, Path] | None = None) -> list[str]:
     """One line per bad or missing file; empty when the volume (and the model cache) are ready."""
     cached = cached_files(settings, models) if cached is None else cached
-    volume = volume_root(settings) if any(m.role not in cached for m in models) else settings.volume_path
+    if any(m.role not in cached for m in models):
+        volume_root(settings)  # a volume is needed: say so if it is not there (or make it, ALLOW_CONTAINER_DISK)
     lines = []
     for model in models:
         started = time.perf_counter()
         in_cache = model.role in cached
-        bad = problem(cached[model.role] if in_cache else model.target(volume), model, sha256=sha256,
-                      remember=not in_cache)
+        bad = problem(model_path(settings, model, cached), model, sha256=sha256, remember=not in_cache)
         if bad:
             lines.append(f"{model.folder}/{model.name}: {bad}")
         else:

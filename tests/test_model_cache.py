@@ -8,7 +8,7 @@ import hashlib
 import os
 from pathlib import Path
 
-import pytest
+import test_provision
 import yaml
 from test_provision import FILES, env_for, make_config, run_cli, target
 
@@ -17,24 +17,12 @@ from ltx2_worker.manifest import load_manifest
 from ltx2_worker.model_cache import cached_files
 from ltx2_worker.settings import load_settings
 
-from hf_server import HubServer, tiny_safetensors
+from hf_server import tiny_safetensors
 
 COMMIT = "c0ffee0000000000000000000000000000000001"
 OTHER = "badc0de000000000000000000000000000000002"
+volume, hub = test_provision.volume, test_provision.hub  # the provisioning tests' fixtures: a volume, the hub
 LIGHTRICKS = {path: data for repo, path, _, data in FILES.values() if repo == "Lightricks/LTX-2"}
-
-
-@pytest.fixture
-def volume(tmp_path):
-    path = tmp_path / "volume"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def hub():
-    with HubServer({f"{repo}/{path}": data for repo, path, _, data in FILES.values()}) as server:
-        yield server
 
 
 def runpod_cache(root: Path, repo: str, commit: str, files: dict[str, bytes],

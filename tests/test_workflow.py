@@ -194,23 +194,19 @@ def test_the_workers_save_node_offers_the_presets_the_settings_accept():
     assert (spec["preset"][1]["default"], spec["crf"][1]["default"]) == (S.x264_preset, S.x264_crf)
 
 
-def test_the_tile_memory_decode_changes_only_the_decode_nodes_class():
+@pytest.mark.parametrize("choice, role, class_type", [
+    ("tile_memory_decode", "video_decode", "LTX2VAEDecodeTiled"),
+    ("fast_upscaler_load", "upscaler_loader", "LTX2LatentUpscaleModelLoader"),
+    ("resident_upscaler", "upsampler", "LTX2LatentUpsampler"),
+])
+def test_a_node_swapping_choice_changes_only_that_nodes_class(choice, role, class_type):
+    """The worker's node takes the stock node's place under the same id, with the same inputs."""
     req = parse_request({"prompt": "x"}, S)
     plain = WF.build(req, "ltx2/a")
-    g = WF.build(req, "ltx2/a", choices=GraphChoices(tile_memory_decode=True))
-    decode = WF.node_ids["video_decode"]
-    assert g[decode]["class_type"] == "LTX2VAEDecodeTiled" and g[decode]["inputs"] == plain[decode]["inputs"]
-    assert {nid for nid in plain if plain[nid] != g[nid]} == {decode}
-
-
-def test_the_fast_upscaler_load_changes_only_the_loader_nodes_class():
-    req = parse_request({"prompt": "x"}, S)
-    plain = WF.build(req, "ltx2/a")
-    g = WF.build(req, "ltx2/a", choices=GraphChoices(fast_upscaler_load=True))
-    loader = WF.node_ids["upscaler_loader"]
-    assert g[loader]["class_type"] == "LTX2LatentUpscaleModelLoader"
-    assert g[loader]["inputs"] == plain[loader]["inputs"]
-    assert {nid for nid in plain if plain[nid] != g[nid]} == {loader}
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(**{choice: True}))
+    node = WF.node_ids[role]
+    assert g[node]["class_type"] == class_type and g[node]["inputs"] == plain[node]["inputs"]
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {node} and set(g) == set(plain)
 
 
 @pytest.mark.parametrize("mode", ["standard", "distilled"])
@@ -228,15 +224,6 @@ def test_the_text_encoder_release_sits_between_both_encoders_and_the_conditionin
                                     "clip": [WF.node_ids["text_encoder"], 0]}
     assert set(g) - set(plain) == {release}
     assert {nid for nid in plain if plain[nid] != g[nid]} == {WF.node_ids["conditioning"]}
-
-
-def test_the_resident_upscaler_changes_only_the_upsamplers_class():
-    req = parse_request({"prompt": "x"}, S)
-    plain = WF.build(req, "ltx2/a")
-    g = WF.build(req, "ltx2/a", choices=GraphChoices(resident_upscaler=True))
-    node = WF.node_ids["upsampler"]
-    assert g[node]["class_type"] == "LTX2LatentUpsampler" and g[node]["inputs"] == plain[node]["inputs"]
-    assert {nid for nid in plain if plain[nid] != g[nid]} == {node}
 
 
 @pytest.mark.parametrize("ours, theirs", [("LTX2LatentUpsampler", "LTXVLatentUpsampler"),
