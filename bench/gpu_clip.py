@@ -17,11 +17,15 @@ Configurations (--configs):
                    with its flags (--use-sage-attention only: COMFY_PYTHON needs the sageattention package,
                    1.0.6 in the recorded runs, or ComfyUI exits at start)
   worker           what the worker picks for this GPU (ltx2_worker.gpu), with the worker's own nodes
-  worker-shared    the worker's flags, stage 2 on the shared model (the ablation of stage2_own_model)
+  worker-merged    the worker with stage 2's LoRA merged into the shared weights (the ablation of lora_bypass)
+  worker-own-model the 80 GB class as it shipped before lora_bypass: stage 2's LoRA merged into a second
+                   transformer copy, the text encoder released after encoding (stage2_own_model,
+                   release_text_encoder)
   worker-eager     the worker without the LTX2CudaGraphs node (the ablation of cuda_graphs)
-  worker-keep-te   the worker without LTX2ReleaseTextEncoder (the ablation of release_text_encoder)
+  worker-release-te  the worker with LTX2ReleaseTextEncoder (the text encoder leaves the GPU after encoding)
   worker-moving-upscaler  the worker with ComfyUI's LTXVLatentUpsampler (the ablation of resident_upscaler)
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
+  class-medium-merged  the medium class with stage 2's LoRA merged (the ablation of lora_bypass there)
   class-small      the small class's choices, leaving --usable-small GB
   custom           the worker's graph for this GPU with the flags given by --custom-flags (for trying flags)
 The earlier package's graph keeps ComfyUI's own VAEDecodeTiled and SaveVideo, as it had them.
@@ -64,10 +68,13 @@ PROMPTS = ("a red fox running through fresh snow at golden hour, cinematic",
 NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
-CONFIGS = ("reference", "worker", "worker-shared", "worker-eager", "worker-keep-te", "worker-moving-upscaler",
-           "class-medium", "class-small", "custom")
-ABLATIONS = {"worker-shared": {"stage2_own_model": False}, "worker-eager": {"cuda_graphs": False},
-             "worker-keep-te": {"release_text_encoder": False}, "worker-moving-upscaler": {"resident_upscaler": False}}
+CONFIGS = ("reference", "worker", "worker-merged", "worker-own-model", "worker-eager", "worker-release-te",
+           "worker-moving-upscaler", "class-medium", "class-medium-merged", "class-small", "custom")
+ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
+             "worker-own-model": {"lora_bypass": False, "stage2_own_model": True, "release_text_encoder": True},
+             "worker-release-te": {"release_text_encoder": True},
+             "worker-moving-upscaler": {"resident_upscaler": False},
+             "class-medium-merged": {"lora_bypass": False}}
 I2V_SIZE = (1280, 720)  # the first frame of the image-to-video job (a gradient PNG made here)
 
 
@@ -182,7 +189,8 @@ class Ballast:
 
 def usable_for(name: str, args: argparse.Namespace) -> float | None:
     """GiB the configuration may use: the memory classes' own, else --usable (None: the whole card)."""
-    return {"class-medium": args.usable_medium, "class-small": args.usable_small}.get(name, args.usable)
+    return {"class-medium": args.usable_medium, "class-medium-merged": args.usable_medium,
+            "class-small": args.usable_small}.get(name, args.usable)
 
 
 def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):

@@ -87,10 +87,10 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
             # PyTorch's own allocator: CUDA graphs (GraphChoices.cuda_graphs) keep their memory in its pools
             profile = Profile("large", ("--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc", *fast,
                                         *reserve),
-                              dataclasses.replace(EVERY_CLASS, stage2_own_model=True, cuda_graphs=True,
-                                                  release_text_encoder=True, resident_upscaler=True))
+                              dataclasses.replace(EVERY_CLASS, lora_bypass=True, cuda_graphs=True,
+                                                  resident_upscaler=True))
         elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
-            profile = Profile("medium", (*fast, *reserve), EVERY_CLASS)
+            profile = Profile("medium", (*fast, *reserve), dataclasses.replace(EVERY_CLASS, lora_bypass=True))
         else:
             profile = Profile("small", ("--lowvram", *fast, *reserve), EVERY_CLASS)
     if extra_args.strip():

@@ -34,6 +34,7 @@ from .settings import Settings, SettingsError, load_settings
 from .workflow import (
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
+    LORA_BYPASS_NODE,
     RELEASE_TEXT_ENCODER_NODE,
     SAVE_VIDEO_NODE,
     TILE_DECODE_NODE,
@@ -55,6 +56,8 @@ CHOICE_NODES = (
      "the upscaler loads with ComfyUI's random initialisation first, seconds more at a cold start"),
     ("release_text_encoder", RELEASE_TEXT_ENCODER_NODE,
      "the text encoder stays on the GPU beside two transformer copies, more than an 80 GB card holds"),
+    ("lora_bypass", LORA_BYPASS_NODE,
+     "stage 2's LoRA is merged into the weights stage 1 shares and re-applied in every job, seconds a job"),
     ("resident_upscaler", UPSAMPLER_NODE, "the upscaler moves to the GPU and back in every job, about 1 s a job"),
 )
 READY_POLL_S = 0.5

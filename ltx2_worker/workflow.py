@@ -62,6 +62,8 @@ TILE_DECODE_NODE = "LTX2VAEDecodeTiled"
 UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
 RELEASE_TEXT_ENCODER_NODE = "LTX2ReleaseTextEncoder"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
+# ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
+LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -91,6 +93,11 @@ class GraphChoices:
         off the GPU once both prompts are encoded; ComfyUI caches the conditioning, so a job with the same prompts
         never loads it, and a new prompt loads it back from the CPU. For a card that holds two transformer copies
         at the real checkpoint's size (21.9 GB each) only with the encoder gone.
+    lora_bypass: stage 2's distilled LoRA runs as ComfyUI's bypass (`LoraLoaderBypassModelOnly`): each patched
+        layer computes its FP8 output and adds up(down(x)) from the LoRA's own bf16 matrices, on the weights stage 1
+        already holds. No second transformer copy (21.9 GB) and no weights re-patched between the stages; the
+        LoRA's 7.7 GB sit on the GPU instead, outside ComfyUI's model accounting. The sum is not rounded back to
+        FP8 as a merged LoRA is, so frames differ slightly from the merged LoRA's.
     resident_upscaler: upscaling runs as the worker's `LTX2LatentUpsampler` node, which leaves the 1 GB upscaler
         to ComfyUI's model management instead of moving it to the GPU and back in every job (0.7-1.1 s a job);
         the same computation, the same latent.
@@ -101,7 +108,12 @@ class GraphChoices:
     tile_memory_decode: bool = False
     fast_upscaler_load: bool = False
     release_text_encoder: bool = False
+    lora_bypass: bool = False
     resident_upscaler: bool = False
+
+    def __post_init__(self):
+        if self.lora_bypass and self.stage2_own_model:
+            raise ValueError("lora_bypass runs stage 2 on stage 1's weights; stage2_own_model gives it a copy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +201,8 @@ class Workflow:
             self._distilled(graph)  # stage 2 then uses the checkpoint's model as it is: nothing to re-apply
         elif choices.stage2_own_model:
             self._stage2_own_model(graph)
+        elif choices.lora_bypass:  # LoraLoaderModelOnly's inputs, on the checkpoint's model as exported
+            graph[self.node_ids["lora"]]["class_type"] = LORA_BYPASS_NODE
         if image_name is not None:
             self._first_frame(graph, image_name, req.image_strength)
         if not req.audio:

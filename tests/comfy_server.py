@@ -66,6 +66,7 @@ MODEL_INPUTS = {
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoader", "lora_name"): "loras",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("LoraLoaderBypassModelOnly", "lora_name"): "loras",
     ("LatentUpscaleModelLoader", "model_name"): "latent_upscale_models",
     ("LTX2LatentUpscaleModelLoader", "model_name"): "latent_upscale_models",
 }
@@ -1125,6 +1126,8 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [{**i["model"], "cuda_graphs": i["enabled"]}], None
         case "LoraLoaderModelOnly":
             return [{**i["model"], "lora": i["lora_name"]}], None
+        case "LoraLoaderBypassModelOnly":
+            return [{**i["model"], "lora": i["lora_name"], "lora_bypass": True}], None
         case "LoraLoader":
             return [{**i["model"], "lora": i["lora_name"]}, {**i["clip"], "lora": i["lora_name"]}], None
         case "ModelSamplingLTXV":

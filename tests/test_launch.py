@@ -66,12 +66,15 @@ def test_a_broken_gpu_asks_for_a_fresh_worker(tmp_path, monkeypatch):
     assert info.value.refresh_worker is True
 
 
-@pytest.mark.parametrize("memory_gb,name,large", [
-    (79.6, "large", True), (44.4, "medium", False), (23.6, "small", False),
+@pytest.mark.parametrize("memory_gb,name,large,bypass", [
+    (79.6, "large", True, True), (44.4, "medium", False, True), (23.6, "small", False, False),
 ])
-def test_the_memory_class_decides_the_graph_too(memory_gb, name, large):
+def test_the_memory_class_decides_the_graph_too(memory_gb, name, large, bypass):
     profile = choose_profile(Gpu("x", memory_gb, 9.0), 1.5)
-    assert (profile.name, profile.graph.stage2_own_model, profile.graph.cuda_graphs) == (name, large, large)
+    assert (profile.name, profile.graph.cuda_graphs, profile.graph.resident_upscaler) == (name, large, large)
+    # stage 2's LoRA as a bypass where the card holds the transformer and the LoRA's 7.7 GB; a small card
+    # keeps ComfyUI's merged LoRA, which its low-VRAM loading applies to whatever part of the weights it moves
+    assert profile.graph.lora_bypass is bypass and not profile.graph.stage2_own_model
     # the worker's decode and upscaler-loader nodes cost no memory: every class uses them
     assert profile.graph.tile_memory_decode and profile.graph.fast_upscaler_load
     # CUDA graphs keep their memory in PyTorch's own allocator's pools, not in cudaMallocAsync's
@@ -87,7 +90,7 @@ def test_a_large_card_serving_distilled_mode_too_keeps_the_large_class(enable):
     settings = S.replace(enable_models=enable)
     h100 = Gpu("H100 80GB HBM3", 79.6, 9.0)
     assert profile_for(settings, h100) == choose_profile(h100, settings.comfy_reserve_vram_gb)
-    assert profile_for(settings, h100).name == "large" and profile_for(settings, h100).graph.stage2_own_model
+    assert profile_for(settings, h100).name == "large" and profile_for(settings, h100).graph.lora_bypass
 
 
 def test_no_nvidia_tools_means_cpu(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ and every fault the issue lists ending in a clear error or a recovered result, n
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -310,9 +311,11 @@ def test_the_large_memory_graph_passes_validation_and_delivers_the_asked_size(co
     assert "error" not in out, out
     assert decode_video_field(out) == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": audio}
     classes = {node["class_type"] for node in comfy.submitted[-1]["prompt"].values()}
-    assert {"UNETLoader", "ImageCrop", "LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2LatentUpscaleModelLoader",
-            "LTX2SaveVideo", "LTX2ReleaseTextEncoder", "LTX2LatentUpsampler"} <= classes
-    assert not {"SaveVideo", "VAEDecodeTiled", "LatentUpscaleModelLoader", "LTXVLatentUpsampler"} & classes
+    assert {"LoraLoaderBypassModelOnly", "ImageCrop", "LTX2CudaGraphs", "LTX2VAEDecodeTiled",
+            "LTX2LatentUpscaleModelLoader", "LTX2SaveVideo", "LTX2LatentUpsampler"} <= classes
+    # one transformer: no second copy for stage 2, no merged LoRA; the text encoder stays on the GPU
+    assert not {"SaveVideo", "VAEDecodeTiled", "LatentUpscaleModelLoader", "LTXVLatentUpsampler", "UNETLoader",
+                "LoraLoaderModelOnly", "LTX2ReleaseTextEncoder"} & classes
 
 
 def test_the_mp4_is_encoded_with_the_configured_x264_preset_and_crf(comfy, output_dir, tmp_path, caplog):
@@ -342,16 +345,41 @@ def test_a_comfyui_without_the_workers_nodes_runs_the_large_graph_without_them(o
         for submitted in server.submitted:
             classes = {node["class_type"] for node in submitted["prompt"].values()}
             assert not {"LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2LatentUpscaleModelLoader",
-                        "LTX2SaveVideo", "LTX2ReleaseTextEncoder", "LTX2LatentUpsampler"} & classes
-            assert {"UNETLoader", "VAEDecodeTiled", "LatentUpscaleModelLoader", "SaveVideo",
+                        "LTX2SaveVideo", "LTX2LatentUpsampler"} & classes
+            # the LoRA bypass is ComfyUI's own node: it stays
+            assert {"LoraLoaderBypassModelOnly", "VAEDecodeTiled", "LatentUpscaleModelLoader", "SaveVideo",
                     "LTXVLatentUpsampler"} <= classes
         warnings = [r.getMessage() for r in caplog.records
                     if "lacks what ltx2_worker.launch gives it" in r.getMessage()]
         assert len(warnings) == 1 and "ltx2_worker.launch" in warnings[0]
         assert all(name in warnings[0] for name in ("LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2SaveVideo",
-                                                     "LTX2LatentUpscaleModelLoader", "LTX2ReleaseTextEncoder",
-                                                     "LTX2LatentUpsampler", "X264_PRESET",
-                                                     "--cache-classic"))
+                                                     "LTX2LatentUpscaleModelLoader", "LTX2LatentUpsampler",
+                                                     "X264_PRESET", "--cache-classic"))
+        assert "LoraLoaderBypassModelOnly" not in warnings[0]
+    finally:
+        server.stop()
+
+
+def test_a_comfyui_without_the_lora_bypass_merges_the_lora_instead(output_dir, tmp_path, caplog):
+    """A ComfyUI older than the bypass node (another ComfyUI than the pinned one) still runs the large class:
+    stage 2's LoRA goes through LoraLoaderModelOnly as exported, and the warning says what that costs."""
+    from comfy_server import DATA
+
+    schemas = json.loads((DATA / "object_info.json").read_text())
+    del schemas["LoraLoaderBypassModelOnly"]
+    older = tmp_path / "object_info.json"
+    older.write_text(json.dumps(schemas))
+    server = ProtocolComfy(output_dir=output_dir, object_info_path=older).start()
+    try:
+        settings = loopback_settings(server.url, output_dir, tmp_path)
+        worker = Worker(settings, profile=choose_profile(Gpu("H100 80GB HBM3", 79.6, 9.0), 0.0))
+        out = worker.handle({"id": "older", "input": dict(SMALL)})
+        assert "error" not in out, out
+        classes = {node["class_type"] for node in server.submitted[-1]["prompt"].values()}
+        assert "LoraLoaderModelOnly" in classes and "LoraLoaderBypassModelOnly" not in classes
+        [warning] = [r.getMessage() for r in caplog.records
+                     if "lacks what ltx2_worker.launch gives it" in r.getMessage()]
+        assert "LoraLoaderBypassModelOnly (stage 2's LoRA is merged" in warning
     finally:
         server.stop()
 
