@@ -6,7 +6,9 @@ For each configuration: a cold job (from the launcher's start to the first MP4),
 warm job with a new prompt, optionally distilled jobs and an endurance series. Per job it records ComfyUI's
 own "Prompt executed in" time, seconds per node (WebSocket `executing`/`progress`, nodes named by their
 workflow role), peak VRAM (nvidia-smi sampled every 0.1 s), model loads from ComfyUI's log ("Requested to
-load": a warm job should have none, which also means no LoRA re-patching), the MP4's size, width, height,
+load", and loaded_mb: the MB those loads moved to the GPU; a warm job should move none, which also means no LoRA
+re-patching; with lora_bypass each job has two 0 MB switches between stage 1's patcher and stage 2's bypass
+clone), the MP4's size, width, height,
 frames, and how far its decoded frames are from the first configuration's for the same seed and prompt.
 
     COMFYUI_DIR=... COMFY_PYTHON=python3 python bench/gpu_clip.py --volume /tmp/vol \\
@@ -341,6 +343,14 @@ def node_seconds(marks: list) -> dict[str, float]:
     return out
 
 
+def loaded_mb(lines: list[str]) -> float:
+    """MB of weights ComfyUI moved to the GPU, from its "loaded completely/partially; … N MB loaded" lines. A
+    "Requested to load" with no such line is a switch between patchers of weights already there (stage 1's
+    model and stage 2's bypass clone), which moves nothing."""
+    return round(sum(float(m.group(1)) for line in lines
+                     if (m := re.search(r"loaded (?:completely|partially);.*?([\d.]+) MB loaded", line))), 1)
+
+
 def mp4_frames(data: bytes):
     import io
 
@@ -492,6 +502,7 @@ class Run:
                "peak_vram_gb": self.vram.peak_gb(), "vram_after_gb": self.vram.current_gb(),
                "comfy_rss_gb": self.comfy_rss_gb(),
                "model_loads": sum("Requested to load" in line for line in lines),
+               "loaded_mb": loaded_mb(lines),
                "loaded_lines": [line.split("INFO")[-1].strip()[:120] for line in lines
                                 if "Requested to load" in line or "loaded completely" in line
                                 or "loaded partially" in line][:12],
@@ -623,7 +634,8 @@ def plan_for(name: str, args: argparse.Namespace) -> list[tuple]:
 
 
 def print_table(results: list[dict]) -> None:
-    cols = ("config", "job", "comfy_s", "wall_s", "cold_start_s", "peak_vram_gb", "model_loads", "fallback",
+    cols = ("config", "job", "comfy_s", "wall_s", "cold_start_s", "peak_vram_gb", "model_loads", "loaded_mb",
+            "fallback",
             "mp4_mb", "width", "height", "frames", "psnr_db")
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:

@@ -1,15 +1,16 @@
 """What the GPU allows, decided in one place: ComfyUI's flags (used by the launcher) and the graph's
 memory-for-speed choices (used by the worker), both from the card's memory class, so the two never disagree.
 
-Measured on an H100 80GB with full-size stand-in weights (docs/performance.md): ComfyUI's dynamic VRAM and the
-distilled LoRA being re-applied to the shared dev weights on every job cost ~3 s and ~5 s of a warm job; with
-the memory of an 80 GB card both can be avoided. Smaller cards keep ComfyUI's memory-saving defaults. The
-tiled VAE decode stays everywhere: decoding in one piece saved 0.4 s but, next to two transformer copies,
-pushed the text encoder out of GPU memory and cost 8 s on the next new prompt; on every class the tiled
-decode asks for one tile's memory (ltx2_worker/comfy_nodes), not the whole latent's, for the same reason. On an
-80 GB card stage 1 also runs as a CUDA graph (ltx2_worker/comfy_nodes): 9.7 -> 8.0 s, frames identical. Every
-class loads the latent upscaler through the worker's loader node, without ComfyUI's thrown-away random
-initialisation (2.7-4.3 s of a cold start).
+Measured with full-size stand-in weights under a hard memory cap (docs/performance.md): ComfyUI's dynamic VRAM
+and re-merging the distilled LoRA into the shared dev weights on every job cost ~3 s and ~5 s of a warm job. An
+80 GB card avoids both with one transformer copy: stage 2's LoRA runs as a low-rank bypass branch beside the
+weights stage 1 holds (0.8 s a job against a merged second copy, 21.9 GB less), which leaves room to keep the
+text encoder on the GPU, so a new prompt costs its 1.2 s encode and no reload (peak 50.9 of 79.6 GiB); stage 1
+also runs as a CUDA graph (9.7 -> 8.0 s, frames identical). The 48 GB class takes the bypass too (no per-job
+re-merge; as fast on the standard clip, 4-13 % faster on the largest). Smaller cards keep ComfyUI's
+memory-saving defaults. Every class decodes tiled, asking for one tile's memory (ltx2_worker/comfy_nodes) rather
+than the whole latent's, which pushed the text encoder off the GPU, and loads the latent upscaler without
+ComfyUI's thrown-away random initialisation (2.7-4.3 s of a cold start).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from .settings import Settings
 from .workflow import GraphChoices
 
 FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwell
-# two copies of the FP8 transformer (2 x 21.9 GB with the real checkpoint) and a job fit; the text encoder
-# (11.2 GB) only while it encodes (GraphChoices.release_text_encoder)
+# the FP8 transformer (21.9 GB with the real checkpoint), the LoRA's bypass branch (7.7 GB), the text encoder
+# (11.7 GB), the VAEs, the upscaler and a 1920 x 1080 x 121 job (peak 54.8 GiB) fit
 LARGE_FROM_GB = 64
 LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of memory in the text encoder
 # the worker's decode and upscaler-loader nodes cost no memory: every GPU class uses them
@@ -75,8 +76,8 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
 
     A large card serves distilled mode on the same choices: ComfyUI runs with --cache-classic (ltx2_worker.launch),
     which lets go of the other mode's models when the mode changes, so the distilled transformer never sits
-    beside the two dev copies (measured on an H200 held to 80 GB: peaks of 72.3 GB at the switch to distilled,
-    75.7 GB at the switch back, 78.1 GB in standard jobs; docs/performance.md)."""
+    beside the dev one (measured on an H200 held to 79.6 GiB: peaks of 57.4 GiB at the switch to distilled,
+    50.1 GiB at the switch back, 50.9 GiB in standard jobs; docs/performance.md)."""
     if gpu is None:
         profile = Profile("cpu", ("--cpu",), GraphChoices())
     else:

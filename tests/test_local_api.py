@@ -68,9 +68,9 @@ def test_runsync_with_the_earlier_package_request_returns_the_mp4(stack):
 
 
 def test_runsync_with_bad_input_fails_with_the_field_and_rule(stack):
-    r = requests.post(stack["base"] + "/runsync", json={"input": {"prompt": "x", "width": 1000}}, timeout=30)
+    r = requests.post(stack["base"] + "/runsync", json={"input": {"prompt": "x", "width": 1001}}, timeout=30)
     assert r.json() == {"id": r.json()["id"], "status": "FAILED",
-                        "error": "width: must be a multiple of 16, got 1000 (nearest: 992 or 1008)"}
+                        "error": "width: must be a multiple of 8, got 1001 (nearest: 1000 or 1008)"}
     assert "Traceback" not in stack["log"].read_text()
 
 

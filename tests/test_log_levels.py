@@ -32,7 +32,7 @@ def test_a_workers_warning_under_the_sdk_carries_its_level_and_is_not_doubled(tm
     with ProtocolComfy(output_dir=tmp_path / "comfyui" / "output") as comfy:
         log_path = tmp_path / "handler.log"
         with LocalApi(loopback_env(comfy.url, elsewhere, tmp_path), log_path) as api:
-            r = requests.post(api.base + "/runsync", json={"input": {"prompt": "x", "width": 1000}}, timeout=30)
+            r = requests.post(api.base + "/runsync", json={"input": {"prompt": "x", "width": 1001}}, timeout=30)
             assert r.json()["status"] == "FAILED"
         text = log_path.read_text()
     lines = [line for line in text.splitlines() if "ComfyUI's output folder:" in line]

@@ -129,6 +129,45 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     assert outs[True]["video"] == outs[False]["video"]
 
 
+def _frames(output: dict):
+    import base64
+    import io
+
+    import av
+    import numpy as np
+
+    with av.open(io.BytesIO(base64.b64decode(output["video"]))) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.float64)
+
+
+def _psnr(a, b) -> float:
+    import numpy as np
+
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_4e_stage_2s_lora_as_a_bypass_computes_what_the_merged_lora_does(stack):
+    """The large and medium classes run stage 2's LoRA through ComfyUI's LoraLoaderBypassModelOnly on stage 1's
+    weights instead of merging it: not byte-identical (the merge rounds weight + LoRA back to the stored dtype),
+    but the same function, so its video is far closer to the merged LoRA's than another seed's video is."""
+    cpu = Worker(stack["settings"]).profile
+    outs, classes = {}, {}
+    for name, bypass, seed in (("merged", False, 7), ("bypass", True, 7), ("other-seed", False, 8)):
+        worker = Worker(stack["settings"], profile=dataclasses.replace(cpu, graph=GraphChoices(lora_bypass=bypass)))
+        outs[name] = worker.handle({"id": f"bypass-{name}", "input": {**SMALL, "seed": seed}})
+        assert "error" not in outs[name], outs[name]
+        pid = outs[name]["prompt_id"]
+        entry = requests.get(f"{stack['settings'].comfy_url}/history/{pid}", timeout=30).json()[pid]
+        classes[name] = {node["class_type"] for node in entry["prompt"][2].values()}
+    assert "LoraLoaderBypassModelOnly" in classes["bypass"] and "LoraLoaderModelOnly" not in classes["bypass"]
+    assert "LoraLoaderModelOnly" in classes["merged"]
+    frames = {name: _frames(out) for name, out in outs.items()}
+    same_function = _psnr(frames["bypass"], frames["merged"])
+    unrelated = _psnr(frames["other-seed"], frames["merged"])
+    assert same_function > unrelated + 10, (same_function, unrelated)
+
+
 # run in ComfyUI's Python, in its folder; UPSCALERS and NODE come from the environment
 UPSCALER_CHECK = """
 import importlib.util, json, os, sys

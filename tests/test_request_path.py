@@ -218,7 +218,7 @@ def test_out_of_memory_ladder_shrinks_and_reports_the_size_it_made(worker, comfy
     out = run(worker, {**SMALL, "width": 1280, "height": 720, "prompt": "unchanged prompt"})
     assert out["fallback"]["rung"] == "scale:0.75"
     assert out["fallback"]["requested"] == {"width": 1280, "height": 720, "frame_count": 9}
-    assert (out["width"], out["height"]) == (960, 528)
+    assert (out["width"], out["height"]) == (960, 536)
     assert decode_video_field(out)["width"] == 960
     texts = [n["inputs"]["text"] for n in comfy.submitted[-1]["prompt"].values() if n["class_type"] == "CLIPTextEncode"]
     assert "unchanged prompt" in texts, "the ladder never changes the prompt"

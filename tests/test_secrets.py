@@ -44,7 +44,7 @@ def test_no_secret_in_any_log_or_output(tmp_path):
     try:
         with LocalApi(env, log_path, extra_args=("--rp_log_level", "DEBUG")) as api:
             outputs = [api.runsync(job, timeout=60) for job in
-                       (JOB, {**JOB, "delivery": "url"}, {**JOB, "width": 1000}, {"prompt": HF_TOKEN[:3]})]
+                       (JOB, {**JOB, "delivery": "url"}, {**JOB, "width": 1001}, {"prompt": HF_TOKEN[:3]})]
     finally:
         comfy.stop()
     provision = subprocess.run([sys.executable, "-m", "ltx2_worker.provision"], cwd=ROOT, capture_output=True,
