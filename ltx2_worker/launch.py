@@ -66,7 +66,8 @@ def extra_model_paths_yaml(volume: Path, models: list[ModelFile], cached: dict[s
     folders = sorted({m.folder for m in models})
     lines += [f"    {folder}: {folder}" for folder in folders]
     if "checkpoints" in folders:
-        # the large-memory graph loads stage 2's own copy of the checkpoint with UNETLoader (ltx2_worker.gpu)
+        # a graph with GraphChoices.stage2_own_model (the bench's ablation) loads stage 2's own copy of the
+        # checkpoint with UNETLoader
         lines.append("    diffusion_models: checkpoints")
     lines += ["ltx2_worker_nodes:", f"    custom_nodes: {json.dumps(str(COMFY_NODES))}"]
     return "\n".join(lines) + "\n"

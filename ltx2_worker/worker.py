@@ -55,7 +55,7 @@ CHOICE_NODES = (
     ("fast_upscaler_load", UPSCALER_LOADER_NODE,
      "the upscaler loads with ComfyUI's random initialisation first, seconds more at a cold start"),
     ("release_text_encoder", RELEASE_TEXT_ENCODER_NODE,
-     "the text encoder stays on the GPU beside two transformer copies, more than an 80 GB card holds"),
+     "the text encoder stays on the GPU after encoding"),
     ("lora_bypass", LORA_BYPASS_NODE,
      "stage 2's LoRA is merged into the weights stage 1 shares and re-applied in every job, seconds a job"),
     ("resident_upscaler", UPSAMPLER_NODE, "the upscaler moves to the GPU and back in every job, about 1 s a job"),

@@ -2,8 +2,10 @@
 """ComfyUI custom node `LTX2ReleaseTextEncoder` (loaded by ComfyUI, not by the worker: launch adds this folder to
 ComfyUI's `custom_nodes` search path): the text encoder leaves the GPU once the prompts are encoded.
 
-Why: on an 80 GB card the large memory class holds two transformer copies (21.9 GB each with the real
-checkpoint, whose first and last blocks are bf16) and, under `--highvram`, kept the 11.2 GB Gemma 3 text
+Since 2026-12-03 no memory class ships it: stage 2's LoRA as a bypass leaves room for the encoder, and a new
+prompt is faster with it resident (docs/performance.md); the bench's `worker-own-model` and `worker-release-te`
+still use it. Why it was built: the large memory class then held two transformer copies (21.9 GB each with the
+real checkpoint, whose first and last blocks are bf16) and, under `--highvram`, kept the 11.2 GB Gemma 3 text
 encoder beside them for the whole job. With the real file sizes that went past the card (a peak of 80.3 GiB,
 and ComfyUI partly unloading the encoder at every decode to make room). The encoder is needed only while a
 prompt is encoded; its conditioning is what the samplers use. ComfyUI caches this node's output like the

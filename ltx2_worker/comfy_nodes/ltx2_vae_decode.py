@@ -4,10 +4,10 @@ ComfyUI's `custom_nodes` search path): ComfyUI's VAEDecodeTiled, asking for the 
 
 Why: ComfyUI v0.26.2's tiled decode asks model management for the memory of decoding the WHOLE latent in one
 piece (`comfy/sd.py`, `VAE.decode_tiled`: "TODO: calculate mem required for tile"): 18.1 GB for the standard
-1280x736x121 clip. On an 80 GB card holding two transformer copies that pushes the 11.2 GB text encoder out of
-GPU memory at every decode, and the next new prompt loads it again and pushes it out again (docs/performance.md:
-a new prompt took 32-35 s against 22 s warm). The tiles are decoded one at a time, so one tile's memory is
-what the decode needs: ~5 GB at the graph's 512-pixel tiles.
+1280x736x121 clip. On an 80 GB card (holding two transformer copies when measured) that pushed the 11.2 GB
+text encoder out of GPU memory at every decode, and the next new prompt loaded it again and pushed it out again
+(docs/performance.md: a new prompt took 32-35 s against 22 s warm). The tiles are decoded one at a time, so one
+tile's memory is what the decode needs: ~5 GB at the graph's 512-pixel tiles.
 
 The decode itself is VAEDecodeTiled's, unchanged (same tiles, same overlaps, the same pixels); only the
 estimate passed to model management is per tile. Self-contained on purpose: it runs inside ComfyUI's Python,
