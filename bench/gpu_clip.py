@@ -635,8 +635,7 @@ def plan_for(name: str, args: argparse.Namespace) -> list[tuple]:
 
 def print_table(results: list[dict]) -> None:
     cols = ("config", "job", "comfy_s", "wall_s", "cold_start_s", "peak_vram_gb", "model_loads", "loaded_mb",
-            "fallback",
-            "mp4_mb", "width", "height", "frames", "psnr_db")
+            "fallback", "mp4_mb", "width", "height", "frames", "psnr_db")
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" + (f" ERROR {r['error'][:200]}"

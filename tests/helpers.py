@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import requests
 
 from ltx2_worker.settings import ROOT, Settings, load_settings
@@ -55,6 +56,12 @@ def mp4_facts(data: bytes) -> dict:
 
 def decode_video_field(output: dict) -> dict:
     return mp4_facts(base64.b64decode(output["video"]))
+
+
+def video_field_frames(output: dict) -> np.ndarray:
+    """The output's decoded frames as RGB, (frames, height, width, 3) in float64, for comparing two videos."""
+    with av.open(io.BytesIO(base64.b64decode(output["video"]))) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.float64)
 
 
 def loopback_env(comfy_url: str, output_dir: Path, tmp: Path, **extra: str) -> dict[str, str]:

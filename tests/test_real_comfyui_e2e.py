@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from test_real_comfyui import COMFY_PYTHON, COMFYUI_DIR, pytestmark  # noqa: F401  (the same skip rule)
@@ -26,7 +27,7 @@ from ltx2_worker.settings import ROOT, load_settings
 from ltx2_worker.worker import Worker
 from ltx2_worker.workflow import DISTILLED_CHECKPOINT, GraphChoices
 
-from helpers import LocalApi, decode_video_field, files_under, free_port
+from helpers import LocalApi, decode_video_field, files_under, free_port, video_field_frames
 
 PROMPT = {"prompt": "a red fox running through snow", "negative_prompt": "blurry"}
 SMALL = {**PROMPT, "width": 256, "height": 256, "frame_count": 9, "steps": 2, "seed": 1}
@@ -129,20 +130,7 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     assert outs[True]["video"] == outs[False]["video"]
 
 
-def _frames(output: dict):
-    import base64
-    import io
-
-    import av
-    import numpy as np
-
-    with av.open(io.BytesIO(base64.b64decode(output["video"]))) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.float64)
-
-
-def _psnr(a, b) -> float:
-    import numpy as np
-
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
@@ -162,7 +150,7 @@ def test_4e_stage_2s_lora_as_a_bypass_computes_what_the_merged_lora_does(stack):
         classes[name] = {node["class_type"] for node in entry["prompt"][2].values()}
     assert "LoraLoaderBypassModelOnly" in classes["bypass"] and "LoraLoaderModelOnly" not in classes["bypass"]
     assert "LoraLoaderModelOnly" in classes["merged"]
-    frames = {name: _frames(out) for name, out in outs.items()}
+    frames = {name: video_field_frames(out) for name, out in outs.items()}
     same_function = _psnr(frames["bypass"], frames["merged"])
     unrelated = _psnr(frames["other-seed"], frames["merged"])
     assert same_function > unrelated + 10, (same_function, unrelated)
