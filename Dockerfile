@@ -9,22 +9,45 @@
 # Base: NVIDIA's CUDA 12.8.1 runtime on Ubuntu 24.04, pinned by tag and digest. torch's cu128 wheels carry
 # their own CUDA libraries and kernels for sm_75..sm_120 (Ampere A100/A40/A6000/3090, Ada L40S/4090, Hopper
 # H100/H200, Blackwell B200/RTX PRO 6000/5090); the host driver must support CUDA 12.8 (driver 570+).
+#
+# Built with no build-args, this is exactly the image that ships. The build-args below exist only so that
+# tests/image/smoke.sh can build this same file where no registry and no GitHub are reachable (stand-in base
+# and uv images, the base's own Python, torch from PyPI, ComfyUI from a local source image); that script's
+# stand-in values, and which lines they change, are tested (tests/test_image_build.py).
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04@sha256:ebef3c171eeef0298e4eb2e4be843105edf3b8b0ac45e0b43acee358e8046867
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.11.14@sha256:1025398289b62de8269e70c45b91ffa37c373f38118d7da036fb8bb8efc85d97
+# Where ComfyUI's source comes from: the stage below that clones the tag, or an image with the tree at /comfyui.
+ARG COMFYUI_SOURCE=comfyui-clone
 
-FROM ghcr.io/astral-sh/uv:0.11.14@sha256:1025398289b62de8269e70c45b91ffa37c373f38118d7da036fb8bb8efc85d97 AS uv
+FROM ${UV_IMAGE} AS uv
+
+# ComfyUI at its release tag, checked against the tag's commit (a moved tag fails the build), without .git.
+FROM ${CUDA_IMAGE} AS comfyui-clone
+ARG COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI.git
+ARG COMFYUI_VERSION=v0.26.2
+ARG COMFYUI_COMMIT=7c8450ef2b720bb096f0d94ff933c62fd174cb57
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates git \
+    && rm -rf /var/lib/apt/lists/* \
+    && git clone --depth 1 --branch "${COMFYUI_VERSION}" "${COMFYUI_REPO}" /comfyui \
+    && test "$(git -C /comfyui rev-parse HEAD)" = "${COMFYUI_COMMIT}" \
+    && rm -rf /comfyui/.git
+
+FROM ${COMFYUI_SOURCE} AS comfyui-source
 
 FROM ${CUDA_IMAGE}
 
 ARG DEBIAN_FRONTEND=noninteractive
-# Python for both venvs; the pinned uv release resolves "3.11" to one fixed CPython build.
+# Python for both venvs; with only-managed, the pinned uv release downloads "3.11" as one fixed CPython build.
 ARG PYTHON_VERSION=3.11
+ARG PYTHON_PREFERENCE=only-managed
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-ARG COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI.git
-ARG COMFYUI_VERSION=v0.26.2
+ARG TORCH_PACKAGES="torch==2.11.0+cu128 torchvision==0.26.0+cu128 torchaudio==2.11.0+cu128"
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# COMFYUI_DIR: ComfyUI's checkout (the worker's [comfy] dir). COMFY_PYTHON: the interpreter of ComfyUI's own
+# COMFYUI_DIR: ComfyUI's tree (the worker's [comfy] dir). COMFY_PYTHON: the interpreter of ComfyUI's own
 # venv, which starts ComfyUI. WORKER_PYTHON: the worker's venv, also first on PATH, so `python handler.py`
 # runs in it. The two venvs never share packages, so ComfyUI's and the worker's pins cannot clash.
 ENV COMFYUI_DIR=/comfyui \
@@ -33,36 +56,36 @@ ENV COMFYUI_DIR=/comfyui \
     PATH=/opt/venv/worker/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     UV_PYTHON_INSTALL_DIR=/opt/python \
-    UV_PYTHON_PREFERENCE=only-managed \
+    UV_PYTHON_PREFERENCE=${PYTHON_PREFERENCE} \
     UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1 \
     UV_NO_CACHE=1
 
-# git: the ComfyUI clone; ca-certificates: HTTPS to the hub and buckets.
+# ca-certificates: HTTPS to the hub and buckets.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates git \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=uv /uv /usr/local/bin/uv
 
-RUN uv python install "${PYTHON_VERSION}" \
-    && uv venv --python "${PYTHON_VERSION}" /opt/venv/comfyui \
+RUN uv venv --python "${PYTHON_VERSION}" /opt/venv/comfyui \
     && uv venv --python "${PYTHON_VERSION}" /opt/venv/worker
 
-# torch from PyTorch's CUDA 12.8 index (the exact versions are pinned in the constraints file).
+# torch from PyTorch's CUDA 12.8 index, at the versions TORCH_PACKAGES names; they stay pinned as constraints
+# when ComfyUI's requirements are installed next.
 COPY docker/comfyui-constraints.txt /opt/comfyui-constraints.txt
-RUN uv pip install --python "${COMFY_PYTHON}" --extra-index-url "${TORCH_INDEX_URL}" \
-        --index-strategy unsafe-best-match -c /opt/comfyui-constraints.txt \
+RUN echo "${TORCH_PACKAGES}" | tr ' ' '\n' > /opt/torch-constraints.txt \
+    && uv pip install --python "${COMFY_PYTHON}" --extra-index-url "${TORCH_INDEX_URL}" \
+        --index-strategy unsafe-best-match -c /opt/comfyui-constraints.txt -c /opt/torch-constraints.txt \
         torch torchvision torchaudio \
     && "${COMFY_PYTHON}" -c "import torch; assert torch.version.cuda.startswith('12.8'), torch.version.cuda"
 
-# ComfyUI at its release tag with its pinned requirements; no custom node packs (the graph uses core nodes).
+# ComfyUI's tree with its pinned requirements; no custom node packs (the graph uses core nodes).
 # Its ~700 modules are compiled to bytecode here, as uv does for the packages (UV_COMPILE_BYTECODE): every
 # cold start is a fresh container, which would otherwise compile them again before ComfyUI answers.
-RUN git clone --depth 1 --branch "${COMFYUI_VERSION}" "${COMFYUI_REPO}" "${COMFYUI_DIR}" \
-    && rm -rf "${COMFYUI_DIR}/.git" \
-    && uv pip install --python "${COMFY_PYTHON}" --extra-index-url "${TORCH_INDEX_URL}" \
-        --index-strategy unsafe-best-match -c /opt/comfyui-constraints.txt \
+COPY --from=comfyui-source /comfyui ${COMFYUI_DIR}
+RUN uv pip install --python "${COMFY_PYTHON}" --extra-index-url "${TORCH_INDEX_URL}" \
+        --index-strategy unsafe-best-match -c /opt/comfyui-constraints.txt -c /opt/torch-constraints.txt \
         -r "${COMFYUI_DIR}/requirements.txt" \
     && "${COMFY_PYTHON}" -m compileall -q -j 0 "${COMFYUI_DIR}" \
     && "${COMFY_PYTHON}" -c "import torch, torchaudio, av; print('torch', torch.__version__)"

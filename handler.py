@@ -4,10 +4,18 @@
 """
 
 import logging
+import os
 
-import runpod
+# The runpod SDK logs at DEBUG unless told otherwise, and at DEBUG it prints every job's whole output: the MP4
+# as base64, up to 15 MB a job, into RunPod's log (seen running the image: tests/image/smoke.sh). INFO keeps its
+# one line per job start; RUNPOD_LOG_LEVEL or RUNPOD_DEBUG_LEVEL, when set, still decide. Set before the SDK is
+# imported, as it reads them at import.
+if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
+    os.environ["RUNPOD_LOG_LEVEL"] = "INFO"
 
-from ltx2_worker.worker import build_handler
+import runpod  # noqa: E402
+
+from ltx2_worker.worker import build_handler  # noqa: E402
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

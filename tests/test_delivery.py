@@ -121,41 +121,59 @@ def _args() -> dict[str, str]:
     return dict(re.findall(r"^ARG ([A-Z_]+)=(\S+)", _dockerfile(), re.M))
 
 
-def test_base_images_are_pinned_by_tag_and_digest():
+def _stages() -> dict[str, str]:
+    """Stage name -> its FROM image, ARGs expanded to their defaults."""
     args = _args()
-    froms = [rest.split()[0] for word, rest in _instructions() if word == "FROM"]
-    assert froms, "no FROM"
-    for image in froms:
-        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+    stages = {}
+    for word, rest in _instructions():
+        if word == "FROM":
+            image, *alias = rest.split()
+            stages[alias[-1] if alias else "final"] = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+    return stages
+
+
+def test_base_images_are_pinned_by_tag_and_digest():
+    stages = _stages()
+    assert stages, "no FROM"
+    for image in stages.values():
+        if image in stages:  # a stage built from another stage
+            continue
         assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), f"{image} is not pinned by tag+digest"
-    assert "nvidia/cuda:12.8" in args["CUDA_IMAGE"], "the CUDA runtime must match torch's cu128 wheels"
+    assert "nvidia/cuda:12.8" in _args()["CUDA_IMAGE"], "the CUDA runtime must match torch's cu128 wheels"
+    assert stages["comfyui-source"] == "comfyui-clone", "with no build-args, ComfyUI comes from the tag's clone"
 
 
 def test_torch_and_comfyui_are_pinned_and_match():
     args = _args()
     assert args["COMFYUI_VERSION"] == COMFYUI_TAG
+    assert re.fullmatch(r"[0-9a-f]{40}", args["COMFYUI_COMMIT"]), "ComfyUI is pinned by commit as well as tag"
     assert args["TORCH_INDEX_URL"].endswith("/cu128")
-    assert re.search(r"git clone --depth 1 --branch \"\$\{COMFYUI_VERSION\}\"", _dockerfile())
+    clone = [rest for word, rest in _instructions() if word == "RUN" and "git clone" in rest]
+    assert len(clone) == 1 and re.search(r'git clone --depth 1 --branch "\$\{COMFYUI_VERSION\}"', clone[0])
+    assert re.search(r'test "\$\(git -C /comfyui rev-parse HEAD\)" = "\$\{COMFYUI_COMMIT\}"', clone[0]), \
+        "the clone must be checked against the tag's commit"
     assert args["COMFYUI_REPO"] in ("https://github.com/comfyanonymous/ComfyUI.git",
                                     "https://github.com/Comfy-Org/ComfyUI.git")
-    pins = {}
+    torch_pins = dict(pin.split("==") for pin in re.search(r'^ARG TORCH_PACKAGES="([^"]+)"', _dockerfile(),
+                                                           re.M).group(1).split())
+    assert set(torch_pins) == {"torch", "torchvision", "torchaudio"}
+    for name, version in torch_pins.items():
+        assert version.endswith("+cu128"), f"{name} must be the cu128 build, got {version}"
+    assert torch_pins["torch"].split("+")[0] == torch_pins["torchaudio"].split("+")[0]
     for line in (ROOT / "docker" / "comfyui-constraints.txt").read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
             assert version, f"unpinned line in docker/comfyui-constraints.txt: {line}"
-            pins[name.lower()] = version
-    for name in ("torch", "torchvision", "torchaudio"):
-        assert pins[name].endswith("+cu128"), f"{name} must be the cu128 build, got {pins[name]}"
-    assert pins["torch"].split("+")[0] == pins["torchaudio"].split("+")[0]
+            assert name.lower() not in torch_pins, f"{name} is pinned by TORCH_PACKAGES, not the constraints file"
     assert "custom_nodes" not in _dockerfile().replace("#", ""), "no custom node packs: core nodes only"
 
 
-def test_comfyuis_tree_is_compiled_to_bytecode_where_it_is_cloned():
+def test_comfyuis_tree_is_compiled_to_bytecode_where_it_is_installed():
     """A cold start is a fresh container: without bytecode in the image, ComfyUI's ~700 modules are compiled
     again before it answers (docs/performance.md: cold start)."""
-    clone = [rest for word, rest in _instructions() if word == "RUN" and "git clone" in rest]
-    assert len(clone) == 1
-    assert re.search(r'"\$\{COMFY_PYTHON\}" -m compileall -q -j 0 "\$\{COMFYUI_DIR\}"', clone[0]), clone[0]
+    install = [rest for word, rest in _instructions() if word == "RUN" and "/requirements.txt" in rest]
+    assert len(install) == 1
+    assert re.search(r'"\$\{COMFY_PYTHON\}" -m compileall -q -j 0 "\$\{COMFYUI_DIR\}"', install[0]), install[0]
     assert _env().get("UV_COMPILE_BYTECODE") == "1", "the packages' bytecode comes from uv"
 
 
@@ -168,7 +186,7 @@ def test_two_venvs_and_the_layer_order_keep_code_changes_cheap():
         return hits[0]
 
     torch = index(r"uv pip install .*torch torchvision torchaudio")
-    comfy = index(r"git clone")
+    comfy = index(r"^COPY --from=comfyui-source /comfyui")
     worker_reqs = index(r"uv pip install --python \"\$\{WORKER_PYTHON\}\" -r requirements.txt")
     code = index(r"^COPY \. \.")
     assert torch < comfy < worker_reqs < code == len(steps) - 2, steps
@@ -286,21 +304,29 @@ def test_ci_runs_the_readme_test_command_and_every_linter():
         assert command in runs, f"ci.yml does not run {command}"
 
 
-def test_image_is_built_after_the_tests_and_pushed_to_ghcr_with_the_gha_cache():
+def test_image_is_built_smoke_tested_then_pushed_to_ghcr_with_the_gha_cache():
     wf = _workflow("image.yml")
     assert wf["jobs"]["test"]["uses"] == "./.github/workflows/ci.yml"
     image = wf["jobs"]["image"]
     assert image["needs"] == "test" and image["permissions"]["packages"] == "write"
-    by_action = {step["uses"].split("@")[0]: step for step in image["steps"] if "uses" in step}
-    build = by_action["docker/build-push-action"]["with"]
-    assert build["cache-from"] == "type=gha" and build["cache-to"].startswith("type=gha")
-    assert "steps.meta.outputs.tags" in build["tags"]
+    steps = image["steps"]
+    builds = [i for i, step in enumerate(steps) if step.get("uses", "").startswith("docker/build-push-action@")]
+    smoke = [i for i, step in enumerate(steps) if "tests/image/smoke.sh" in step.get("run", "")]
+    assert len(builds) == 2 and len(smoke) == 1 and builds[0] < smoke[0] < builds[1], "build, smoke test, push"
+    built, pushed = (steps[i]["with"] for i in builds)
+    assert built["load"] is True and "push" not in built, "the smoke-tested build is loaded, never pushed"
+    assert f"--image {built['tags']}" in steps[smoke[0]]["run"], "the smoke test runs the image just built"
+    assert built["cache-from"] == "type=gha" and built["cache-to"].startswith("type=gha")
+    assert pushed["cache-from"] == "type=gha", "the push rebuilds from the cache the smoke-tested build wrote"
+    assert "steps.meta.outputs.tags" in pushed["tags"] and "github.event_name != 'pull_request'" in pushed["push"]
+    by_action = {step["uses"].split("@")[0]: step for step in steps if "uses" in step}
     assert by_action["docker/login-action"]["with"]["registry"] == "ghcr.io"
     meta = by_action["docker/metadata-action"]["with"]
     assert meta["images"].startswith("ghcr.io/")
     tags = meta["tags"]
     assert "type=semver" in tags and "type=sha" in tags and "value=latest,enable={{is_default_branch}}" in tags
     assert wf["on"]["push"]["branches"] == ["main"] and "v*" in wf["on"]["push"]["tags"]
+    assert "tests/image/**" in wf["on"]["pull_request"]["paths"], "a change to the smoke test runs it"
 
 
 # --- RunPod Hub ------------------------------------------------------------------------------------------------

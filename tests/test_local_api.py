@@ -4,6 +4,7 @@ the earlier package's request POSTed to /runsync, and progress posted to a RunPo
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +66,18 @@ def test_runsync_with_the_earlier_package_request_returns_the_mp4(stack):
     assert decode_video_field(out) == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": True}
     assert out["seed"] == 42
     assert files_under(stack["output_dir"]) == []
+
+
+def test_the_log_holds_no_job_output(stack):
+    """The SDK logs each job's whole output at DEBUG, its default: handler.py makes INFO the default, so an MP4
+    of up to 15 MB never lands in RunPod's log as base64."""
+    r = requests.post(stack["base"] + "/runsync", json={"input": {"prompt": "x", "width": 512, "height": 288,
+                                                                  "frame_count": 9}}, timeout=60)
+    video = r.json()["output"]["video"]
+    log = stack["log"].read_text()
+    middle = len(video) // 2
+    assert video[middle:middle + 100] not in log and "Handler output" not in log
+    assert re.search(r"INFO +\| [\w-]+ \| Started", log), "the SDK's INFO lines stay"
 
 
 def test_runsync_with_bad_input_fails_with_the_field_and_rule(stack):
