@@ -19,6 +19,11 @@ FIELDS = (
     "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength",
 )
 MODES = ("standard", "distilled")
+# Stage 1 runs at half size on ComfyUI's 32-pixel latent grid and EmptyLTXVLatentVideo rounds down silently,
+# so the graph generates at multiples of 64 and centre-crops to the asked size (ltx2_worker.workflow; a slice:
+# no resampling, and for 1280x720 the same pixels as ImageScale's centre crop gave). Limits on the clip's size
+# apply to what is rendered.
+GENERATION_MULTIPLE = 64
 DELIVERY_MODES = ("auto", "base64", "url")
 
 
@@ -53,6 +58,12 @@ class VideoRequest:
         return round(self.frame_count / self.fps, 3)
 
 
+def generation_size(width: int, height: int) -> tuple[int, int]:
+    """The size the graph denoises at: the request rounded up to the 64-pixel grid (cropped back later)."""
+    return (math.ceil(width / GENERATION_MULTIPLE) * GENERATION_MULTIPLE,
+            math.ceil(height / GENERATION_MULTIPLE) * GENERATION_MULTIPLE)
+
+
 def parse_request(raw: Any, settings: Settings) -> VideoRequest:
     """Validate a job's input against the contract (README, "Request"); raise InputError on the first fault."""
     if not isinstance(raw, dict):
@@ -67,11 +78,7 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
     frame_count = _int(raw, "frame_count", settings.default_frame_count, 9, settings.max_frames)
     if frame_count % 8 != 1:
         raise InputError("frame_count", f"must be 8k+1 (9, 17, ..., 121, ...), got {frame_count}")
-    if width * height * frame_count > settings.max_clip_pixels:
-        longest = settings.max_clip_pixels // (width * height)
-        raise InputError("frame_count", f"makes {width} x {height} x {frame_count} = {width * height * frame_count:,} "
-                         f"pixels, more than MAX_CLIP_PIXELS ({settings.max_clip_pixels:,}): at {width} x {height} "
-                         f"at most {max(1, (longest - 1) // 8 * 8 + 1)} frames")
+    _check_clip_pixels(width, height, frame_count, settings.max_clip_pixels)
     fps = _whole_number(raw, "fps", settings.default_fps, settings.min_fps, settings.max_fps)
     seed = _seed(raw)
     steps = _int(raw, "steps", None, 1, settings.max_steps)
@@ -95,6 +102,20 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
         raise InputError("image_strength", "needs an image")
     return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery,
                         mode, image.strip() if image else None, strength)
+
+
+def _check_clip_pixels(width: int, height: int, frame_count: int, max_clip_pixels: int) -> None:
+    """MAX_CLIP_PIXELS bounds the clip the graph renders (the size rounded up to GENERATION_MULTIPLE), which is
+    what every memory class was measured to finish."""
+    gen_w, gen_h = generation_size(width, height)
+    if gen_w * gen_h * frame_count <= max_clip_pixels:
+        return
+    rendered = "" if (gen_w, gen_h) == (width, height) else f", rendered at {gen_w} x {gen_h} x {frame_count}"
+    longest = max_clip_pixels // (gen_w * gen_h)
+    most = f"at most {(longest - 1) // 8 * 8 + 1} frames" if longest >= 9 else "not even 9 frames: ask a smaller size"
+    raise InputError("frame_count", f"makes {width} x {height} x {frame_count}{rendered} = "
+                     f"{gen_w * gen_h * frame_count:,} pixels, more than MAX_CLIP_PIXELS ({max_clip_pixels:,}): "
+                     f"at {width} x {height} {most}")
 
 
 def _short_repr(value: Any) -> str:

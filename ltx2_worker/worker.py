@@ -109,14 +109,19 @@ class Worker:
         try:
             req = parse_request(raw_input, s)
             timings = {"validate": time.monotonic() - started}
+            # everything that can be checked without ComfyUI is, before waiting for it: a bad image URL is
+            # answered at once, not after a ComfyUI that is starting (or down) had its ready_timeout_s
+            image = None
+            if req.image is not None:
+                mark = time.monotonic()
+                image = load_image(req.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels)
+                timings["image"] = time.monotonic() - mark
             self._wait_ready(deadline, timings)
             if req.mode == "distilled":
                 self._check_distilled_available()
-            if req.image is not None:
-                mark = time.monotonic()
-                data, ext = load_image(req.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels)
+            if image is not None:
+                data, ext = image
                 image_name = self.client.upload_image(data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{ext}")
-                timings["image"] = time.monotonic() - mark
             return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_name)
         except InputError as exc:
             log.info("job %s rejected: %s", job_id, exc)

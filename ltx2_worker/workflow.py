@@ -9,11 +9,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from .job import VideoRequest
+from .job import VideoRequest, generation_size
 from .settings import ROOT
 
 DEFAULT_WORKFLOW = ROOT / "workflow_api.json"
@@ -66,12 +65,6 @@ UPSAMPLER_NODE = "LTX2LatentUpsampler"
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
-
-# Stage 1 runs at half size on ComfyUI's 32-pixel latent grid and EmptyLTXVLatentVideo rounds down silently,
-# so the graph generates at multiples of 64 and `output_crop` centre-crops to the asked size (a slice: no
-# resampling, and for 1280x720 the same pixels as ImageScale's centre crop gave).
-GENERATION_MULTIPLE = 64
-
 
 @dataclasses.dataclass(frozen=True)
 class GraphChoices:
@@ -127,12 +120,6 @@ class Encoding:
 
 class WorkflowError(ValueError):
     """workflow_api.json does not have the shape this code patches."""
-
-
-def generation_size(width: int, height: int) -> tuple[int, int]:
-    """The size the graph denoises at: the request rounded up to the 64-pixel grid (cropped back later)."""
-    return (math.ceil(width / GENERATION_MULTIPLE) * GENERATION_MULTIPLE,
-            math.ceil(height / GENERATION_MULTIPLE) * GENERATION_MULTIPLE)
 
 
 class Workflow:

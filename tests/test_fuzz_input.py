@@ -9,7 +9,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ltx2_worker.job import FIELDS, InputError, VideoRequest, parse_request
+from ltx2_worker.job import FIELDS, InputError, VideoRequest, generation_size, parse_request
 from ltx2_worker.settings import load_settings
 from ltx2_worker.worker import Worker
 
@@ -52,7 +52,8 @@ def test_fuzz_input_yields_a_request_or_a_named_field(raw):
     assert req.width % S.size_multiple == 0 and S.min_size <= req.width <= S.max_size
     assert req.height % S.size_multiple == 0 and S.min_size <= req.height <= S.max_size
     assert req.frame_count % 8 == 1 and req.frame_count <= S.max_frames
-    assert req.width * req.height * req.frame_count <= S.max_clip_pixels
+    gen_w, gen_h = generation_size(req.width, req.height)
+    assert gen_w * gen_h * req.frame_count <= S.max_clip_pixels, "the rendered clip is within the limit"
     assert isinstance(req.fps, int) and S.min_fps <= req.fps <= S.max_fps
     assert 0 <= req.seed < 2**64
 

@@ -119,6 +119,17 @@ def test_a_clip_has_at_most_max_clip_pixels(width, height, frames, longest):
     assert f"at most {longest} frames" in str(info.value)
 
 
+def test_max_clip_pixels_counts_the_rendered_size():
+    """1352 x 712 renders at 1408 x 768 (the 64-pixel grid): 257 frames of that are 9.9 % over the limit although
+    1352 x 712 x 257 alone is under it; the error says what is rendered."""
+    assert 1352 * 712 * 257 <= S.max_clip_pixels < 1408 * 768 * 257
+    with pytest.raises(InputError) as info:
+        parse_request({"prompt": "x", "width": 1352, "height": 712, "frame_count": 257}, S)
+    assert str(info.value) == ("frame_count: makes 1352 x 712 x 257, rendered at 1408 x 768 x 257 = 277,905,408 "
+                               "pixels, more than MAX_CLIP_PIXELS (252,764,160): at 1352 x 712 at most 233 frames")
+    assert parse_request({"prompt": "x", "width": 1352, "height": 712, "frame_count": 233}, S).frame_count == 233
+
+
 def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
                            "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength"}

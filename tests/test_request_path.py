@@ -162,6 +162,23 @@ def test_no_comfyui_at_all_fails_within_the_ready_timeout(output_dir, tmp_path):
     assert time.monotonic() - started < 4
 
 
+@pytest.mark.parametrize("image, rule", [("not base64 at all!", "must be base64"),
+                                         ("http://example.com/a.png", "URL must use https"),
+                                         ("https://127.0.0.1/a.png", "not a public address")])
+def test_an_image_error_is_answered_before_waiting_for_comfyui(output_dir, tmp_path, image, rule):
+    """With ComfyUI starting or down, a bad image is the caller's error, answered at once: not "ComfyUI did not
+    answer" (with refresh_worker) after COMFY_READY_TIMEOUT_S."""
+    from helpers import free_port
+
+    worker = Worker(loopback_settings(f"http://127.0.0.1:{free_port()}", output_dir, tmp_path,
+                                      COMFY_READY_TIMEOUT_S="20"))
+    started = time.monotonic()
+    out = run(worker, {**SMALL, "image": image})
+    assert out["error"].startswith("image: ") and rule in out["error"], out
+    assert "refresh_worker" not in out
+    assert time.monotonic() - started < 5
+
+
 def test_boot_failure_answers_every_job(worker, comfy, tmp_path):
     (tmp_path / "boot-error").write_text("model ltx-2-19b-dev-fp8.safetensors: truncated (27 of 27078716018 bytes)")
     out = run(worker, SMALL)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from ltx2_worker.job import parse_request
+from ltx2_worker.job import generation_size, parse_request
 from ltx2_worker.settings import load_settings
-from ltx2_worker.workflow import ROLES, Encoding, GraphChoices, Workflow, WorkflowError, generation_size
+from ltx2_worker.workflow import ROLES, Encoding, GraphChoices, Workflow, WorkflowError
 
 S = load_settings(env={})
 WF = Workflow.load()
