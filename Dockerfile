@@ -12,29 +12,29 @@
 #
 # Built with no build-args, this is exactly the image that ships. The build-args below exist only so that
 # tests/image/smoke.sh can build this same file where no registry and no GitHub are reachable (stand-in base
-# and uv images, the base's own Python, torch from PyPI, ComfyUI from a local source image); that script's
+# and uv images, the base's own Python, torch from PyPI, ComfyUI's tree in a local image); that script's
 # stand-in values, and which lines they change, are tested (tests/test_image_build.py).
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04@sha256:ebef3c171eeef0298e4eb2e4be843105edf3b8b0ac45e0b43acee358e8046867
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.11.14@sha256:1025398289b62de8269e70c45b91ffa37c373f38118d7da036fb8bb8efc85d97
-# Where ComfyUI's source comes from: the stage below that clones the tag, or an image with the tree at /comfyui.
-ARG COMFYUI_SOURCE=comfyui-clone
+# Where ComfyUI's tree comes from: by default the CUDA image, in which the stage below clones the tag; a build
+# that cannot reach GitHub names an image holding the tag's tree at /comfyui instead, and the clone is skipped.
+ARG COMFYUI_SOURCE_IMAGE=${CUDA_IMAGE}
 
 FROM ${UV_IMAGE} AS uv
 
 # ComfyUI at its release tag, checked against the tag's commit (a moved tag fails the build), without .git.
-FROM ${CUDA_IMAGE} AS comfyui-clone
+FROM ${COMFYUI_SOURCE_IMAGE} AS comfyui-source
+ARG DEBIAN_FRONTEND=noninteractive
 ARG COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI.git
 ARG COMFYUI_VERSION=v0.26.2
 ARG COMFYUI_COMMIT=7c8450ef2b720bb096f0d94ff933c62fd174cb57
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-RUN apt-get update \
+RUN test -f /comfyui/main.py || { apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates git \
     && rm -rf /var/lib/apt/lists/* \
     && git clone --depth 1 --branch "${COMFYUI_VERSION}" "${COMFYUI_REPO}" /comfyui \
     && test "$(git -C /comfyui rev-parse HEAD)" = "${COMFYUI_COMMIT}" \
-    && rm -rf /comfyui/.git
-
-FROM ${COMFYUI_SOURCE} AS comfyui-source
+    && rm -rf /comfyui/.git; }
 
 FROM ${CUDA_IMAGE}
 

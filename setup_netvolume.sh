@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
       NETWORK_VOLUME_PATH=$2
       shift 2 ;;
     --check | --sha256) args+=("$1"); shift ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) echo "setup_netvolume.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -23,6 +23,8 @@ from typing import Any
 import requests
 import websocket
 
+from .stopping import Stopping
+
 log = logging.getLogger(__name__)
 
 RECV_SLICE_S = 1.0  # longest single blocking WebSocket read: bounds how late a deadline is noticed
@@ -221,20 +223,32 @@ class ComfyClient:
         try:
             prompt_id = self.submit(graph, client_id)
             log.info("prompt %s queued", prompt_id)
+            return prompt_id, self._wait(ws, client_id, prompt_id, deadline, on_progress)
+        finally:
+            ws.close()
+
+    def _wait(self, ws: websocket.WebSocket, client_id: str, prompt_id: str, deadline: float,
+              on_progress: Callable[[Progress], None]) -> dict[str, Any]:
+        """The prompt's history entry once it ended, across dropped sockets; a worker that is stopping
+        interrupts the prompt instead of leaving it to run on."""
+        try:
             while True:
                 try:
-                    return prompt_id, self._watch(ws, prompt_id, deadline, on_progress)
+                    return self._watch(ws, prompt_id, deadline, on_progress)
                 except _SocketDropped as exc:
                     log.warning("WebSocket to ComfyUI dropped (%s); reconnecting", exc)
                 ws.close()
                 entry = self._finished_entry(prompt_id)
                 if entry is not None:
-                    return prompt_id, entry
+                    return entry
                 ws = self._connect(client_id, deadline)
                 # The prompt may have ended between the history check and the new socket.
                 entry = self._finished_entry(prompt_id)
                 if entry is not None:
-                    return prompt_id, entry
+                    return entry
+        except Stopping:
+            self.interrupt(prompt_id)
+            raise
         finally:
             ws.close()
 

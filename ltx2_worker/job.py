@@ -84,10 +84,12 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
     steps = _int(raw, "steps", None, 1, settings.max_steps)
     cfg = _number(raw, "cfg", None, 1.0, settings.max_cfg)
     audio = _bool(raw, "audio", True)
-    delivery = raw.get("delivery", "auto")
+    delivery = raw.get("delivery")
+    delivery = "auto" if delivery is None else delivery  # null is absent, as for every other field
     if delivery not in DELIVERY_MODES:
         raise InputError("delivery", f"must be one of {', '.join(DELIVERY_MODES)}, got {_short_repr(delivery)}")
-    mode = raw.get("mode", "standard")
+    mode = raw.get("mode")
+    mode = "standard" if mode is None else mode
     if mode not in MODES:
         raise InputError("mode", f"must be one of {', '.join(MODES)}, got {_short_repr(mode)}")
     if mode == "distilled":

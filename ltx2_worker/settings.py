@@ -33,18 +33,23 @@ class Setting:
     parse: Callable[[str], Any]
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
-    return value
+def _ranged(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    """A parser for a number of `kind` (int or float) from `low` to `high`: a value outside the range stops the
+    worker at start, naming the setting and the range, instead of misbehaving in the first job."""
 
+    span = f"{low:.12g} to {high:.12g}"
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"must be {'a whole number' if kind is int else 'a number'} from {span}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(f"must be from {span}")
+        return value
+
+    parse.range = (low, high)  # read by tools/settings_table.py
+    return parse
 
 
 def _url(text: str) -> str:
@@ -74,20 +79,6 @@ def _x264_preset(text: str) -> str:
     return value
 
 
-def _x264_crf(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 51:
-        raise ValueError("must be from 0 (lossless) to 51")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
 def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
@@ -96,56 +87,56 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("comfy_url", "comfy", "url", "COMFY_URL", _url),
     Setting("comfy_dir", "comfy", "dir", "COMFYUI_DIR", Path),
     Setting("comfy_output_dir_override", "comfy", "output_dir", "COMFY_OUTPUT_DIR", _optional_path),
-    Setting("comfy_http_timeout_s", "comfy", "http_timeout_s", "COMFY_HTTP_TIMEOUT_S", _positive_float),
+    Setting("comfy_http_timeout_s", "comfy", "http_timeout_s", "COMFY_HTTP_TIMEOUT_S", _ranged(float, 1, 600)),
     Setting("comfy_python", "comfy", "python", "COMFY_PYTHON", str),
-    Setting("comfy_start_timeout_s", "comfy", "start_timeout_s", "COMFY_START_TIMEOUT_S", _positive_float),
+    Setting("comfy_start_timeout_s", "comfy", "start_timeout_s", "COMFY_START_TIMEOUT_S", _ranged(float, 5, 3600)),
     Setting("comfy_extra_args", "comfy", "extra_args", "COMFY_EXTRA_ARGS", str),
-    Setting("comfy_reserve_vram_gb", "comfy", "reserve_vram_gb", "COMFY_RESERVE_VRAM_GB", float),
+    Setting("comfy_reserve_vram_gb", "comfy", "reserve_vram_gb", "COMFY_RESERVE_VRAM_GB", _ranged(float, 0, 64)),
     Setting("volume_path", "volume", "path", "NETWORK_VOLUME_PATH", Path),
     Setting("allow_container_disk", "volume", "allow_container_disk", "ALLOW_CONTAINER_DISK", _bool),
     Setting("enable_models", "volume", "enable_models", "ENABLE_MODELS", str),
-    Setting("disk_reserve_mb", "volume", "disk_reserve_mb", "DISK_RESERVE_MB", float),
-    Setting("lock_stale_s", "volume", "lock_stale_s", "PROVISION_LOCK_STALE_S", _positive_float),
-    Setting("provision_wait_s", "volume", "wait_s", "PROVISION_WAIT_S", _positive_float),
+    Setting("disk_reserve_mb", "volume", "disk_reserve_mb", "DISK_RESERVE_MB", _ranged(float, 0, 1_000_000)),
+    Setting("lock_stale_s", "volume", "lock_stale_s", "PROVISION_LOCK_STALE_S", _ranged(float, 1, 3600)),
+    Setting("provision_wait_s", "volume", "wait_s", "PROVISION_WAIT_S", _ranged(float, 1, 86_400)),
     Setting("sha256_after_download", "volume", "sha256_after_download", "SHA256_AFTER_DOWNLOAD", _bool),
-    Setting("download_attempts", "volume", "download_attempts", "DOWNLOAD_ATTEMPTS", _positive_int),
-    Setting("download_backoff_s", "volume", "download_backoff_s", "DOWNLOAD_BACKOFF_S", _positive_float),
+    Setting("download_attempts", "volume", "download_attempts", "DOWNLOAD_ATTEMPTS", _ranged(int, 1, 100)),
+    Setting("download_backoff_s", "volume", "download_backoff_s", "DOWNLOAD_BACKOFF_S", _ranged(float, 0.01, 600)),
     Setting("download_retry_window_s", "volume", "download_retry_window_s", "DOWNLOAD_RETRY_WINDOW_S",
-            _positive_float),
-    Setting("download_timeout_s", "volume", "download_timeout_s", "DOWNLOAD_TIMEOUT_S", _positive_float),
+            _ranged(float, 0.1, 86_400)),
+    Setting("download_timeout_s", "volume", "download_timeout_s", "DOWNLOAD_TIMEOUT_S", _ranged(float, 1, 3600)),
     Setting("model_cache_path", "volume", "model_cache", "MODEL_CACHE_PATH", _optional_path),
     Setting("prefetch", "prefetch", "enabled", "PREFETCH", _bool),
-    Setting("prefetch_readers", "prefetch", "readers", "PREFETCH_READERS", _positive_int),
-    Setting("prefetch_headroom_gb", "prefetch", "headroom_gb", "PREFETCH_HEADROOM_GB", _non_negative_float),
-    Setting("prefetch_timeout_s", "prefetch", "timeout_s", "PREFETCH_TIMEOUT_S", _positive_float),
-    Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _positive_float),
+    Setting("prefetch_readers", "prefetch", "readers", "PREFETCH_READERS", _ranged(int, 1, 64)),
+    Setting("prefetch_headroom_gb", "prefetch", "headroom_gb", "PREFETCH_HEADROOM_GB", _ranged(float, 0, 1024)),
+    Setting("prefetch_timeout_s", "prefetch", "timeout_s", "PREFETCH_TIMEOUT_S", _ranged(float, 1, 3600)),
+    Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _ranged(float, 0.01, 3600)),
     Setting("comfy_log_file", "comfy", "log_file", "COMFY_LOG_FILE", Path),
     Setting("comfy_pid_file", "comfy", "pid_file", "COMFY_PID_FILE", Path),
     Setting("boot_error_file", "job", "boot_error_file", "BOOT_ERROR_FILE", Path),
-    Setting("job_timeout_s", "job", "timeout_s", "JOB_TIMEOUT_S", _positive_float),
-    Setting("progress_interval_s", "job", "progress_interval_s", "PROGRESS_INTERVAL_S", float),
-    Setting("max_inline_mb", "output", "max_inline_mb", "MAX_INLINE_MB", _positive_float),
+    Setting("job_timeout_s", "job", "timeout_s", "JOB_TIMEOUT_S", _ranged(float, 1, 86_400)),
+    Setting("progress_interval_s", "job", "progress_interval_s", "PROGRESS_INTERVAL_S", _ranged(float, 0, 600)),
+    Setting("max_inline_mb", "output", "max_inline_mb", "MAX_INLINE_MB", _ranged(float, 0.001, 1000)),
     Setting("bucket_name", "output", "bucket_name", "BUCKET_NAME", str),
-    Setting("bucket_url_expiry_s", "output", "url_expiry_s", "BUCKET_URL_EXPIRY_S", _positive_int),
+    Setting("bucket_url_expiry_s", "output", "url_expiry_s", "BUCKET_URL_EXPIRY_S", _ranged(int, 1, 604_800)),
     Setting("x264_preset", "output", "x264_preset", "X264_PRESET", _x264_preset),
-    Setting("x264_crf", "output", "x264_crf", "X264_CRF", _x264_crf),
+    Setting("x264_crf", "output", "x264_crf", "X264_CRF", _ranged(int, 0, 51)),
     Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", parse_ladder),
-    Setting("max_image_mb", "limits", "max_image_mb", "MAX_IMAGE_MB", _positive_float),
-    Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _positive_int),
-    Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _positive_int),
-    Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _positive_int),
-    Setting("min_size", "limits", "min_size", "MIN_SIZE", _positive_int),
-    Setting("max_size", "limits", "max_size", "MAX_SIZE", _positive_int),
-    Setting("max_frames", "limits", "max_frames", "MAX_FRAMES", _positive_int),
-    Setting("max_clip_pixels", "limits", "max_clip_pixels", "MAX_CLIP_PIXELS", _positive_int),
-    Setting("min_fps", "limits", "min_fps", "MIN_FPS", _positive_int),
-    Setting("max_fps", "limits", "max_fps", "MAX_FPS", _positive_int),
-    Setting("max_steps", "limits", "max_steps", "MAX_STEPS", _positive_int),
-    Setting("max_cfg", "limits", "max_cfg", "MAX_CFG", _positive_float),
-    Setting("default_width", "defaults", "width", "DEFAULT_WIDTH", _positive_int),
-    Setting("default_height", "defaults", "height", "DEFAULT_HEIGHT", _positive_int),
-    Setting("default_frame_count", "defaults", "frame_count", "DEFAULT_FRAME_COUNT", _positive_int),
-    Setting("default_fps", "defaults", "fps", "DEFAULT_FPS", _positive_int),
+    Setting("max_image_mb", "limits", "max_image_mb", "MAX_IMAGE_MB", _ranged(float, 0.01, 100)),
+    Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _ranged(int, 4096, 1_000_000_000)),
+    Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _ranged(int, 1, 100_000)),
+    Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _ranged(int, 1, 64)),
+    Setting("min_size", "limits", "min_size", "MIN_SIZE", _ranged(int, 64, 8192)),
+    Setting("max_size", "limits", "max_size", "MAX_SIZE", _ranged(int, 64, 8192)),
+    Setting("max_frames", "limits", "max_frames", "MAX_FRAMES", _ranged(int, 9, 2049)),
+    Setting("max_clip_pixels", "limits", "max_clip_pixels", "MAX_CLIP_PIXELS", _ranged(int, 64 * 64 * 9, 10**10)),
+    Setting("min_fps", "limits", "min_fps", "MIN_FPS", _ranged(int, 1, 240)),
+    Setting("max_fps", "limits", "max_fps", "MAX_FPS", _ranged(int, 1, 240)),
+    Setting("max_steps", "limits", "max_steps", "MAX_STEPS", _ranged(int, 1, 500)),
+    Setting("max_cfg", "limits", "max_cfg", "MAX_CFG", _ranged(float, 1, 100)),
+    Setting("default_width", "defaults", "width", "DEFAULT_WIDTH", _ranged(int, 64, 8192)),
+    Setting("default_height", "defaults", "height", "DEFAULT_HEIGHT", _ranged(int, 64, 8192)),
+    Setting("default_frame_count", "defaults", "frame_count", "DEFAULT_FRAME_COUNT", _ranged(int, 9, 2049)),
+    Setting("default_fps", "defaults", "fps", "DEFAULT_FPS", _ranged(int, 1, 240)),
 )
 
 

@@ -31,6 +31,7 @@ from .output import (
 )
 from .progress import ProgressReporter, runpod_sender
 from .settings import Settings, SettingsError, load_settings
+from .stopping import Stopping, stop_on_signals
 from .workflow import (
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
@@ -92,7 +93,12 @@ class Worker:
         job_id = str(job.get("id") or "local")
         started = time.monotonic()
         try:
-            return self._handle(job_id, job.get("input"), started)
+            with stop_on_signals():
+                return self._handle(job_id, job.get("input"), started)
+        except Stopping as exc:
+            log.warning("job %s stopped by %s", job_id, exc)
+            return _error(f"the worker got {exc} while this job ran and stopped it (ComfyUI's prompt was "
+                          "interrupted); send the job again", refresh_worker=True)
         except Exception as exc:  # the last net: a bug must still answer the caller, and say it is one
             log.exception("job %s: unexpected failure", job_id)
             return {"error": f"internal error in the worker ({type(exc).__name__}: {exc}); please report it"}

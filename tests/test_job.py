@@ -130,6 +130,13 @@ def test_max_clip_pixels_counts_the_rendered_size():
     assert parse_request({"prompt": "x", "width": 1352, "height": 712, "frame_count": 233}, S).frame_count == 233
 
 
+def test_null_is_absent_for_every_optional_field():
+    nulls = {field: None for field in FIELDS if field != "prompt"}
+    req = parse_request({"prompt": "x", **nulls}, S)
+    assert (req.delivery, req.mode, req.audio, req.image) == ("auto", "standard", True, None)
+    assert (req.width, req.height, req.frame_count) == (S.default_width, S.default_height, S.default_frame_count)
+
+
 def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
                            "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength"}

@@ -23,6 +23,13 @@ def test_scripts_pass_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
+def test_setup_netvolume_help_is_its_usage_and_nothing_else():
+    out = subprocess.run(["bash", "setup_netvolume.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("Provision a RunPod network volume once")
+    assert "--sha256" in out.stdout and "set -" not in out.stdout and "#" not in out.stdout, out.stdout
+
+
 def setup_netvolume(tmp_path, volume, *args):
     env = {**os.environ, "WORKER_PYTHON": sys.executable, "LTX2_CONFIG": str(make_config(tmp_path))}
     return subprocess.run(["bash", "setup_netvolume.sh", "--volume", str(volume), *args], cwd=ROOT, env=env,

@@ -101,7 +101,10 @@ def settings_rows() -> list[tuple[str, str, str, str]]:
     rows = []
     for s in SETTINGS:
         value, comment = values.get((s.section, s.key), ""), comments.get((s.section, s.key), "")
-        rows.append((s.env, f"[{s.section}] {s.key}", _code(value), _meaning(s.section, s.key, comment)))
+        meaning = _meaning(s.section, s.key, comment)
+        if hasattr(s.parse, "range"):
+            meaning += " Range: {:.12g} to {:.12g}.".format(*s.parse.range)
+        rows.append((s.env, f"[{s.section}] {s.key}", _code(value), meaning))
     return rows
 
 
@@ -120,8 +123,8 @@ def render() -> str:
         "## Settings",
         "",
         "Every setting has a default in `config.ini` and can be overridden by the environment variable named in the",
-        "first column (RunPod: the template's or endpoint's environment variables). An invalid value stops the",
-        "worker at start with a message naming the variable. This table is generated from",
+        "first column (RunPod: the template's or endpoint's environment variables). An invalid value, or a number",
+        "outside its range, stops the worker at start with a message naming the variable. This table is generated from",
         "`ltx2_worker/settings.py` and `config.ini` by `tools/settings_table.py`; CI fails when it is out of date.",
         "The last rows are read from the environment only, by the code or library named.",
         "",

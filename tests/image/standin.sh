@@ -5,7 +5,8 @@
 #                                          place of nvidia/cuda (the worker runs ComfyUI on the CPU here)
 #   localhost/ltx2-standin-uv:0.11.14      uv's static binary from its musllinux wheel on PyPI, the same
 #                                          binary as ghcr.io/astral-sh/uv
-#   localhost/ltx2-standin-comfyui:v0.26.2 ComfyUI's tag at /comfyui, from $COMFYUI_TARBALL
+#   localhost/ltx2-standin-comfyui:v0.26.2 the stand-in base with ComfyUI's tag at /comfyui, from
+#                                          $COMFYUI_TARBALL (its .sha256 checked)
 # Each is made once and kept; `podman rmi` one to make it again.
 
 UV_VERSION=0.11.14
@@ -14,7 +15,7 @@ COMFYUI_TARBALL=${COMFYUI_TARBALL:-$root/../shared/comfyui/ComfyUI-v0.26.2.tar.g
 STANDIN_BUILD_ARGS=(
   --build-arg CUDA_IMAGE=localhost/ltx2-standin-base:bookworm
   --build-arg "UV_IMAGE=localhost/ltx2-standin-uv:$UV_VERSION"
-  --build-arg COMFYUI_SOURCE=localhost/ltx2-standin-comfyui:v0.26.2
+  --build-arg COMFYUI_SOURCE_IMAGE=localhost/ltx2-standin-comfyui:v0.26.2
   --build-arg PYTHON_PREFERENCE=only-system
   --build-arg TORCH_INDEX_URL=https://pypi.org/simple
   --build-arg "TORCH_PACKAGES=torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1"
@@ -81,7 +82,7 @@ PY
       return 1
     fi
     cp "$COMFYUI_TARBALL" "$tmp/comfyui/comfyui.tar.gz"
-    printf 'FROM scratch\nADD comfyui.tar.gz /comfyui/\n' > "$tmp/comfyui/Containerfile"
+    printf 'FROM localhost/ltx2-standin-base:bookworm\nADD comfyui.tar.gz /comfyui/\n' > "$tmp/comfyui/Containerfile"
     podman build --quiet --format docker -t localhost/ltx2-standin-comfyui:v0.26.2 "$tmp/comfyui" >/dev/null
   fi
 }
