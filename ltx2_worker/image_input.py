@@ -1,6 +1,6 @@
 """The first frame of an image-to-video job: base64 (with or without a `data:` prefix) or an https URL,
-fetched with a timeout and a size cap, refusing redirects to non-https or non-public addresses, then decoded
-and checked (format, pixel and byte limits) before ComfyUI ever sees it.
+fetched with a timeout and a size cap from the address that was checked (public only, https only, every
+redirect checked again), then decoded and checked (format, pixel and byte limits) before ComfyUI ever sees it.
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ import base64
 import binascii
 import io
 import ipaddress
+import os
 import socket
 import time
 from urllib.parse import urljoin, urlparse
 
-import requests
+import certifi
+import urllib3
 from PIL import Image, UnidentifiedImageError
 
 from .job import InputError
@@ -43,7 +45,15 @@ def _decode_base64(text: str, max_bytes: int) -> bytes:
         raise InputError("image", "must be base64 (optionally with a data: prefix) or an https URL") from None
 
 
-def _public_host(url: str) -> None:
+def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Only public addresses: an image URL must not reach the worker's own network (ComfyUI, metadata services)."""
+    return address.is_global
+
+
+def _checked_address(url: str) -> str:
+    """The address to connect to for `url`: its host resolved once, every address it has checked. The download
+    then connects to this address (not to the name again), so a DNS answer that changes between the check and
+    the connection (DNS rebinding) cannot send it elsewhere."""
     parsed = urlparse(url)
     if parsed.scheme != "https":
         raise InputError("image", f"URL must use https, got {parsed.scheme or 'no scheme'}")
@@ -52,35 +62,55 @@ def _public_host(url: str) -> None:
         infos = socket.getaddrinfo(host, parsed.port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         raise InputError("image", f"URL host {host!r} cannot be resolved") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise InputError("image", f"URL host {host!r} is not a public address")
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    if not addresses or not all(_address_allowed(a) for a in addresses):
+        raise InputError("image", f"URL host {host!r} is not a public address")
+    return str(addresses[0])
+
+
+def _ca_bundle() -> str:
+    """The CA certificates requests would use: REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else certifi's."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+
+
+def _get(url: str, address: str) -> urllib3.BaseHTTPResponse:
+    """GET `url` from `address` over TLS, with the certificate checked for the URL's host name (SNI too)."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    pool = urllib3.HTTPSConnectionPool(address, port=parsed.port or 443, server_hostname=host,
+                                       assert_hostname=host, cert_reqs="CERT_REQUIRED", ca_certs=_ca_bundle(),
+                                       timeout=urllib3.Timeout(connect=5, read=10), retries=False, maxsize=1)
+    target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    return pool.urlopen("GET", target, headers={"Host": parsed.netloc.rpartition("@")[2]}, redirect=False,
+                        preload_content=False, release_conn=True)
 
 
 def _fetch(url: str, max_bytes: int) -> bytes:
     give_up = time.monotonic() + FETCH_TIMEOUT_S
-    with requests.Session() as session:
-        for _ in range(MAX_REDIRECTS + 1):
-            _public_host(url)
-            try:
-                response = session.get(url, stream=True, allow_redirects=False, timeout=(5, 10))
-            except requests.RequestException as exc:
-                raise InputError("image", f"URL could not be fetched: {type(exc).__name__}") from None
-            with response:
-                if response.is_redirect:
-                    url = urljoin(url, response.headers.get("Location", ""))
-                    continue
-                if response.status_code != 200:
-                    raise InputError("image", f"URL answered HTTP {response.status_code}")
-                body = bytearray()
-                for chunk in response.iter_content(64 * 1024):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise InputError("image", f"must be at most {max_bytes // 1_000_000} MB")
-                    if time.monotonic() > give_up:
-                        raise InputError("image", f"URL took longer than {FETCH_TIMEOUT_S:g} s to download")
-                return bytes(body)
+    for _ in range(MAX_REDIRECTS + 1):
+        address = _checked_address(url)
+        try:
+            response = _get(url, address)
+        except urllib3.exceptions.HTTPError as exc:
+            raise InputError("image", f"URL could not be fetched: {type(exc).__name__}") from None
+        try:
+            if response.status in (301, 302, 303, 307, 308):
+                url = urljoin(url, response.headers.get("Location", ""))
+                continue
+            if response.status != 200:
+                raise InputError("image", f"URL answered HTTP {response.status}")
+            body = bytearray()
+            for chunk in response.stream(64 * 1024):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise InputError("image", f"must be at most {max_bytes // 1_000_000} MB")
+                if time.monotonic() > give_up:
+                    raise InputError("image", f"URL took longer than {FETCH_TIMEOUT_S:g} s to download")
+            return bytes(body)
+        except urllib3.exceptions.HTTPError as exc:
+            raise InputError("image", f"URL could not be fetched: {type(exc).__name__}") from None
+        finally:
+            response.release_conn()
     raise InputError("image", f"URL redirected more than {MAX_REDIRECTS} times")
 
 
