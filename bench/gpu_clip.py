@@ -20,11 +20,7 @@ Configurations (--configs):
                    1.0.6 in the recorded runs, or ComfyUI exits at start)
   worker           what the worker picks for this GPU (ltx2_worker.gpu), with the worker's own nodes
   worker-merged    the worker with stage 2's LoRA merged into the shared weights (the ablation of lora_bypass)
-  worker-own-model the 80 GB class as it shipped before lora_bypass: stage 2's LoRA merged into a second
-                   transformer copy, the text encoder released after encoding (stage2_own_model,
-                   release_text_encoder)
   worker-eager     the worker without the LTX2CudaGraphs node (the ablation of cuda_graphs)
-  worker-release-te  the worker with LTX2ReleaseTextEncoder (the text encoder leaves the GPU after encoding)
   worker-moving-upscaler  the worker with ComfyUI's LTXVLatentUpsampler (the ablation of resident_upscaler)
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
   class-medium-merged  the medium class with stage 2's LoRA merged (the ablation of lora_bypass there)
@@ -70,11 +66,9 @@ PROMPTS = ("a red fox running through fresh snow at golden hour, cinematic",
 NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
-CONFIGS = ("reference", "worker", "worker-merged", "worker-own-model", "worker-eager", "worker-release-te",
-           "worker-moving-upscaler", "class-medium", "class-medium-merged", "class-small", "custom")
+CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "class-medium",
+           "class-medium-merged", "class-small", "custom")
 ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
-             "worker-own-model": {"lora_bypass": False, "stage2_own_model": True, "release_text_encoder": True},
-             "worker-release-te": {"release_text_encoder": True},
              "worker-moving-upscaler": {"resident_upscaler": False},
              "class-medium-merged": {"lora_bypass": False}}
 I2V_SIZE = (1280, 720)  # the first frame of the image-to-video job (a gradient PNG made here)
@@ -640,8 +634,8 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" + (f" ERROR {r['error'][:200]}"
                                                                             if "error" in r else ""))
-    roles = ("text_encoder", "positive_prompt", "release_text_encoder", "checkpoint", "sampler_stage1", "upsampler",
-             "sampler_stage2", "video_decode", "save_video")
+    roles = ("text_encoder", "positive_prompt", "checkpoint", "sampler_stage1", "upsampler", "sampler_stage2",
+             "video_decode", "save_video")
     print("\nper node (s): config job | " + " | ".join(roles))
     for r in results:
         if r.get("nodes"):

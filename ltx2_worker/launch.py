@@ -59,16 +59,10 @@ def extra_model_paths_yaml(volume: Path, models: list[ModelFile], cached: dict[s
                 places.append(inside)
     for n, (snapshot, folders) in enumerate(snapshots.items(), 1):
         lines += [f"ltx2_model_cache_{n}:", f"    base_path: {json.dumps(str(snapshot))}"]
-        if "checkpoints" in folders:
-            folders = {**folders, "diffusion_models": folders["checkpoints"]}  # stage 2's UNETLoader, as below
         lines += [f"    {folder}: {json.dumps(chr(10).join(places))}" for folder, places in sorted(folders.items())]
     lines += ["ltx2_volume:", f"    base_path: {json.dumps(str(volume / 'models'))}"]
     folders = sorted({m.folder for m in models})
     lines += [f"    {folder}: {folder}" for folder in folders]
-    if "checkpoints" in folders:
-        # a graph with GraphChoices.stage2_own_model (the bench's ablation) loads stage 2's own copy of the
-        # checkpoint with UNETLoader
-        lines.append("    diffusion_models: checkpoints")
     lines += ["ltx2_worker_nodes:", f"    custom_nodes: {json.dumps(str(COMFY_NODES))}"]
     return "\n".join(lines) + "\n"
 

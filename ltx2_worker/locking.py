@@ -17,10 +17,6 @@ import uuid
 from pathlib import Path
 
 
-class LockTimeout(Exception):
-    pass
-
-
 class VolumeLock:
     def __init__(self, path: Path, stale_s: float):
         self.path = path

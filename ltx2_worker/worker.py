@@ -36,7 +36,6 @@ from .workflow import (
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
     LORA_BYPASS_NODE,
-    RELEASE_TEXT_ENCODER_NODE,
     SAVE_VIDEO_NODE,
     TILE_DECODE_NODE,
     UPSAMPLER_NODE,
@@ -55,8 +54,6 @@ CHOICE_NODES = (
      "VAEDecodeTiled asks for the whole latent's memory and may push the text encoder off the GPU"),
     ("fast_upscaler_load", UPSCALER_LOADER_NODE,
      "the upscaler loads with ComfyUI's random initialisation first, seconds more at a cold start"),
-    ("release_text_encoder", RELEASE_TEXT_ENCODER_NODE,
-     "the text encoder stays on the GPU after encoding"),
     ("lora_bypass", LORA_BYPASS_NODE,
      "stage 2's LoRA is merged into the weights stage 1 shares and re-applied in every job, seconds a job"),
     ("resident_upscaler", UPSAMPLER_NODE, "the upscaler moves to the GPU and back in every job, about 1 s a job"),
@@ -154,8 +151,8 @@ class Worker:
         nodes on its custom-node path and passes --cache-classic) lacks them; the graph then does without, and
         one warning says what is lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without
         LTX2VAEDecodeTiled the decode is VAEDecodeTiled's, with its whole-latent memory request; without
-        LTX2LatentUpscaleModelLoader the upscaler loads the slow way; without LTX2ReleaseTextEncoder the text
-        encoder stays on the GPU; without LTX2LatentUpsampler the upscaler moves in every job; without
+        LTX2LatentUpscaleModelLoader the upscaler loads the slow way; without LTX2LatentUpsampler the upscaler
+        moves in every job; without
         LTX2SaveVideo the MP4 is written by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's
         memory grows with every job (docs/performance.md: endurance)."""
         if self.setup_checked:
@@ -240,7 +237,8 @@ class Worker:
         mark = time.monotonic()
         key = f"{OUTPUT_SUBFOLDER}/{safe_stem(job_id)}-{prompt_id}.mp4"
         payload = deliver(data, self.settings, self.bucket, key, req.delivery)
-        timings["encode"] = time.monotonic() - mark
+        timings["deliver"] = time.monotonic() - mark
+        timings["encode"] = timings["deliver"]  # the old name of "deliver": kept until the next release (README)
         timings["total"] = time.monotonic() - started
         log.info("job %s done: %d bytes in %.1f s", job_id, len(data), timings["total"])
         return {

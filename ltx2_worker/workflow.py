@@ -59,7 +59,6 @@ CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
 SAVE_VIDEO_NODE = "LTX2SaveVideo"
 TILE_DECODE_NODE = "LTX2VAEDecodeTiled"
 UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
-RELEASE_TEXT_ENCODER_NODE = "LTX2ReleaseTextEncoder"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
@@ -70,9 +69,6 @@ I2V_IMAGE_COMPRESSION = 35
 class GraphChoices:
     """Memory-for-speed choices that leave the sampling itself unchanged (ltx2_worker.gpu picks them).
 
-    stage2_own_model: stage 2 loads its own copy of the dev checkpoint (UNETLoader) for the distilled LoRA, so
-        the LoRA stays applied between jobs instead of being re-applied to weights stage 1 shares (~5 s a
-        job on an H100); costs a second copy of the transformer (~20 GB) in GPU memory.
     cuda_graphs: stage 1's model goes through the worker's `LTX2CudaGraphs` node (ltx2_worker/comfy_nodes, on
         ComfyUI's custom-node path when launch started it), which replays each model call as one CUDA graph
         instead of launching ~30,000 kernels from Python. Only where the weights stay put on the GPU.
@@ -82,10 +78,6 @@ class GraphChoices:
     fast_upscaler_load: the latent upscaler is loaded by the worker's `LTX2LatentUpscaleModelLoader` node, which
         builds the model without PyTorch's random initialisation that ComfyUI's loader throws away (2.7-4.3 s
         of a cold start on the GPU host, 0.01-0.02 s this way); the same model, the same weights.
-    release_text_encoder: the worker's `LTX2ReleaseTextEncoder` node moves the text encoder (11.2 GB on the GPU)
-        off the GPU once both prompts are encoded; ComfyUI caches the conditioning, so a job with the same prompts
-        never loads it, and a new prompt loads it back from the CPU. For a card that holds two transformer copies
-        at the real checkpoint's size (21.9 GB each) only with the encoder gone.
     lora_bypass: stage 2's distilled LoRA runs as ComfyUI's bypass (`LoraLoaderBypassModelOnly`): each patched
         layer computes its FP8 output and adds up(down(x)) from the LoRA's own bf16 matrices, on the weights stage 1
         already holds. No second transformer copy (21.9 GB) and no weights re-patched between the stages; the
@@ -96,17 +88,11 @@ class GraphChoices:
         the same computation, the same latent.
     """
 
-    stage2_own_model: bool = False
     cuda_graphs: bool = False
     tile_memory_decode: bool = False
     fast_upscaler_load: bool = False
-    release_text_encoder: bool = False
     lora_bypass: bool = False
     resident_upscaler: bool = False
-
-    def __post_init__(self):
-        if self.lora_bypass and self.stage2_own_model:
-            raise ValueError("lora_bypass runs stage 2 on stage 1's weights; stage2_own_model gives it a copy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,8 +172,6 @@ class Workflow:
         self.node(graph, "save_video")["filename_prefix"] = filename_prefix
         if req.mode == "distilled":
             self._distilled(graph)  # stage 2 then uses the checkpoint's model as it is: nothing to re-apply
-        elif choices.stage2_own_model:
-            self._stage2_own_model(graph)
         elif choices.lora_bypass:  # LoraLoaderModelOnly's inputs, on the checkpoint's model as exported
             graph[self.node_ids["lora"]]["class_type"] = LORA_BYPASS_NODE
         if image_name is not None:
@@ -202,8 +186,6 @@ class Workflow:
             graph[self.node_ids["upscaler_loader"]]["class_type"] = UPSCALER_LOADER_NODE
         if choices.resident_upscaler:  # LTXVLatentUpsampler's inputs
             graph[self.node_ids["upsampler"]]["class_type"] = UPSAMPLER_NODE
-        if choices.release_text_encoder:
-            self._release_text_encoder(graph)
         if encoding is not None:
             self._encoding(graph, encoding)
         return graph
@@ -225,15 +207,6 @@ class Workflow:
         inputs = self.node(graph, "guider_stage1")
         node = self._add(graph, "cuda_graphs_stage1", CUDA_GRAPHS_NODE, {"model": inputs["model"], "enabled": True})
         inputs["model"] = [node, 0]
-
-    def _release_text_encoder(self, graph: dict[str, Any]) -> None:
-        """Both conditionings reach LTXVConditioning through LTX2ReleaseTextEncoder, which runs once both prompts
-        are encoded (it needs both) and is cached with them."""
-        inputs = self.node(graph, "conditioning")
-        clip = self.node(graph, "positive_prompt")["clip"]
-        node = self._add(graph, "release_text_encoder", RELEASE_TEXT_ENCODER_NODE,
-                         {"positive": inputs["positive"], "negative": inputs["negative"], "clip": clip})
-        inputs["positive"], inputs["negative"] = [node, 0], [node, 1]
 
     def _video_only(self, graph: dict[str, Any]) -> None:
         """No audio branch at all: both samplers denoise the video latent alone (ComfyUI's LTXAV model takes
@@ -260,13 +233,6 @@ class Workflow:
         sigmas = self._add(graph, "distilled_sigmas_stage1", "ManualSigmas", {"sigmas": DISTILLED_STAGE1_SIGMAS})
         self.node(graph, "sampler_stage1")["sigmas"] = [sigmas, 0]
         self.node(graph, "guider_stage2")["model"] = [self.node_ids["checkpoint"], 0]
-
-    def _stage2_own_model(self, graph: dict[str, Any]) -> None:
-        """The LoRA is applied to a model object of its own (ComfyUI's UNETLoader reads the checkpoint's
-        transformer; launch maps diffusion_models to the checkpoints folder), which ComfyUI keeps patched."""
-        name = self.node(graph, "checkpoint")["ckpt_name"]
-        own = self._add(graph, "stage2_model", "UNETLoader", {"unet_name": name, "weight_dtype": "default"})
-        self.node(graph, "lora")["model"] = [own, 0]
 
     def _first_frame(self, graph: dict[str, Any], image_name: str, strength: float) -> None:
         """Image-to-video: the image replaces the first latent frame in both stages (LTXVImgToVideoInplace

@@ -50,7 +50,6 @@ DATA = Path(__file__).resolve().parent / "data"
 ROOT = DATA.parent.parent
 DEFAULT_MODEL_FILES = {
     "checkpoints": ["ltx-2-19b-dev-fp8.safetensors"],
-    "diffusion_models": ["ltx-2-19b-dev-fp8.safetensors"],  # the launcher maps this folder to checkpoints
     "text_encoders": ["gemma_3_12B_it_fp4_mixed.safetensors"],
     "loras": ["ltx-2-19b-distilled-lora-384.safetensors"],
     "latent_upscale_models": ["ltx-2-spatial-upscaler-x2-1.0.safetensors"],
@@ -1135,8 +1134,6 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
         case "CLIPTextEncode":
             return [{"type": "CONDITIONING", "text": i["text"]}], None
         case "LTXVConditioning":
-            return [i["positive"], i["negative"]], None
-        case "LTX2ReleaseTextEncoder":
             return [i["positive"], i["negative"]], None
         case "CFGGuider":
             return [{"type": "GUIDER", "cfg": i["cfg"]}], None

@@ -1,7 +1,7 @@
 """The worker's ComfyUI node LTX2CudaGraphs (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py) on a real CUDA device:
 recording, replay, the check against a normal run, weights that move, host constants, and a call that cannot
-be recorded. Needs torch with CUDA, so CI (no GPU) skips it; on a GPU host run it with pytest or directly:
-`python tests/test_cuda_graphs_node.py` (the lent GPU machine has torch but no pytest).
+be recorded. Needs torch with CUDA, so CI (no GPU) skips it; on a GPU host run it with pytest, or directly
+where torch is installed but pytest is not: `python tests/test_cuda_graphs_node.py`.
 
 The model is a small stand-in for ComfyUI's BaseModel; the executor plays ComfyUI's WrapperExecutor (called
 with the model call's arguments, `class_obj` the model), which is all the wrapper touches."""

@@ -74,7 +74,7 @@ def test_the_memory_class_decides_the_graph_too(memory_gb, name, large, bypass):
     assert (profile.name, profile.graph.cuda_graphs, profile.graph.resident_upscaler) == (name, large, large)
     # stage 2's LoRA as a bypass where the card holds the transformer and the LoRA's 7.7 GB; a small card
     # keeps ComfyUI's merged LoRA, which its low-VRAM loading applies to whatever part of the weights it moves
-    assert profile.graph.lora_bypass is bypass and not profile.graph.stage2_own_model
+    assert profile.graph.lora_bypass is bypass
     # the worker's decode and upscaler-loader nodes cost no memory: every class uses them
     assert profile.graph.tile_memory_decode and profile.graph.fast_upscaler_load
     # CUDA graphs keep their memory in PyTorch's own allocator's pools, not in cudaMallocAsync's
@@ -101,13 +101,12 @@ def test_no_nvidia_tools_means_cpu(tmp_path, monkeypatch):
 def test_extra_model_paths_yaml_points_comfyui_at_the_volume(tmp_path):
     parsed = yaml.safe_load(extra_model_paths_yaml(tmp_path / "vol", MODELS))
     assert parsed == {"ltx2_volume": {"base_path": str(tmp_path / "vol" / "models"), "checkpoints": "checkpoints",
-                                      "latent_upscale_models": "latent_upscale_models", "loras": "loras",
-                                      "diffusion_models": "checkpoints"},
+                                      "latent_upscale_models": "latent_upscale_models", "loras": "loras"},
                       "ltx2_worker_nodes": {"custom_nodes": str(COMFY_NODES)}}
     # the folder ComfyUI loads as custom nodes holds the worker's node modules and nothing it would misload
     assert sorted(p.name for p in COMFY_NODES.iterdir() if p.name != "__pycache__") == [
-        "ltx2_cuda_graphs.py", "ltx2_save_video.py", "ltx2_text_encoder_release.py", "ltx2_upsampler.py",
-        "ltx2_upscaler_loader.py", "ltx2_vae_decode.py"]
+        "ltx2_cuda_graphs.py", "ltx2_save_video.py", "ltx2_upsampler.py", "ltx2_upscaler_loader.py",
+        "ltx2_vae_decode.py"]
 
 
 STAND_IN = textwrap.dedent('''

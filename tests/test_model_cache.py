@@ -151,8 +151,8 @@ def test_comfyuis_yaml_names_the_cache_folders_first(tmp_path, volume, hub):
     parsed = yaml.safe_load(text)
     assert list(parsed)[:2] == ["ltx2_model_cache_1", "ltx2_model_cache_2"] and list(parsed)[2] == "ltx2_volume"
     entries = {Path(e["base_path"]): e for name, e in parsed.items() if name.startswith("ltx2_model_cache")}
-    assert entries[lightricks] == {"base_path": str(lightricks), "checkpoints": ".", "diffusion_models": ".",
-                                   "latent_upscale_models": ".", "loras": "."}
+    assert entries[lightricks] == {"base_path": str(lightricks), "checkpoints": ".", "latent_upscale_models": ".",
+                                   "loras": "."}
     assert entries[comfy_org] == {"base_path": str(comfy_org), "text_encoders": "split_files/text_encoders"}
     for model in models:  # as ComfyUI's extra_config.py joins them: each cached file is found under its folder
         entry = entries[next(b for b in entries if cached[model.role].is_relative_to(b))]

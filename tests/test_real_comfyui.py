@@ -27,7 +27,7 @@ from ltx2_worker.job import parse_request
 from ltx2_worker.manifest import load_manifest
 from ltx2_worker.settings import load_settings
 from ltx2_worker.worker import Worker
-from ltx2_worker.workflow import DISTILLED_CHECKPOINT, Encoding, GraphChoices, Workflow
+from ltx2_worker.workflow import DISTILLED_CHECKPOINT, Encoding, Workflow
 
 from helpers import files_under, free_port
 
@@ -94,12 +94,10 @@ def test_real_comfyui_accepts_the_patched_workflow(comfy, job):
     assert r.json()["node_errors"] == {}
 
 
-GPU_CLASS_GRAPHS = {  # what each memory class ships (ltx2_worker.gpu), and the own-copy ablation of the bench
+GPU_CLASS_GRAPHS = {  # what each memory class ships (ltx2_worker.gpu)
     "large": choose_profile(Gpu("NVIDIA H100 80GB HBM3", 79.6, 9.0)).graph,
     "medium": choose_profile(Gpu("NVIDIA L40S", 44.4, 8.9)).graph,
     "small": choose_profile(Gpu("NVIDIA GeForce RTX 4090", 23.99, 8.9)).graph,
-    "own-model": GraphChoices(stage2_own_model=True, cuda_graphs=True, tile_memory_decode=True,
-                              fast_upscaler_load=True, release_text_encoder=True, resident_upscaler=True),
 }
 
 
@@ -107,16 +105,14 @@ GPU_CLASS_GRAPHS = {  # what each memory class ships (ltx2_worker.gpu), and the 
 @pytest.mark.parametrize("gpu_class", GPU_CLASS_GRAPHS)
 def test_real_comfyui_accepts_each_gpu_class_graph(comfy, gpu_class, audio):
     """Each class's graph passes the pinned ComfyUI's validation: LoraLoaderBypassModelOnly (large, medium) is
-    ComfyUI's own node; UNETLoader (own-model) finds the checkpoint through the launcher's diffusion_models
-    mapping; the worker's nodes (LTX2CudaGraphs, LTX2VAEDecodeTiled, LTX2LatentUpscaleModelLoader, LTX2SaveVideo,
-    LTX2ReleaseTextEncoder, LTX2LatentUpsampler) are loaded from the custom-node path the launcher adds."""
+    ComfyUI's own node; the worker's nodes (LTX2CudaGraphs, LTX2VAEDecodeTiled, LTX2LatentUpscaleModelLoader,
+    LTX2SaveVideo, LTX2LatentUpsampler) are loaded from the custom-node path the launcher adds."""
     choices = GPU_CLASS_GRAPHS[gpu_class]
     req = parse_request({**EARLIER_PACKAGE_REQUEST, "audio": audio}, comfy)
     graph = Workflow.load().build(req, f"ltx2/tier2-{gpu_class}", choices=choices,
                                   encoding=Encoding(comfy.x264_preset, comfy.x264_crf))
     classes = {node["class_type"] for node in graph.values()}
     assert ("LoraLoaderBypassModelOnly" in classes) is choices.lora_bypass
-    assert ("UNETLoader" in classes) is choices.stage2_own_model
     assert ("LTX2CudaGraphs" in classes) is choices.cuda_graphs
     assert {"LTX2VAEDecodeTiled", "LTX2LatentUpscaleModelLoader", "LTX2SaveVideo"} <= classes
     r = _validate(comfy, graph)

@@ -109,14 +109,13 @@ def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
 
 def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for, LTX2LatentUpscaleModelLoader only how
-    the upscaler is built, LTX2LatentUpsampler only who keeps the upscaler and LTX2ReleaseTextEncoder only where
-    the text encoder sits, never the pixels: the same job with and without them gives byte-identical MP4s (both
-    through LTX2SaveVideo, which ComfyUI ran)."""
+    the upscaler is built and LTX2LatentUpsampler only who keeps the upscaler, never the pixels: the same job
+    with and without them gives byte-identical MP4s (both through LTX2SaveVideo, which ComfyUI ran)."""
     cpu = Worker(stack["settings"]).profile
     outs = {}
     for ours in (False, True):
         profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=ours, fast_upscaler_load=ours,
-                                                              resident_upscaler=ours, release_text_encoder=ours))
+                                                              resident_upscaler=ours))
         worker = Worker(stack["settings"], profile=profile)
         outs[ours] = worker.handle({"id": f"nodes-{ours}", "input": {**SMALL, "seed": 7}})
         assert "error" not in outs[ours], outs[ours]
@@ -126,7 +125,6 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
         assert ("LTX2VAEDecodeTiled" in classes) is ours and "LTX2SaveVideo" in classes
         assert ("LTX2LatentUpscaleModelLoader" in classes) is ours
         assert ("LTX2LatentUpsampler" in classes) is ours and ("LTXVLatentUpsampler" in classes) is not ours
-        assert ("LTX2ReleaseTextEncoder" in classes) is ours
     assert outs[True]["video"] == outs[False]["video"]
 
 

@@ -137,24 +137,11 @@ def test_the_output_is_the_centre_of_the_generated_frame(size, xy):
     assert (crop["width"], crop["height"], crop["x"], crop["y"]) == (*size, *xy)
 
 
-def test_large_memory_choices_give_stage_2_its_own_model():
-    req = parse_request({"prompt": "x"}, S)
-    plain = WF.build(req, "ltx2/a")
-    g = WF.build(req, "ltx2/a", choices=GraphChoices(stage2_own_model=True))
-    lora_model = g[WF.node_ids["lora"]]["inputs"]["model"][0]
-    assert g[lora_model]["class_type"] == "UNETLoader"
-    assert g[lora_model]["inputs"]["unet_name"] == g[WF.node_ids["checkpoint"]]["inputs"]["ckpt_name"]
-    assert g[WF.node_ids["guider_stage1"]]["inputs"]["model"] == [WF.node_ids["checkpoint"], 0]
-    # everything else is the same graph
-    changed = {nid for nid in plain if plain[nid] != g.get(nid)}
-    assert changed == {WF.node_ids["lora"]}
-
-
 @pytest.mark.parametrize("mode", ["standard", "distilled"])
 def test_the_cuda_graph_choice_wraps_stage_1s_model_and_nothing_else(mode):
     req = parse_request({"prompt": "x", "mode": mode}, S)
-    plain = WF.build(req, "ltx2/a", choices=GraphChoices(stage2_own_model=True))
-    g = WF.build(req, "ltx2/a", choices=GraphChoices(stage2_own_model=True, cuda_graphs=True))
+    plain = WF.build(req, "ltx2/a", choices=GraphChoices(lora_bypass=True))
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(lora_bypass=True, cuda_graphs=True))
     wrapper = g[WF.node_ids["guider_stage1"]]["inputs"]["model"][0]
     assert g[wrapper]["class_type"] == "LTX2CudaGraphs"
     assert g[wrapper]["inputs"] == {"model": plain[WF.node_ids["guider_stage1"]]["inputs"]["model"], "enabled": True}
@@ -164,10 +151,10 @@ def test_the_cuda_graph_choice_wraps_stage_1s_model_and_nothing_else(mode):
     assert {nid for nid in plain if plain[nid] != g[nid]} == {WF.node_ids["guider_stage1"]}
 
 
-def test_distilled_mode_ignores_the_stage_2_model_choice():
+def test_distilled_mode_ignores_the_lora_bypass_choice():
     g = WF.build(parse_request({"prompt": "x", "mode": "distilled"}, S), "ltx2/a",
-                 choices=GraphChoices(stage2_own_model=True))
-    assert "UNETLoader" not in {n["class_type"] for n in g.values()}
+                 choices=GraphChoices(lora_bypass=True))
+    assert "LoraLoaderBypassModelOnly" not in {n["class_type"] for n in g.values()}
     assert g[WF.node_ids["guider_stage2"]]["inputs"]["model"] == [WF.node_ids["checkpoint"], 0]
 
 
@@ -209,43 +196,15 @@ def test_a_node_swapping_choice_changes_only_that_nodes_class(choice, role, clas
     assert {nid for nid in plain if plain[nid] != g[nid]} == {node} and set(g) == set(plain)
 
 
-@pytest.mark.parametrize("mode", ["standard", "distilled"])
-@pytest.mark.parametrize("audio", [True, False])
-def test_the_text_encoder_release_sits_between_both_encoders_and_the_conditioning(mode, audio):
-    req = parse_request({"prompt": "x", "mode": mode, "audio": audio}, S)
-    plain = WF.build(req, "ltx2/a")
-    g = WF.build(req, "ltx2/a", choices=GraphChoices(release_text_encoder=True))
-    cond = g[WF.node_ids["conditioning"]]["inputs"]
-    release = cond["positive"][0]
-    assert cond["positive"] == [release, 0] and cond["negative"] == [release, 1]
-    assert g[release]["class_type"] == "LTX2ReleaseTextEncoder"
-    assert g[release]["inputs"] == {"positive": [WF.node_ids["positive_prompt"], 0],
-                                    "negative": [WF.node_ids["negative_prompt"], 0],
-                                    "clip": [WF.node_ids["text_encoder"], 0]}
-    assert set(g) - set(plain) == {release}
-    assert {nid for nid in plain if plain[nid] != g[nid]} == {WF.node_ids["conditioning"]}
-
-
-@pytest.mark.parametrize("ours, theirs", [("LTX2LatentUpsampler", "LTXVLatentUpsampler"),
-                                          ("LTX2ReleaseTextEncoder", None)])
-def test_the_new_worker_nodes_take_what_the_graph_gives_them(ours, theirs):
-    """The upsampler keeps LTXVLatentUpsampler's inputs and output; the release node takes two conditionings
-    and the text encoder's CLIP and gives the two conditionings back, typed as LTXVConditioning takes them."""
+def test_the_workers_upsampler_takes_and_gives_what_comfyuis_does():
     from comfy_server import DATA, worker_node_schemas
 
-    recorded = json.loads((DATA / "object_info.json").read_text())
-    node = worker_node_schemas()[ours]
-    if theirs:
-        assert list(node["input"]["required"]) == recorded[theirs]["input_order"]["required"]
-        assert [v[0] for v in node["input"]["required"].values()] == \
-            [recorded[theirs]["input"]["required"][k][0] for k in recorded[theirs]["input_order"]["required"]]
-        assert node["output"] == recorded[theirs]["output"]
-    else:
-        takes = recorded["LTXVConditioning"]["input"]["required"]
-        assert node["output"] == [takes["positive"][0], takes["negative"][0]] == ["CONDITIONING"] * 2
-        assert {k: v[0] for k, v in node["input"]["required"].items()} == \
-            {"positive": "CONDITIONING", "negative": "CONDITIONING",
-             "clip": recorded["CLIPTextEncode"]["input"]["required"]["clip"][0]}
+    recorded = json.loads((DATA / "object_info.json").read_text())["LTXVLatentUpsampler"]
+    node = worker_node_schemas()["LTX2LatentUpsampler"]
+    assert list(node["input"]["required"]) == recorded["input_order"]["required"]
+    assert [v[0] for v in node["input"]["required"].values()] == \
+        [recorded["input"]["required"][k][0] for k in recorded["input_order"]["required"]]
+    assert node["output"] == recorded["output"]
 
 
 def test_the_workers_upscaler_loader_takes_and_gives_what_comfyuis_does():

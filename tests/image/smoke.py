@@ -209,8 +209,9 @@ def run(engine: str, image: str, work: Path) -> None:
             facts = json.loads(first.exec("/opt/venv/comfyui/bin/python", "/smoke/probe.py", "/smoke/clip.mp4"))
             want = {"width": JOB["width"], "height": JOB["height"], "frames": JOB["frame_count"], "audio": True}
             check(facts == want, f"the MP4 is {facts}, the job asked for {want}")
-            print(f"smoke: MP4 {facts}, {len(base64.b64decode(video))} bytes; output keys "
-                  f"{sorted(out['output'])}", flush=True)
+            print(f"smoke: MP4 {facts}, {len(base64.b64decode(video))} bytes", flush=True)
+            shown = {**out, "output": {**out["output"], "video": video[:24] + "..."}}
+            print(f"smoke: response {json.dumps(shown)}", flush=True)
             bad = first.runsync(BAD_JOB, timeout=60)
             check(bad.get("status") == "FAILED" and str(bad.get("error", "")).startswith("frame_count: "),
                   f"a frame_count of 120 was answered {bad}")
