@@ -3,13 +3,7 @@
 # changed, then runs the linters and the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-python3}
-stamp=$(cat requirements.txt requirements-dev.txt constraints.txt | sha256sum | cut -c1-16)
-if [ "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]; then
-  rm -rf .venv
-  "$python" -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-  echo "$stamp" > .venv/.stamp
-fi
+# shellcheck source=tools/venv.sh
+source tools/venv.sh
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -p no:cacheprovider --timeout=300 "$@" tests

@@ -352,6 +352,22 @@ def test_hub_json_has_the_fields_the_hub_reads():
     assert "10" in hub["description"] and "licen" in hub["description"].lower()
 
 
+def test_the_readme_and_the_hub_files_tell_one_truth():
+    """Container disk, the smallest GPU and the job deadline: the README's deploy steps and .runpod/hub.json
+    give the same figures, and neither tells a class to raise a deadline its measured clips stay far under."""
+    hub, readme = _json(".runpod/hub.json"), (ROOT / "README.md").read_text(encoding="utf-8")
+    config = hub["config"]
+    assert re.search(rf"container disk {config['containerDiskInGb']} GB", readme), "container disk differs"
+    smallest = min(POOL_VRAM[p] for p in config["gpuIds"].split(","))
+    quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    assert f"{smallest} GB+ of VRAM" in quick, f"the Hub admits {smallest} GB cards; Quick start must say so"
+    assert f"| {smallest} GB (below" in readme, "the speed table has a row for the smallest class the Hub admits"
+    deadlines = {preset["defaults"].get("JOB_TIMEOUT_S") for preset in config.get("presets", [])}
+    assert deadlines <= {int(SETTING["JOB_TIMEOUT_S"].parse(_settings_table().config_comments()[1][
+        ("job", "timeout_s")]))}, f"a preset changes JOB_TIMEOUT_S ({deadlines}): the README gives one default"
+    assert "1680" not in readme + json.dumps(hub)
+
+
 def test_hub_env_entries_are_complete_and_their_defaults_are_the_workers():
     hub = _json(".runpod/hub.json")
     comments, values = _settings_table().config_comments()

@@ -124,3 +124,43 @@ def test_entrypoint_serves_jobs_while_the_prefetch_still_reads(tmp_path):
                                timeout=60)["status"] == "COMPLETED"
     finally:
         comfy.stop()
+
+
+def test_the_tryout_serves_the_api_with_a_synthetic_mp4_and_stops_on_ctrl_c(tmp_path):
+    """README's try-out without a GPU: test_input.json through the local API in front of the protocol ComfyUI."""
+    import json
+    import signal
+
+    import requests
+
+    from helpers import decode_video_field, free_port
+
+    port = free_port()
+    log = open(tmp_path / "tryout.log", "w")
+    proc = subprocess.Popen(["bash", "tools/tryout.sh", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        give_up = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < give_up, (tmp_path / "tryout.log").read_text()
+                time.sleep(0.2)
+        job = json.loads((ROOT / "test_input.json").read_text())
+        started = time.monotonic()
+        out = requests.post(f"http://127.0.0.1:{port}/runsync", json=job, timeout=60).json()
+        took = time.monotonic() - started
+        bad = requests.post(f"http://127.0.0.1:{port}/runsync", json={"input": {"prompt": "x", "fps": 0}},
+                            timeout=30).json()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=20)
+        log.close()
+    assert out["status"] == "COMPLETED", out
+    assert decode_video_field(out["output"]) == {"width": 768, "height": 512, "frames": 49, "fps": 24.0,
+                                                 "audio": True}
+    assert took < 15
+    assert bad["status"] == "FAILED" and bad["error"].startswith("fps: "), bad
+    assert code in (0, -signal.SIGINT, 130), (tmp_path / "tryout.log").read_text()
