@@ -83,6 +83,11 @@ def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
 
+# ranges that several settings share: a frame side in pixels, a frame count (8k+1 is checked apart), a frame rate
+_SIDE = _ranged(int, 64, 8192)
+_FRAMES = _ranged(int, 9, 2049)
+_FPS = _ranged(int, 1, 240)
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("comfy_url", "comfy", "url", "COMFY_URL", _url),
     Setting("comfy_dir", "comfy", "dir", "COMFYUI_DIR", Path),
@@ -125,18 +130,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _ranged(int, 4096, 1_000_000_000)),
     Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _ranged(int, 1, 100_000)),
     Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _ranged(int, 1, 64)),
-    Setting("min_size", "limits", "min_size", "MIN_SIZE", _ranged(int, 64, 8192)),
-    Setting("max_size", "limits", "max_size", "MAX_SIZE", _ranged(int, 64, 8192)),
-    Setting("max_frames", "limits", "max_frames", "MAX_FRAMES", _ranged(int, 9, 2049)),
+    Setting("min_size", "limits", "min_size", "MIN_SIZE", _SIDE),
+    Setting("max_size", "limits", "max_size", "MAX_SIZE", _SIDE),
+    Setting("max_frames", "limits", "max_frames", "MAX_FRAMES", _FRAMES),
     Setting("max_clip_pixels", "limits", "max_clip_pixels", "MAX_CLIP_PIXELS", _ranged(int, 64 * 64 * 9, 10**10)),
-    Setting("min_fps", "limits", "min_fps", "MIN_FPS", _ranged(int, 1, 240)),
-    Setting("max_fps", "limits", "max_fps", "MAX_FPS", _ranged(int, 1, 240)),
+    Setting("min_fps", "limits", "min_fps", "MIN_FPS", _FPS),
+    Setting("max_fps", "limits", "max_fps", "MAX_FPS", _FPS),
     Setting("max_steps", "limits", "max_steps", "MAX_STEPS", _ranged(int, 1, 500)),
     Setting("max_cfg", "limits", "max_cfg", "MAX_CFG", _ranged(float, 1, 100)),
-    Setting("default_width", "defaults", "width", "DEFAULT_WIDTH", _ranged(int, 64, 8192)),
-    Setting("default_height", "defaults", "height", "DEFAULT_HEIGHT", _ranged(int, 64, 8192)),
-    Setting("default_frame_count", "defaults", "frame_count", "DEFAULT_FRAME_COUNT", _ranged(int, 9, 2049)),
-    Setting("default_fps", "defaults", "fps", "DEFAULT_FPS", _ranged(int, 1, 240)),
+    Setting("default_width", "defaults", "width", "DEFAULT_WIDTH", _SIDE),
+    Setting("default_height", "defaults", "height", "DEFAULT_HEIGHT", _SIDE),
+    Setting("default_frame_count", "defaults", "frame_count", "DEFAULT_FRAME_COUNT", _FRAMES),
+    Setting("default_fps", "defaults", "fps", "DEFAULT_FPS", _FPS),
 )
 
 
