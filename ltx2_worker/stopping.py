@@ -1,12 +1,12 @@
 """A stop signal (SIGINT from Ctrl-C, SIGTERM from `docker stop` or RunPod) that arrives while a job runs.
 
-The runpod SDK calls a synchronous handler on its event loop's thread, the main one, so its own signal handlers
-(uvicorn's, under `--rp_serve_api`) only note the signal and wait for the job to return: a job waiting on
-ComfyUI kept the process alive for up to JOB_TIMEOUT_S. While a job runs, `stop_on_signals` puts a handler in
-front of theirs that passes the signal on to them (the server still shuts down after the answer) and raises
-`Stopping` in the job, which interrupts ComfyUI's prompt and answers the caller with why. A handler that would
-end the process itself (Python's KeyboardInterrupt, the system default) is not called mid-job: the signal is
-raised again once the job has answered and the handlers are back.
+The runpod SDK calls a synchronous handler on its event loop's thread, the main one, so the handlers it sets
+(its worker loop's shutdown, or uvicorn's under `--rp_serve_api`) only note the signal and wait for the job to
+return: a job waiting on ComfyUI kept the process alive for up to JOB_TIMEOUT_S. While a job runs,
+`stop_on_signals` puts a handler in front of theirs that passes the signal on to them (the SDK still shuts down,
+after sending the answer) and raises `Stopping` in the job, which interrupts ComfyUI's prompt and answers the
+caller with why. A handler that would end the process itself (Python's KeyboardInterrupt, the system default)
+is not called mid-job: the signal is raised again when the job returns and the handlers are back.
 """
 
 from __future__ import annotations

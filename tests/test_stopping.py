@@ -51,3 +51,43 @@ def test_a_signal_during_a_job_interrupts_comfyui_answers_the_caller_and_stops_t
     name = signal.Signals(signum).name
     assert answer.get("status") == "FAILED" and name in answer.get("error", ""), answer
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_the_sdks_own_handler_still_hears_the_signal_and_a_second_signal_raises_nothing_more():
+    """RunPod's worker loop (JobScaler) and uvicorn set handlers that only note the shutdown: they are called,
+    the job gets one Stopping, and they are back in place after the job."""
+    from ltx2_worker.stopping import Stopping, stop_on_signals
+
+    heard = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: heard.append(signum))
+    try:
+        with pytest.raises(Stopping, match="SIGTERM"):
+            with stop_on_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # the handler runs between bytecodes: Stopping ends this wait
+        with stop_on_signals():
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert heard == [signal.SIGTERM] * 2
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_signal_that_ends_the_process_is_raised_again_when_the_job_returns():
+    """Python's default for SIGINT raises KeyboardInterrupt: not mid-job (the prompt is interrupted first), but
+    as soon as the job has returned."""
+    from ltx2_worker.stopping import Stopping, stop_on_signals
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    reached = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with stop_on_signals():
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)
+                except Stopping:
+                    reached.append("job stopped")
+        assert reached == ["job stopped"]
+    finally:
+        signal.signal(signal.SIGINT, before)
