@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import ipaddress
 import os
 import socket
 import time
+from collections.abc import Iterator
 from urllib.parse import urljoin, urlparse
 
 import certifi
@@ -73,16 +75,22 @@ def _ca_bundle() -> str:
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
 
 
-def _get(url: str, address: str) -> urllib3.BaseHTTPResponse:
-    """GET `url` from `address` over TLS, with the certificate checked for the URL's host name (SNI too)."""
+@contextlib.contextmanager
+def _get(url: str, address: str) -> Iterator[urllib3.BaseHTTPResponse]:
+    """GET `url` from `address` over TLS, with the certificate checked for the URL's host name (SNI too); the
+    response streams until the block ends, which closes the connection."""
     parsed = urlparse(url)
     host = parsed.hostname or ""
-    pool = urllib3.HTTPSConnectionPool(address, port=parsed.port or 443, server_hostname=host,
-                                       assert_hostname=host, cert_reqs="CERT_REQUIRED", ca_certs=_ca_bundle(),
-                                       timeout=urllib3.Timeout(connect=5, read=10), retries=False, maxsize=1)
     target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-    return pool.urlopen("GET", target, headers={"Host": parsed.netloc.rpartition("@")[2]}, redirect=False,
-                        preload_content=False, release_conn=True)
+    with urllib3.HTTPSConnectionPool(address, port=parsed.port or 443, server_hostname=host, assert_hostname=host,
+                                     cert_reqs="CERT_REQUIRED", ca_certs=_ca_bundle(), retries=False, maxsize=1,
+                                     timeout=urllib3.Timeout(connect=5, read=10)) as pool:
+        response = pool.urlopen("GET", target, headers={"Host": parsed.netloc.rpartition("@")[2]}, redirect=False,
+                                preload_content=False)
+        try:
+            yield response
+        finally:
+            response.release_conn()
 
 
 def _fetch(url: str, max_bytes: int) -> bytes:
@@ -90,27 +98,22 @@ def _fetch(url: str, max_bytes: int) -> bytes:
     for _ in range(MAX_REDIRECTS + 1):
         address = _checked_address(url)
         try:
-            response = _get(url, address)
+            with _get(url, address) as response:
+                if response.status in (301, 302, 303, 307, 308):
+                    url = urljoin(url, response.headers.get("Location", ""))
+                    continue
+                if response.status != 200:
+                    raise InputError("image", f"URL answered HTTP {response.status}")
+                body = bytearray()
+                for chunk in response.stream(64 * 1024):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise InputError("image", f"must be at most {max_bytes // 1_000_000} MB")
+                    if time.monotonic() > give_up:
+                        raise InputError("image", f"URL took longer than {FETCH_TIMEOUT_S:g} s to download")
+                return bytes(body)
         except urllib3.exceptions.HTTPError as exc:
             raise InputError("image", f"URL could not be fetched: {type(exc).__name__}") from None
-        try:
-            if response.status in (301, 302, 303, 307, 308):
-                url = urljoin(url, response.headers.get("Location", ""))
-                continue
-            if response.status != 200:
-                raise InputError("image", f"URL answered HTTP {response.status}")
-            body = bytearray()
-            for chunk in response.stream(64 * 1024):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise InputError("image", f"must be at most {max_bytes // 1_000_000} MB")
-                if time.monotonic() > give_up:
-                    raise InputError("image", f"URL took longer than {FETCH_TIMEOUT_S:g} s to download")
-            return bytes(body)
-        except urllib3.exceptions.HTTPError as exc:
-            raise InputError("image", f"URL could not be fetched: {type(exc).__name__}") from None
-        finally:
-            response.release_conn()
     raise InputError("image", f"URL redirected more than {MAX_REDIRECTS} times")
 
 

@@ -84,14 +84,8 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
     steps = _int(raw, "steps", None, 1, settings.max_steps)
     cfg = _number(raw, "cfg", None, 1.0, settings.max_cfg)
     audio = _bool(raw, "audio", True)
-    delivery = raw.get("delivery")
-    delivery = "auto" if delivery is None else delivery  # null is absent, as for every other field
-    if delivery not in DELIVERY_MODES:
-        raise InputError("delivery", f"must be one of {', '.join(DELIVERY_MODES)}, got {_short_repr(delivery)}")
-    mode = raw.get("mode")
-    mode = "standard" if mode is None else mode
-    if mode not in MODES:
-        raise InputError("mode", f"must be one of {', '.join(MODES)}, got {_short_repr(mode)}")
+    delivery = _choice(raw, "delivery", DELIVERY_MODES)
+    mode = _choice(raw, "mode", MODES)
     if mode == "distilled":
         for field in ("steps", "cfg"):
             if raw.get(field) is not None:
@@ -180,6 +174,16 @@ def _number(raw: dict, field: str, default: float | None, low: float, high: floa
     if not math.isfinite(value) or not low <= value <= high:
         raise InputError(field, f"must be a number from {low} to {high}, got {value}")
     return float(value)
+
+
+def _choice(raw: dict, field: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; absent or null is the first."""
+    value = raw.get(field)
+    if value is None:
+        return choices[0]
+    if value not in choices:
+        raise InputError(field, f"must be one of {', '.join(choices)}, got {_short_repr(value)}")
+    return value
 
 
 def _bool(raw: dict, field: str, default: bool) -> bool:

@@ -152,9 +152,8 @@ class Worker:
         one warning says what is lost. Without LTX2CudaGraphs stage 1 runs without CUDA graphs; without
         LTX2VAEDecodeTiled the decode is VAEDecodeTiled's, with its whole-latent memory request; without
         LTX2LatentUpscaleModelLoader the upscaler loads the slow way; without LTX2LatentUpsampler the upscaler
-        moves in every job; without
-        LTX2SaveVideo the MP4 is written by SaveVideo at libx264's defaults; without --cache-classic ComfyUI's
-        memory grows with every job (docs/performance.md: endurance)."""
+        moves in every job; without LTX2SaveVideo the MP4 is written by SaveVideo at libx264's defaults; without
+        --cache-classic ComfyUI's memory grows with every job (docs/performance.md: endurance)."""
         if self.setup_checked:
             return
         lost = []
