@@ -64,14 +64,21 @@ def video_field_frames(output: dict) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.float64)
 
 
-def loopback_env(comfy_url: str, output_dir: Path, tmp: Path, **extra: str) -> dict[str, str]:
-    """Environment for a worker talking to a ComfyUI on loopback, with its state files in `tmp`."""
-    env = {
+def state_env(comfy_url: str, output_dir: Path, tmp: Path) -> dict[str, str]:
+    """Environment for a worker talking to a ComfyUI it did not start, with its state files in `tmp`."""
+    return {
         "COMFY_URL": comfy_url,
         "COMFY_OUTPUT_DIR": str(output_dir),
         "BOOT_ERROR_FILE": str(tmp / "boot-error"),
         "COMFY_PID_FILE": str(tmp / "comfy.pid"),
         "COMFY_LOG_FILE": str(tmp / "comfy.log"),
+    }
+
+
+def loopback_env(comfy_url: str, output_dir: Path, tmp: Path, **extra: str) -> dict[str, str]:
+    """state_env with the tests' short deadlines."""
+    env = {
+        **state_env(comfy_url, output_dir, tmp),
         "JOB_TIMEOUT_S": "30",
         "COMFY_READY_TIMEOUT_S": "5",
         "PROGRESS_INTERVAL_S": "0",

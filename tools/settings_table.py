@@ -47,8 +47,9 @@ EXTERNAL: tuple[tuple[str, str, str], ...] = (
      "`--rp_serve_api`), `handler.py` runs `test_input.json` once and exits."),
     ("RUNPOD_WEBHOOK_POST_OUTPUT", "ltx2_worker/progress.py",
      "Set by RunPod on serverless workers: progress updates are sent only when it is present."),
-    ("RUNPOD_DEBUG_LEVEL", "runpod", "Log level of the runpod SDK (`DEBUG`, `INFO`, `WARN`, `ERROR`); unset, "
-     "`handler.py` makes it `INFO`, as at `DEBUG` the SDK logs every job's whole output, the MP4 included."),
+    ("RUNPOD_DEBUG_LEVEL", "runpod", "Log level of the runpod SDK (`DEBUG`, `INFO`, `WARN`, `ERROR`; "
+     "`RUNPOD_LOG_LEVEL`, when set, takes its place); with neither set, `handler.py` makes it `INFO`, as at "
+     "`DEBUG` the SDK logs every job's whole output, the MP4 included."),
 )
 
 _ENV_NOTE = re.compile(r"\s*\(env [A-Z0-9_, ]+\)")

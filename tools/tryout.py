@@ -10,12 +10,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the tests' helpers import the worker's package
 from comfy_server import ProtocolComfy  # noqa: E402
+from helpers import state_env  # noqa: E402
 
 EXEC_SECONDS = 2.0  # how long the protocol ComfyUI takes for a job, spread over its sampler steps
 
@@ -25,9 +25,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ltx2-tryout-") as tmp_dir:
         tmp = Path(tmp_dir)
         with ProtocolComfy(output_dir=tmp / "output", exec_seconds=EXEC_SECONDS) as comfy:
-            env = {**os.environ, "COMFY_URL": comfy.url, "COMFY_OUTPUT_DIR": str(tmp / "output"),
-                   "BOOT_ERROR_FILE": str(tmp / "boot-error"), "COMFY_PID_FILE": str(tmp / "comfy.pid"),
-                   "COMFY_LOG_FILE": str(tmp / "comfy.log")}
+            env = {**os.environ, **state_env(comfy.url, tmp / "output", tmp)}
             handler = subprocess.Popen([sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host",
                                         "127.0.0.1", "--rp_api_port", str(port)], cwd=ROOT, env=env)
             print(f"\ntry-out: RunPod's local API on http://localhost:{port} (a protocol ComfyUI, no GPU); e.g.\n"
@@ -40,10 +38,9 @@ def main() -> int:
                 return handler.wait()
             except KeyboardInterrupt:
                 handler.send_signal(signal.SIGINT)  # already sent by the terminal; again if it was not
-                deadline = time.monotonic() + 10
-                while handler.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if handler.poll() is None:
+                try:
+                    handler.wait(timeout=10)
+                except subprocess.TimeoutExpired:
                     handler.kill()
                 return 0
 

@@ -6,10 +6,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 image=${1:-ltx2-worker:smoke}
-engine=${SMOKE_ENGINE:-}
-if [ -z "$engine" ]; then
-  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=docker; else engine=podman; fi
-fi
+# shellcheck source=tests/image/engine.sh
+source "$root/tests/image/engine.sh"
 # shellcheck disable=SC2016  # expanded in the container
 exec "$engine" run --rm --network host -v "$root:/repo:ro" -e MALLOC_MMAP_THRESHOLD_=65536 \
   -e COMFYUI_DIR=/comfyui -e COMFY_PYTHON=/opt/venv/comfyui/bin/python "$image" bash -euo pipefail -c '

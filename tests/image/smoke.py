@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import configparser
 import json
 import re
 import shutil
@@ -92,13 +93,18 @@ def tiny_config(manifest: dict, out: Path) -> None:
 def hub_files(config: Path, models: Path) -> dict[str, tuple[str, bytes, str, str]]:
     """role -> ("<repo>/<path>", content, folder, name) for every model section of `config` whose tiny file
     exists."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(config)
     files = {}
-    for match in re.finditer(r"^\[model\.(\w+)\]\n((?:(?!\[).*\n?)*)", config.read_text(), re.M):
-        fields = dict(re.findall(r"^(\w+) = (.+)$", match.group(2), re.M))
-        local = models / fields["folder"] / Path(fields["path"]).name
+    for section in parser.sections():
+        if not section.startswith("model."):
+            continue
+        fields = parser[section]
+        name = Path(fields["path"]).name
+        local = models / fields["folder"] / name
         if local.is_file():
-            files[match.group(1)] = (f"{fields['repo']}/{fields['path']}", local.read_bytes(), fields["folder"],
-                                     Path(fields["path"]).name)
+            files[section.removeprefix("model.")] = (f"{fields['repo']}/{fields['path']}", local.read_bytes(),
+                                                     fields["folder"], name)
     return files
 
 

@@ -19,10 +19,8 @@ if [ "${1:-}" = "--image" ]; then
   image=${2:?--image needs a name}
 fi
 
-engine=${SMOKE_ENGINE:-}
-if [ -z "$engine" ]; then
-  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=docker; else engine=podman; fi
-fi
+# shellcheck source=tests/image/engine.sh
+source "$here/engine.sh"
 
 if [ -z "$image" ]; then
   image=ltx2-worker:smoke
