@@ -16,8 +16,11 @@ RANDOM_SEED_MAX = 2**53 - 1  # random seeds stay exact in JavaScript callers (n8
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21", "3:2", "2:3")
 FIELDS = (
     "prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps", "seed",
-    "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength",
+    "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength", "keyframes", "loras",
 )
+KEYFRAME_FIELDS = ("image", "frame", "strength")
+LORA_FIELDS = ("url", "strength")
+LORA_STRENGTH = (-2.0, 2.0)
 MODES = ("standard", "distilled")
 # Stage 1 runs at half size on ComfyUI's 32-pixel latent grid and EmptyLTXVLatentVideo rounds down silently,
 # so the graph generates at multiples of 64 and centre-crops to the asked size (ltx2_worker.workflow; a slice:
@@ -37,6 +40,27 @@ class InputError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Keyframe:
+    """An image the clip must show at `frame` (0-based, from the start; the request's negative indexes are
+    resolved), with `strength` from 0 (ignored) to 1 (kept). `field` names it in errors: `image` or
+    `keyframes[i].image`."""
+
+    field: str
+    image: str = dataclasses.field(repr=False)  # base64 or https URL, checked by ltx2_worker.image_input
+    frame: int
+    strength: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA a request brings: its https URL (fetched and checked by ltx2_worker.lora_cache) and strength."""
+
+    field: str  # "loras[i].url", for errors
+    url: str = dataclasses.field(repr=False)  # may carry a signed query: never logged whole
+    strength: float
+
+
+@dataclasses.dataclass(frozen=True)
 class VideoRequest:
     prompt: str
     negative_prompt: str | None  # None: the workflow's own negative prompt
@@ -50,8 +74,8 @@ class VideoRequest:
     audio: bool
     delivery: str = "auto"  # "auto": base64 when it fits, else bucket URL; "base64"; "url"
     mode: str = "standard"  # "standard": dev checkpoint + distilled LoRA; "distilled": the fast checkpoint
-    image: str | None = dataclasses.field(default=None, repr=False)  # first frame: base64 or https URL, unchecked
-    image_strength: float = 1.0
+    keyframes: tuple[Keyframe, ...] = ()  # `image` is the keyframe at frame 0; frames distinct, sorted
+    loras: tuple[LoraSpec, ...] = ()
 
     @property
     def duration_seconds(self) -> float:
@@ -90,14 +114,91 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
         for field in ("steps", "cfg"):
             if raw.get(field) is not None:
                 raise InputError(field, "is fixed in distilled mode (8 steps, CFG 1); leave it out")
-    image = raw.get("image")
-    if image is not None and (not isinstance(image, str) or not image.strip()):
-        raise InputError("image", f"must be a base64 string or an https URL, got {_type_name(image)}")
-    strength = _number(raw, "image_strength", 1.0, 0.0, 1.0)
-    if raw.get("image_strength") is not None and image is None:
-        raise InputError("image_strength", "needs an image")
+    keyframes = _keyframes(raw, frame_count, settings.max_keyframes)
+    loras = _loras(raw, settings.max_loras)
     return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery,
-                        mode, image.strip() if image else None, strength)
+                        mode, keyframes, loras)
+
+
+def _image_spec(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(field, f"must be a base64 string or an https URL, got {_type_name(value)}")
+    return value.strip()
+
+
+def _keyframes(raw: dict, frame_count: int, max_keyframes: int) -> tuple[Keyframe, ...]:
+    """`image` (with `image_strength`) is the keyframe at frame 0; `keyframes` adds more. A frame index counts
+    from the end when negative (-1 is the last frame); every resolved index is inside the clip and used once."""
+    found: list[Keyframe] = []
+    if raw.get("image") is not None:
+        found.append(Keyframe("image", _image_spec(raw["image"], "image"), 0,
+                              _number(raw, "image_strength", 1.0, 0.0, 1.0)))
+    elif raw.get("image_strength") is not None:
+        raise InputError("image_strength", "needs an image")
+    items = raw.get("keyframes")
+    if items is None:
+        return tuple(found)
+    if not isinstance(items, list) or not items:
+        raise InputError("keyframes", f"must be a non-empty array of {{image, frame, strength}} objects, got "
+                                      f"{_type_name(items)}")
+    if len(items) + len(found) > max_keyframes:
+        given = f"{len(items)}{' and image' if found else ''}"
+        raise InputError("keyframes", f"must hold at most {max_keyframes} images in all, image included "
+                                      f"(MAX_KEYFRAMES), got {given}")
+    taken = {k.frame: k.field for k in found}
+    for n, item in enumerate(items):
+        where = f"keyframes[{n}]"
+        if not isinstance(item, dict):
+            raise InputError(where, f"must be an object {{image, frame, strength}}, got {_type_name(item)}")
+        unknown = sorted(str(k) for k in item if k not in KEYFRAME_FIELDS)
+        if unknown:
+            raise InputError(f"{where}.{unknown[0]}", f"is not a known field (known: {', '.join(KEYFRAME_FIELDS)})")
+        image = _image_spec(item.get("image"), f"{where}.image")
+        if item.get("frame") is None:
+            raise InputError(f"{where}.frame", f"is required: a frame index from 0 to {frame_count - 1}, or "
+                                               "negative from the end (-1 is the last frame)")
+        frame = _int(item, "frame", None, -frame_count, frame_count - 1, f"{where}.frame")
+        frame = frame + frame_count if frame < 0 else frame
+        if frame in taken:
+            raise InputError(f"{where}.frame", f"is frame {frame}, which {taken[frame]} already conditions: "
+                                               "give each frame once")
+        strength = _number(item, "strength", 1.0, 0.0, 1.0, f"{where}.strength")
+        taken[frame] = where
+        found.append(Keyframe(f"{where}.image", image, frame, strength))
+    return tuple(sorted(found, key=lambda k: k.frame))
+
+
+def _loras(raw: dict, max_loras: int) -> tuple[LoraSpec, ...]:
+    items = raw.get("loras")
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise InputError("loras", f"must be an array of {{url, strength}} objects, got {_type_name(items)}")
+    if len(items) > max_loras:
+        raise InputError("loras", f"must hold at most {max_loras} LoRAs (MAX_LORAS), got {len(items)}")
+    found: list[LoraSpec] = []
+    urls: dict[str, int] = {}
+    for n, item in enumerate(items):
+        where = f"loras[{n}]"
+        if not isinstance(item, dict):
+            raise InputError(where, f"must be an object {{url, strength}}, got {_type_name(item)}")
+        unknown = sorted(str(k) for k in item if k not in LORA_FIELDS)
+        if unknown:
+            raise InputError(f"{where}.{unknown[0]}", f"is not a known field (known: {', '.join(LORA_FIELDS)})")
+        url = item.get("url")
+        if not isinstance(url, str) or not url.strip():
+            raise InputError(f"{where}.url", f"is required: an https URL of a .safetensors file, got "
+                                             f"{_type_name(url)}")
+        url = url.strip()
+        if not url.startswith("https://"):
+            raise InputError(f"{where}.url", "must be an https URL (https://...)")
+        if url in urls:
+            raise InputError(f"{where}.url", f"is the same as loras[{urls[url]}].url: give each LoRA once, with "
+                                             "the sum of the strengths")
+        urls[url] = n
+        strength = _number(item, "strength", 1.0, *LORA_STRENGTH, f"{where}.strength")
+        found.append(LoraSpec(f"{where}.url", url, strength))
+    return tuple(found)
 
 
 def _check_clip_pixels(width: int, height: int, frame_count: int, max_clip_pixels: int) -> None:
@@ -142,8 +243,10 @@ def _text(raw: dict, field: str, max_chars: int, required: bool) -> str | None:
     return value
 
 
-def _int(raw: dict, field: str, default: int | None, low: int, high: int) -> int | None:
+def _int(raw: dict, field: str, default: int | None, low: int, high: int, label: str | None = None) -> int | None:
+    """`raw[field]` as an integer from low to high; errors name `label` (default: the field)."""
     value = raw.get(field)
+    field = label or field
     if value is None:
         return default
     # JSON has one number type: 121.0 is accepted as 121, 121.5 is not; booleans are not numbers.
@@ -164,9 +267,11 @@ def _whole_number(raw: dict, field: str, default: int, low: int, high: int) -> i
     return _int(raw, field, default, low, high)
 
 
-def _number(raw: dict, field: str, default: float | None, low: float, high: float) -> float | None:
-    """A finite number within [low, high]; booleans are not numbers."""
+def _number(raw: dict, field: str, default: float | None, low: float, high: float,
+            label: str | None = None) -> float | None:
+    """A finite number within [low, high]; booleans are not numbers. Errors name `label` (default: the field)."""
     value = raw.get(field)
+    field = label or field
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):

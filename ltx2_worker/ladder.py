@@ -22,4 +22,9 @@ def step_down(rung: Rung, req: VideoRequest, size_multiple: int, min_size: int) 
     frames = max(9, int((req.frame_count - 1) * rung.frames) // 8 * 8 + 1)
     if (width, height, frames) == (req.width, req.height, req.frame_count):
         return None
-    return dataclasses.replace(req, width=width, height=height, frame_count=frames)
+    # keyframes keep their place in time: the last frame stays the last
+    keyframes = tuple(dataclasses.replace(k, frame=round(k.frame * (frames - 1) / (req.frame_count - 1)))
+                      for k in req.keyframes)
+    if len({k.frame for k in keyframes}) < len(keyframes):
+        return None  # two keyframes would land on one frame
+    return dataclasses.replace(req, width=width, height=height, frame_count=frames, keyframes=keyframes)

@@ -42,9 +42,11 @@ COMFY_NODES = Path(__file__).resolve().parent / "comfy_nodes"  # the worker's ow
 CACHE_FLAG = "--cache-classic"
 
 
-def extra_model_paths_yaml(volume: Path, models: list[ModelFile], cached: dict[str, Path] | None = None) -> str:
+def extra_model_paths_yaml(volume: Path, models: list[ModelFile], cached: dict[str, Path] | None = None,
+                           lora_cache: Path | None = None) -> str:
     """ComfyUI's extra_model_paths.yaml format: a named entry with base_path and one key per model folder,
-    and an entry adding the worker's own nodes (COMFY_NODES) to ComfyUI's custom-node search path.
+    an entry adding the requests' LoRA cache (`lora_cache`, ltx2_worker.lora_cache) to its `loras` folders, and
+    one adding the worker's own nodes (COMFY_NODES) to ComfyUI's custom-node search path.
 
     Files served from the model cache (`cached`: role -> path) get one entry per snapshot folder, before the
     volume's, so ComfyUI finds the cached copy first."""
@@ -63,6 +65,8 @@ def extra_model_paths_yaml(volume: Path, models: list[ModelFile], cached: dict[s
     lines += ["ltx2_volume:", f"    base_path: {json.dumps(str(volume / 'models'))}"]
     folders = sorted({m.folder for m in models})
     lines += [f"    {folder}: {folder}" for folder in folders]
+    if lora_cache is not None:
+        lines += ["ltx2_lora_cache:", f"    loras: {json.dumps(str(lora_cache))}"]
     lines += ["ltx2_worker_nodes:", f"    custom_nodes: {json.dumps(str(COMFY_NODES))}"]
     return "\n".join(lines) + "\n"
 
@@ -98,7 +102,8 @@ def start(settings: Settings, models: list[ModelFile]) -> subprocess.Popen:
     for model in models:
         if model.role in cached:
             log.info("%s/%s from the model cache: %s", model.folder, model.name, cached[model.role])
-    write_atomically(yaml_path, extra_model_paths_yaml(settings.volume_path, models, cached).encode())
+    yaml_text = extra_model_paths_yaml(settings.volume_path, models, cached, settings.lora_cache_dir)
+    write_atomically(yaml_path, yaml_text.encode())
     for folder in (settings.comfy_output_dir, settings.comfy_input_dir):
         folder.mkdir(parents=True, exist_ok=True)
     log_file = open(settings.comfy_log_file, "ab")

@@ -128,6 +128,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", parse_ladder),
     Setting("max_image_mb", "limits", "max_image_mb", "MAX_IMAGE_MB", _ranged(float, 0.01, 100)),
     Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _ranged(int, 4096, 1_000_000_000)),
+    Setting("max_keyframes", "limits", "max_keyframes", "MAX_KEYFRAMES", _ranged(int, 1, 16)),
+    Setting("max_loras", "loras", "max_loras", "MAX_LORAS", _ranged(int, 0, 8)),
+    Setting("max_lora_mb", "loras", "max_lora_mb", "MAX_LORA_MB", _ranged(float, 1, 50_000)),
+    Setting("lora_fetch_timeout_s", "loras", "fetch_timeout_s", "LORA_FETCH_TIMEOUT_S", _ranged(float, 1, 3600)),
+    Setting("lora_cache_dir_setting", "loras", "cache_dir", "LORA_CACHE_DIR", Path),
+    Setting("lora_cache_gb", "loras", "cache_gb", "LORA_CACHE_GB", _ranged(float, 0.1, 100_000)),
     Setting("max_prompt_chars", "limits", "max_prompt_chars", "MAX_PROMPT_CHARS", _ranged(int, 1, 100_000)),
     Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _ranged(int, 1, 64)),
     Setting("min_size", "limits", "min_size", "MIN_SIZE", _SIDE),
@@ -185,6 +191,12 @@ class Settings:
     x264_crf: int
     max_image_mb: float
     max_image_pixels: int
+    max_keyframes: int
+    max_loras: int
+    max_lora_mb: float
+    lora_fetch_timeout_s: float
+    lora_cache_dir_setting: Path
+    lora_cache_gb: float
     max_prompt_chars: int
     size_multiple: int
     min_size: int
@@ -209,6 +221,11 @@ class Settings:
     def comfy_output_dir(self) -> Path:
         """ComfyUI's output folder: explicit, or the checkout's own `output/`."""
         return self.comfy_output_dir_override or self.comfy_dir / "output"
+
+    @property
+    def lora_cache_dir(self) -> Path:
+        """Where requests' LoRAs are kept: LORA_CACHE_DIR, a relative one inside the network volume."""
+        return self.volume_path / self.lora_cache_dir_setting
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -19,6 +19,10 @@ from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
 from .ladder import step_down
 from .launch import CACHE_FLAG
+from .lora_cache import CachedLora, LoraCache
+from .lora_check import transformer_layers
+from .manifest import load_manifest
+from .model_cache import cached_files, model_of, model_path
 from .output import (
     OUTPUT_DIR_FIX,
     Bucket,
@@ -75,6 +79,7 @@ class Worker:
         self.output_warned = False
         self.encoding: Encoding | None = Encoding(settings.x264_preset, settings.x264_crf)
         self.setup_checked = False  # whether ComfyUI was checked for what the launcher gives it (nodes, cache flag)
+        self.loras = LoraCache(settings, lambda: _checkpoint_layers(settings))
 
     def check_output_folder(self) -> str | None:
         """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
@@ -108,24 +113,28 @@ class Worker:
             log.error("job %s refused: %s", job_id, problem.message)
             return _error(problem.message, problem.refresh_worker)
         prefixes: list[str] = []  # every output prefix this job used, all removed at the end
-        image_name = None
+        image_names: list[str] = []  # every image this job uploaded to ComfyUI's input folder, removed at the end
         try:
             req = parse_request(raw_input, s)
             timings = {"validate": time.monotonic() - started}
-            # everything that can be checked without ComfyUI is, before waiting for it: a bad image URL is
-            # answered at once, not after a ComfyUI that is starting (or down) had its ready_timeout_s
-            image = None
-            if req.image is not None:
-                mark = time.monotonic()
-                image = load_image(req.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels)
+            # everything that can be checked without ComfyUI is, before waiting for it: a bad image or LoRA URL
+            # is answered at once, not after a ComfyUI that is starting (or down) had its ready_timeout_s
+            mark = time.monotonic()
+            images = [load_image(k.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels, k.field)
+                      for k in req.keyframes]
+            if images:
                 timings["image"] = time.monotonic() - mark
+            mark = time.monotonic()
+            loras = [self.loras.get(spec, deadline) for spec in req.loras]
+            if loras:
+                timings["loras"] = time.monotonic() - mark
             self._wait_ready(deadline, timings)
             if req.mode == "distilled":
                 self._check_distilled_available()
-            if image is not None:
-                data, ext = image
-                image_name = self.client.upload_image(data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{ext}")
-            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_name)
+            for data, ext in images:
+                image_names.append(self.client.upload_image(
+                    data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{ext}"))
+            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_names, loras)
         except InputError as exc:
             log.info("job %s rejected: %s", job_id, exc)
             return {"error": str(exc)}
@@ -141,8 +150,8 @@ class Worker:
             return {"error": str(exc)}
         finally:
             removed = sum(len(remove_outputs(s.comfy_output_dir, prefix)) for prefix in prefixes)
-            if image_name is not None:
-                (s.comfy_input_dir / image_name).unlink(missing_ok=True)
+            for name in image_names:
+                (s.comfy_input_dir / name).unlink(missing_ok=True)
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
 
@@ -184,7 +193,8 @@ class Worker:
                                      "in config.ini) and provision it, another ~27 GB (README, Modes)")
 
     def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
-                           started: float, prefixes: list[str], image_name: str | None) -> dict[str, Any]:
+                           started: float, prefixes: list[str], image_names: list[str],
+                           loras: list[CachedLora]) -> dict[str, Any]:
         """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
         s = self.settings
         self._check_comfyui_setup()
@@ -203,8 +213,9 @@ class Worker:
             log.info("job %s: %dx%d, %d frames at %d fps, seed %d, audio %s", job_id, current.width,
                      current.height, current.frame_count, current.fps, current.seed, current.audio)
             try:
-                graph = self.workflow.build(current, prefix, image_name, self.profile.graph, self.encoding)
-                out = self._run(job_id, current, graph, deadline, timings, started)
+                graph = self.workflow.build(current, prefix, image_names, self.profile.graph, self.encoding,
+                                            [lora.name for lora in loras])
+                out = self._run(job_id, current, graph, deadline, timings, started, loras)
             except ExecutionFailed as exc:
                 if not exc.out_of_memory:
                     raise
@@ -219,7 +230,7 @@ class Worker:
         raise ComfyError(f"{last_oom}; the out-of-memory fallbacks ({tried}) did not help")
 
     def _run(self, job_id: str, req: VideoRequest, graph: dict[str, Any], deadline: float,
-             timings: dict[str, float], started: float) -> dict[str, Any]:
+             timings: dict[str, float], started: float, loras: list[CachedLora]) -> dict[str, Any]:
         mark = time.monotonic()
         reporter = ProgressReporter(job_id, graph, self.settings.progress_interval_s, runpod_sender({"id": job_id}))
         prompt_id, entry = self.client.run(graph, deadline, reporter)
@@ -240,6 +251,12 @@ class Worker:
         timings["encode"] = timings["deliver"]  # the old name of "deliver": kept until the next release (README)
         timings["total"] = time.monotonic() - started
         log.info("job %s done: %d bytes in %.1f s", job_id, len(data), timings["total"])
+        conditioning: dict[str, Any] = {}
+        if req.keyframes:
+            conditioning["keyframes"] = [{"frame": k.frame, "strength": k.strength} for k in req.keyframes]
+        if req.loras:
+            conditioning["loras"] = [{"url": spec.url, "sha256": lora.sha256, "strength": spec.strength}
+                                     for spec, lora in zip(req.loras, loras, strict=True)]
         return {
             **payload,
             "seed": req.seed,
@@ -251,6 +268,7 @@ class Worker:
             "duration_seconds": req.duration_seconds,
             "audio": req.audio,
             "mode": req.mode,
+            **conditioning,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
 
@@ -296,6 +314,13 @@ def _gpu_profile(settings: Settings) -> Profile:
     profile = profile_for(settings, gpu)
     log.info("memory class %s: %s", profile.name, profile.graph)
     return profile
+
+
+def _checkpoint_layers(settings: Settings) -> dict[str, tuple[int, ...]]:
+    """The transformer layers a request's LoRA must fit, from the header of the checkpoint ComfyUI loads."""
+    models = load_manifest(settings)
+    checkpoint = model_of(models, "checkpoint")
+    return transformer_layers(model_path(settings, checkpoint, cached_files(settings, models)))
 
 
 def _error(message: str, refresh_worker: bool) -> dict[str, Any]:

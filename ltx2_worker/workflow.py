@@ -9,10 +9,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .job import VideoRequest, generation_size
+from .job import Keyframe, VideoRequest, generation_size
 from .settings import ROOT
 
 DEFAULT_WORKFLOW = ROOT / "workflow_api.json"
@@ -54,7 +55,7 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
 DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
 # the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_save_video.py,
-# ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_text_encoder_release.py, ltx2_upsampler.py)
+# ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_upsampler.py)
 CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
 SAVE_VIDEO_NODE = "LTX2SaveVideo"
 TILE_DECODE_NODE = "LTX2VAEDecodeTiled"
@@ -146,11 +147,16 @@ class Workflow:
     def node(self, graph: dict[str, Any], role: str) -> dict[str, Any]:
         return graph[self.node_ids[role]]["inputs"]
 
-    def build(self, req: VideoRequest, filename_prefix: str, image_name: str | None = None,
-              choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None) -> dict[str, Any]:
-        """A patched copy of the graph for one request; the loaded graph is never changed. `image_name` is
-        the first frame already uploaded to ComfyUI's input folder (image-to-video); without `encoding` the MP4
-        is written by ComfyUI's SaveVideo as exported."""
+    def build(self, req: VideoRequest, filename_prefix: str, images: Sequence[str] = (),
+              choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None,
+              loras: Sequence[str] = ()) -> dict[str, Any]:
+        """A patched copy of the graph for one request; the loaded graph is never changed. `images[i]` is
+        req.keyframes[i]'s image, already uploaded to ComfyUI's input folder; `loras[i]` is req.loras[i]'s file
+        as ComfyUI's `loras` folder lists it. Without `encoding` the MP4 is written by ComfyUI's SaveVideo as
+        exported."""
+        if len(images) != len(req.keyframes) or len(loras) != len(req.loras):
+            raise ValueError(f"{len(images)} images for {len(req.keyframes)} keyframes, {len(loras)} LoRA files "
+                             f"for {len(req.loras)} LoRAs")
         graph = copy.deepcopy(self.graph)
         gen_w, gen_h = generation_size(req.width, req.height)
         self.node(graph, "positive_prompt")["text"] = req.prompt
@@ -174,8 +180,10 @@ class Workflow:
             self._distilled(graph)  # stage 2 then uses the checkpoint's model as it is: nothing to re-apply
         elif choices.lora_bypass:  # LoraLoaderModelOnly's inputs, on the checkpoint's model as exported
             graph[self.node_ids["lora"]]["class_type"] = LORA_BYPASS_NODE
-        if image_name is not None:
-            self._first_frame(graph, image_name, req.image_strength)
+        if loras:
+            self._user_loras(graph, [(name, spec.strength) for name, spec in zip(loras, req.loras, strict=True)])
+        if images:
+            self._keyframes(graph, list(zip(images, req.keyframes, strict=True)))
         if not req.audio:
             self._video_only(graph)
         if choices.cuda_graphs:
@@ -218,7 +226,12 @@ class Workflow:
         self.node(graph, "scheduler")["latent"] = video_in
         self.node(graph, "crop_guides")["latent"] = [sampler1, 0]
         self.node(graph, "sampler_stage2")["latent_image"] = self.node(graph, "av_latent_stage2")["video_latent"]
-        self.node(graph, "video_decode")["samples"] = [self.node_ids["sampler_stage2"], 1]
+        stage2_video = [self.node_ids["sampler_stage2"], 1]
+        crop2 = graph.get("ltx2:crop_guides_stage2")  # keyframes past frame 0: the guides come off before decoding
+        if crop2:
+            crop2["inputs"]["latent"] = stage2_video
+        else:
+            self.node(graph, "video_decode")["samples"] = stage2_video
         del self.node(graph, "create_video")["audio"]
 
     def _add(self, graph: dict[str, Any], role: str, class_type: str, inputs: dict[str, Any]) -> str:
@@ -234,19 +247,65 @@ class Workflow:
         self.node(graph, "sampler_stage1")["sigmas"] = [sigmas, 0]
         self.node(graph, "guider_stage2")["model"] = [self.node_ids["checkpoint"], 0]
 
-    def _first_frame(self, graph: dict[str, Any], image_name: str, strength: float) -> None:
-        """Image-to-video: the image replaces the first latent frame in both stages (LTXVImgToVideoInplace
-        scales and centre-crops it to each stage's size itself)."""
-        load = self._add(graph, "first_frame", "LoadImage", {"image": image_name})
-        prepared = self._add(graph, "first_frame_preprocess", "LTXVPreprocess",
-                             {"image": [load, 0], "img_compression": I2V_IMAGE_COMPRESSION})
+    def _user_loras(self, graph: dict[str, Any], loras: list[tuple[str, float]]) -> None:
+        """The request's LoRAs, chained on the checkpoint's model as bypass branches (each patched layer adds
+        up(down(x)) to its FP8 output), so both stages use them and changing LoRAs between jobs re-patches no
+        weights; stage 2's distilled LoRA (standard mode) goes on top."""
+        model = [self.node_ids["checkpoint"], 0]
+        for n, (name, strength) in enumerate(loras):
+            model = [self._add(graph, f"user_lora_{n}", LORA_BYPASS_NODE,
+                               {"model": model, "lora_name": name, "strength_model": strength}), 0]
+        self.node(graph, "guider_stage1")["model"] = model
+        stage2 = self.node(graph, "guider_stage2")
+        if stage2["model"] == [self.node_ids["checkpoint"], 0]:  # distilled mode: stage 2 on the checkpoint
+            stage2["model"] = model
+        else:
+            self.node(graph, "lora")["model"] = model
+
+    def _keyframes(self, graph: dict[str, Any], keyframes: list[tuple[str, Keyframe]]) -> None:
+        """Images the clip must show. Frame 0 replaces the first latent frame in both stages
+        (LTXVImgToVideoInplace, which scales and centre-crops the image to each stage's size itself). Any other
+        frame is ComfyUI's LTXVAddGuide: the image, encoded alone, is appended to the video latent as guide frames
+        placed at that frame's time, before the audio is joined (it refuses an audio-video latent); the model
+        denoises the clip attending to them, and LTXVCropGuides takes them off after each stage. Each image
+        goes through LTXVPreprocess, which compresses it like a video frame so motion starts naturally."""
         vae = [self.node_ids["checkpoint"], 2]
+        prepared = []
+        for n, (name, keyframe) in enumerate(keyframes):
+            load = self._add(graph, f"keyframe_{n}", "LoadImage", {"image": name})
+            prepared.append((self._add(graph, f"keyframe_{n}_preprocess", "LTXVPreprocess",
+                                       {"image": [load, 0], "img_compression": I2V_IMAGE_COMPRESSION}), keyframe))
+        crop1 = self.node_ids["crop_guides"]
+        conditioning = {"1": [[self.node_ids["conditioning"], 0], [self.node_ids["conditioning"], 1]],
+                        "2": [[crop1, 0], [crop1, 1]]}
         for stage, concat in (("1", "av_latent_stage1"), ("2", "av_latent_stage2")):
             inputs = self.node(graph, concat)
-            node = self._add(graph, f"first_frame_stage{stage}", "LTXVImgToVideoInplace",
-                             {"vae": vae, "image": [prepared, 0], "latent": inputs["video_latent"],
-                              "strength": strength, "bypass": False})
-            inputs["video_latent"] = [node, 0]
+            latent = inputs["video_latent"]
+            positive, negative = conditioning[stage]
+            for n, (image, keyframe) in enumerate(prepared):
+                if keyframe.frame == 0:
+                    latent = [self._add(graph, f"keyframe_{n}_stage{stage}", "LTXVImgToVideoInplace",
+                                        {"vae": vae, "image": [image, 0], "latent": latent,
+                                         "strength": keyframe.strength, "bypass": False}), 0]
+            for n, (image, keyframe) in enumerate(prepared):
+                if keyframe.frame != 0:
+                    guide = self._add(graph, f"keyframe_{n}_stage{stage}", "LTXVAddGuide",
+                                      {"positive": positive, "negative": negative, "vae": vae, "latent": latent,
+                                       "image": [image, 0], "frame_idx": keyframe.frame,
+                                       "strength": keyframe.strength})
+                    positive, negative, latent = [guide, 0], [guide, 1], [guide, 2]
+            inputs["video_latent"] = latent
+            conditioning[stage] = [positive, negative]
+        if any(keyframe.frame for _, keyframe in prepared):
+            (positive1, negative1), (positive2, negative2) = conditioning["1"], conditioning["2"]
+            self.node(graph, "guider_stage1").update(positive=positive1, negative=negative1)
+            self.node(graph, "crop_guides").update(positive=positive1, negative=negative1)
+            self.node(graph, "guider_stage2").update(positive=positive2, negative=negative2)
+            decode = self.node(graph, "video_decode")
+            crop2 = self._add(graph, "crop_guides_stage2", "LTXVCropGuides",
+                              {"positive": positive2, "negative": negative2, "latent": decode["samples"]})
+            decode["samples"] = [crop2, 2]
+
     def defaults(self) -> dict[str, Any]:
         """The graph's own values for what a request may leave out (reported in the README and responses)."""
         return {

@@ -101,11 +101,14 @@ class ProtocolComfy:
 
     def __init__(self, output_dir: Path, object_info_path: Path = DATA / "object_info.json",
                  model_files: dict[str, list[str]] | None = None, exec_seconds: float = 0.0,
-                 input_dir: Path | None = None, port: int = 0, worker_nodes: bool = True):
+                 input_dir: Path | None = None, port: int = 0, worker_nodes: bool = True,
+                 model_dirs: dict[str, list[Path]] | None = None):
         self.output_dir = Path(output_dir).resolve()
         self.input_dir = Path(input_dir).resolve() if input_dir else self.output_dir.parent / "input"
         self.temp_dir = self.output_dir.parent / "temp"
         self.model_files = copy.deepcopy(model_files if model_files is not None else DEFAULT_MODEL_FILES)
+        # folder -> more directories of it, listed at every /object_info as extra_model_paths.yaml's are
+        self.model_dirs = {folder: [Path(d) for d in dirs] for folder, dirs in (model_dirs or {}).items()}
         self.exec_seconds = exec_seconds
         self.port = port  # 0: a free port; a fixed one lets a test start a server "late" on a known address
         # sys.argv as /system_stats reports it: as the package's launcher starts ComfyUI, output folder included
@@ -255,7 +258,9 @@ class ProtocolComfy:
         """/object_info as a real server would answer it now: model and input-file options are what is on disk."""
         info = copy.deepcopy(self._schemas)
         for (class_type, name), folder in MODEL_INPUTS.items():
-            files = sorted(self.model_files.get(folder, []))
+            files = sorted({*self.model_files.get(folder, []),
+                            *(p.name for d in self.model_dirs.get(folder, []) if d.is_dir()
+                              for p in d.glob("*.safetensors"))})
             _set_options(info, class_type, name, files + ["pixel_space"] if folder == "vae" else files)
         inputs = sorted(str(p.relative_to(self.input_dir)) for p in self.input_dir.rglob("*")
                         if p.is_file()) if self.input_dir.is_dir() else []

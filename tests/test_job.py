@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ltx2_worker.job import FIELDS, InputError, parse_request
+from ltx2_worker.job import FIELDS, InputError, Keyframe, LoraSpec, parse_request
 from ltx2_worker.settings import load_settings
 
 S = load_settings(env={})
@@ -84,6 +84,35 @@ def test_optional_fields_are_taken():
     ({"prompt": "x", "image_strength": 0.5}, "image_strength", "needs an image"),
     ({"prompt": "x", "image": "aGk=", "image_strength": 1.5}, "image_strength", "from 0.0 to 1.0"),
     ({"prompt": "x", "aspect_ratio": "16:9", "width": 1280}, "aspect_ratio", "cannot be combined with width"),
+    ({"prompt": "x", "keyframes": {"image": "aGk="}}, "keyframes", "non-empty array"),
+    ({"prompt": "x", "keyframes": []}, "keyframes", "non-empty array"),
+    ({"prompt": "x", "keyframes": ["aGk="]}, "keyframes[0]", "must be an object"),
+    ({"prompt": "x", "keyframes": [{"image": "aGk=", "frame": 0, "weight": 1}]}, "keyframes[0].weight",
+     "not a known field (known: image, frame, strength)"),
+    ({"prompt": "x", "keyframes": [{"frame": 0}]}, "keyframes[0].image", "base64 string or an https URL"),
+    ({"prompt": "x", "keyframes": [{"image": "aGk="}]}, "keyframes[0].frame", "is required"),
+    ({"prompt": "x", "keyframes": [{"image": "aGk=", "frame": 121}]}, "keyframes[0].frame", "from -121 to 120"),
+    ({"prompt": "x", "keyframes": [{"image": "aGk=", "frame": -122}]}, "keyframes[0].frame", "from -121 to 120"),
+    ({"prompt": "x", "keyframes": [{"image": "aGk=", "frame": 1.5}]}, "keyframes[0].frame", "integer"),
+    ({"prompt": "x", "keyframes": [{"image": "aGk=", "frame": 8, "strength": 1.2}]}, "keyframes[0].strength",
+     "from 0.0 to 1.0"),
+    ({"prompt": "x", "keyframes": [{"image": "aGk=", "frame": 120}, {"image": "aGk=", "frame": -1}]},
+     "keyframes[1].frame", "is frame 120, which keyframes[0] already conditions"),
+    ({"prompt": "x", "image": "aGk=", "keyframes": [{"image": "aGk=", "frame": 0}]}, "keyframes[0].frame",
+     "is frame 0, which image already conditions"),
+    ({"prompt": "x", "image": "aGk=", "keyframes": [{"image": "aGk=", "frame": n} for n in (8, 16, 24, 32)]},
+     "keyframes", "at most 4 images in all, image included (MAX_KEYFRAMES), got 4 and image"),
+    ({"prompt": "x", "loras": {"url": "https://h/a.safetensors"}}, "loras", "array of {url, strength}"),
+    ({"prompt": "x", "loras": [{"url": f"https://h/{n}.safetensors"} for n in range(4)]}, "loras",
+     "at most 3 LoRAs (MAX_LORAS), got 4"),
+    ({"prompt": "x", "loras": [None]}, "loras[0]", "must be an object"),
+    ({"prompt": "x", "loras": [{"url": "https://h/a", "scale": 1}]}, "loras[0].scale", "not a known field"),
+    ({"prompt": "x", "loras": [{"strength": 1}]}, "loras[0].url", "is required"),
+    ({"prompt": "x", "loras": [{"url": "http://h/a.safetensors"}]}, "loras[0].url", "must be an https URL"),
+    ({"prompt": "x", "loras": [{"url": "https://h/a"}, {"url": "https://h/b", "strength": -2.5}]},
+     "loras[1].strength", "from -2.0 to 2.0"),
+    ({"prompt": "x", "loras": [{"url": "https://h/a"}, {"url": "https://h/a"}]}, "loras[1].url",
+     "is the same as loras[0].url"),
 ])
 def test_each_broken_rule_names_field_and_rule(raw, field, rule):
     with pytest.raises(InputError) as info:
@@ -133,17 +162,38 @@ def test_max_clip_pixels_counts_the_rendered_size():
 def test_null_is_absent_for_every_optional_field():
     nulls = {field: None for field in FIELDS if field != "prompt"}
     req = parse_request({"prompt": "x", **nulls}, S)
-    assert (req.delivery, req.mode, req.audio, req.image) == ("auto", "standard", True, None)
+    assert (req.delivery, req.mode, req.audio, req.keyframes, req.loras) == ("auto", "standard", True, (), ())
     assert (req.width, req.height, req.frame_count) == (S.default_width, S.default_height, S.default_frame_count)
 
 
 def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
-                           "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength"}
+                           "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength",
+                           "keyframes", "loras"}
 
 
 def test_modes_and_image_fields():
     r = parse_request({"prompt": "x", "mode": "distilled", "image": " https://example.com/a.png ",
                        "image_strength": 0.8}, S)
-    assert (r.mode, r.image, r.image_strength) == ("distilled", "https://example.com/a.png", 0.8)
+    assert r.mode == "distilled"
+    assert r.keyframes == (Keyframe("image", "https://example.com/a.png", 0, 0.8),)
     assert "example.com" not in repr(r), "a multi-megabyte base64 image must not reach log lines via repr()"
+
+
+def test_keyframes_resolve_negative_indexes_and_fold_in_the_image():
+    r = parse_request({"prompt": "x", "frame_count": 49, "image": "Zmlyc3Q=", "image_strength": 0.9,
+                       "keyframes": [{"image": "bGFzdA==", "frame": -1}, {"image": "bWlk", "frame": 24,
+                                                                          "strength": 0.5}]}, S)
+    assert r.keyframes == (Keyframe("image", "Zmlyc3Q=", 0, 0.9), Keyframe("keyframes[1].image", "bWlk", 24, 0.5),
+                           Keyframe("keyframes[0].image", "bGFzdA==", 48, 1.0))
+    assert "bGFzdA" not in repr(r), "images stay out of log lines"
+
+
+def test_loras_keep_their_order_and_strengths_and_stay_out_of_reprs():
+    r = parse_request({"prompt": "x", "loras": [{"url": "https://h/a.safetensors?sig=SECRET", "strength": -0.5},
+                                                {"url": " https://h/b.safetensors "}]}, S)
+    assert r.loras == (LoraSpec("loras[0].url", "https://h/a.safetensors?sig=SECRET", -0.5),
+                       LoraSpec("loras[1].url", "https://h/b.safetensors", 1.0))
+    assert "SECRET" not in repr(r), "a signed URL's signature stays out of log lines"
+    with pytest.raises(InputError, match="at most 0 LoRAs"):
+        parse_request({"prompt": "x", "loras": [{"url": "https://h/a"}]}, S.replace(max_loras=0))

@@ -43,3 +43,14 @@ def test_steps_shrink_size_on_the_grid_and_frames_to_8k_plus_1_and_keep_the_rest
 def test_a_rung_that_cannot_shrink_is_skipped():
     tiny = dataclasses.replace(REQ, width=256, height=256, frame_count=9)
     assert step_down(Rung("scale:0.5", scale=0.5), tiny, 16, 256) is None
+
+
+def test_the_frames_rung_keeps_keyframes_in_their_place_in_time():
+    s = S
+    req = parse_request({"prompt": "x", "frame_count": 121, "image": "aGk=",
+                         "keyframes": [{"image": "aGk=", "frame": 60}, {"image": "aGk=", "frame": -1}]}, s)
+    shrunk = step_down(Rung("frames:0.5", frames=0.5), req, 8, 256)
+    assert shrunk.frame_count == 57 and [k.frame for k in shrunk.keyframes] == [0, 28, 56]
+    crowded = parse_request({"prompt": "x", "frame_count": 17, "keyframes": [
+        {"image": "aGk=", "frame": 15}, {"image": "aGk=", "frame": 16}]}, s)
+    assert step_down(Rung("frames:0.5", frames=0.5), crowded, 8, 256) is None, "two keyframes on one frame"

@@ -82,3 +82,32 @@ def test_audio_off_gives_an_mp4_without_sound(stack):
     _, worker, _ = stack
     out = worker.handle({"id": "quiet", "input": {**SMALL, "audio": False}})
     assert decode_video_field(out)["audio"] is False and out["audio"] is False
+
+
+def test_first_and_last_keyframes_guide_both_stages_and_come_off_before_the_decode(stack):
+    comfy, worker, comfy_dir = stack
+    job = {**SMALL, "frame_count": 25, "image": _png(), "keyframes": [{"image": _png(300, 300), "frame": -1,
+                                                                       "strength": 0.8}]}
+    out = worker.handle({"id": "kf", "input": job})
+    assert "error" not in out, out
+    assert decode_video_field(out) == {"width": 512, "height": 288, "frames": 25, "fps": 24.0, "audio": True}
+    assert out["keyframes"] == [{"frame": 0, "strength": 1.0}, {"frame": 24, "strength": 0.8}]
+    graph = comfy.submitted[-1]["prompt"]
+    guides = [n["inputs"] for n in graph.values() if n["class_type"] == "LTXVAddGuide"]
+    assert [(g["frame_idx"], g["strength"]) for g in guides] == [(24, 0.8), (24, 0.8)]
+    assert sum(n["class_type"] == "LTXVCropGuides" for n in graph.values()) == 2
+    assert sum(n["class_type"] == "LTXVImgToVideoInplace" for n in graph.values()) == 2
+    assert files_under(comfy_dir / "input") == [], "both uploaded images are removed"
+
+
+def test_keyframes_without_audio_and_a_bad_keyframe_image(stack):
+    comfy, worker, _ = stack
+    out = worker.handle({"id": "kf", "input": {**SMALL, "frame_count": 17, "audio": False,
+                                               "keyframes": [{"image": _png(), "frame": 8}]}})
+    assert "error" not in out, out
+    assert decode_video_field(out)["frames"] == 17 and decode_video_field(out)["audio"] is False
+    submitted = len(comfy.submitted)
+    out = worker.handle({"id": "kf", "input": {**SMALL, "keyframes": [{"image": _png(), "frame": 0},
+                                                                      {"image": "bm90IGFuIGltYWdl", "frame": 8}]}})
+    assert out == {"error": "keyframes[1].image: is not a decodable PNG, JPEG or WebP image"}
+    assert len(comfy.submitted) == submitted

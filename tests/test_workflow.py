@@ -74,7 +74,7 @@ def test_audio_off_runs_no_audio_node_at_all(extra):
 
 
 def test_audio_off_keeps_the_first_frame_of_image_to_video():
-    g = WF.build(parse_request({"prompt": "x", "audio": False, "image": "aGk="}, S), "ltx2/a", "f.png")
+    g = WF.build(parse_request({"prompt": "x", "audio": False, "image": "aGk="}, S), "ltx2/a", ["f.png"])
     sampler1 = g[WF.node_ids["sampler_stage1"]]["inputs"]["latent_image"][0]
     sampler2 = g[WF.node_ids["sampler_stage2"]]["inputs"]["latent_image"][0]
     assert g[sampler1]["class_type"] == g[sampler2]["class_type"] == "LTXVImgToVideoInplace"
@@ -119,7 +119,7 @@ def test_distilled_mode_swaps_checkpoint_schedule_cfg_and_drops_the_lora():
 
 
 def test_image_to_video_conditions_both_stages_on_the_uploaded_image():
-    g = WF.build(parse_request({"prompt": "x", "image": "aGk=", "image_strength": 0.7}, S), "ltx2/i", "first.png")
+    g = WF.build(parse_request({"prompt": "x", "image": "aGk=", "image_strength": 0.7}, S), "ltx2/i", ["first.png"])
     inplace = {nid: n for nid, n in g.items() if n["class_type"] == "LTXVImgToVideoInplace"}
     assert len(inplace) == 2 and all(n["inputs"]["strength"] == 0.7 for n in inplace.values())
     for concat in ("av_latent_stage1", "av_latent_stage2"):
@@ -252,3 +252,73 @@ def test_the_decode_nodes_memory_estimate_is_one_tiles(shape, inputs, expected):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.tile_shape(shape, *inputs) == expected
+
+
+def _keyframed(extra=None, images=("first.png", "mid.png", "last.png")):
+    req = parse_request({"prompt": "x", "frame_count": 49, "image": "aGk=",
+                         "keyframes": [{"image": "aGk=", "frame": 24, "strength": 0.6},
+                                       {"image": "aGk=", "frame": -1}], **(extra or {})}, S)
+    return req, WF.build(req, "ltx2/k", list(images))
+
+
+def test_keyframes_past_frame_0_are_guides_in_both_stages_cropped_after_each():
+    req, g = _keyframed()
+    assert [k.frame for k in req.keyframes] == [0, 24, 48]
+    guides = {nid: n["inputs"] for nid, n in g.items() if n["class_type"] == "LTXVAddGuide"}
+    assert sorted((i["frame_idx"], i["strength"]) for i in guides.values()) == [(24, 0.6), (24, 0.6), (48, 1.0),
+                                                                               (48, 1.0)]
+    crop1, crop2 = WF.node_ids["crop_guides"], "ltx2:crop_guides_stage2"
+    # stage 1: the guided conditioning reaches its guider and the crop that takes the guides off
+    for role in ("guider_stage1", "crop_guides"):
+        assert g[g[WF.node_ids[role]]["inputs"]["positive"][0]]["class_type"] == "LTXVAddGuide"
+    # stage 2 starts from the cropped conditioning, adds its own guides, and the decode reads the cropped latent
+    first_stage2 = next(i for nid, i in guides.items() if nid.endswith("stage2") and i["frame_idx"] == 24)
+    assert first_stage2["positive"] == [crop1, 0]
+    assert g[g[WF.node_ids["guider_stage2"]]["inputs"]["positive"][0]]["class_type"] == "LTXVAddGuide"
+    assert g[WF.node_ids["video_decode"]]["inputs"]["samples"] == [crop2, 2]
+    assert g[crop2]["inputs"]["latent"] == WF.graph[WF.node_ids["video_decode"]]["inputs"]["samples"]
+    # the guides go on the video latent before the audio is joined (LTXVAddGuide refuses an audio-video latent)
+    for concat in ("av_latent_stage1", "av_latent_stage2"):
+        assert g[g[WF.node_ids[concat]]["inputs"]["video_latent"][0]]["class_type"] == "LTXVAddGuide"
+    loads = sorted(n["inputs"]["image"] for n in g.values() if n["class_type"] == "LoadImage")
+    assert loads == ["first.png", "last.png", "mid.png"]
+    used = _reachable(g, WF.node_ids["save_video"])
+    assert set(guides) <= used and crop2 in used
+
+
+def test_keyframes_without_audio_still_crop_the_guides_before_the_decode():
+    _, g = _keyframed({"audio": False})
+    crop2 = "ltx2:crop_guides_stage2"
+    assert g[crop2]["inputs"]["latent"] == [WF.node_ids["sampler_stage2"], 1]
+    assert g[WF.node_ids["video_decode"]]["inputs"]["samples"] == [crop2, 2]
+    sampler1 = g[WF.node_ids["sampler_stage1"]]["inputs"]["latent_image"][0]
+    assert g[sampler1]["class_type"] == "LTXVAddGuide"
+
+
+def test_only_a_first_frame_adds_no_guide_and_no_second_crop():
+    g = WF.build(parse_request({"prompt": "x", "keyframes": [{"image": "aGk=", "frame": 0}]}, S), "ltx2/k", ["a.png"])
+    assert not any(n["class_type"] == "LTXVAddGuide" for n in g.values()) and "ltx2:crop_guides_stage2" not in g
+
+
+def test_the_number_of_images_and_lora_files_must_match_the_request():
+    with pytest.raises(ValueError, match="1 images for 3 keyframes"):
+        _keyframed(images=("first.png",))
+
+
+@pytest.mark.parametrize("mode", ["standard", "distilled"])
+def test_user_loras_chain_on_the_checkpoint_and_feed_both_stages(mode):
+    req = parse_request({"prompt": "x", "mode": mode, "loras": [{"url": "https://h/a", "strength": 0.5},
+                                                               {"url": "https://h/b"}]}, S)
+    g = WF.build(req, "ltx2/l", loras=["a.safetensors", "b.safetensors"], choices=GraphChoices(cuda_graphs=True))
+    first, second = g["ltx2:user_lora_0"]["inputs"], g["ltx2:user_lora_1"]["inputs"]
+    assert first["model"] == [WF.node_ids["checkpoint"], 0] and second["model"] == ["ltx2:user_lora_0", 0]
+    assert (first["lora_name"], first["strength_model"], second["strength_model"]) == ("a.safetensors", 0.5, 1.0)
+    assert g["ltx2:user_lora_0"]["class_type"] == "LoraLoaderBypassModelOnly"
+    cuda = g[g[WF.node_ids["guider_stage1"]]["inputs"]["model"][0]]
+    assert cuda["class_type"] == "LTX2CudaGraphs" and cuda["inputs"]["model"] == ["ltx2:user_lora_1", 0]
+    stage2 = g[WF.node_ids["guider_stage2"]]["inputs"]["model"]
+    if mode == "standard":  # the distilled LoRA on top of the user's
+        assert stage2 == [WF.node_ids["lora"], 0]
+        assert g[WF.node_ids["lora"]]["inputs"]["model"] == ["ltx2:user_lora_1", 0]
+    else:
+        assert stage2 == ["ltx2:user_lora_1", 0]

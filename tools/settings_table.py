@@ -36,7 +36,8 @@ EXTERNAL: tuple[tuple[str, str, str], ...] = (
     ("BUCKET_ACCESS_KEY_ID", "ltx2_worker/output.py", "Access key of that bucket."),
     ("BUCKET_SECRET_ACCESS_KEY", "ltx2_worker/output.py", "Secret key of that bucket; never logged."),
     ("HF_TOKEN", "huggingface_hub",
-     "Hugging Face token used for the model downloads (needed only if the hub asks for one)."),
+     "Hugging Face token used for the model downloads and for requests' LoRAs from the hub (needed only if the "
+     "hub asks for one; never sent to another host)."),
     ("HF_ENDPOINT", "huggingface_hub",
      "Another Hugging Face hub or mirror to download the models from (default `https://huggingface.co`)."),
     ("WORKER_PYTHON", "entrypoint.sh",
