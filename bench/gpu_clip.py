@@ -51,6 +51,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="worker configs: then N warm jobs (1 when not given, at most 2), each with another prompt")
     p.add_argument("--no-audio", action="store_true", help="worker configs: then a warm job with audio false")
     p.add_argument("--i2v", action="store_true", help="worker configs: then an image-to-video job")
+    p.add_argument("--loras", action="store_true", help="worker and class configs: then jobs with a request's LoRA "
+                   "(stand-ins of Lightricks' camera LoRAs' size, rank 16 on every block linear): a new one, the "
+                   "same again twice, another new one, none again")
+    p.add_argument("--keyframes", type=int, nargs="?", const=2, default=0, metavar="N",
+                   help="worker and class configs: then N first-and-last-frame jobs (default 2)")
     p.add_argument("--distilled", type=int, nargs="?", const=1, default=0, metavar="N",
                    help="worker configs: then a first distilled job and N warm ones (N = 1 when not given), "
                    "then a standard job again (the switch back)")
@@ -289,8 +295,9 @@ def evict(volume: Path) -> int:
     return dropped
 
 
-def i2v_image() -> str:
-    """A base64 PNG for the image-to-video job: a smooth gradient of I2V_SIZE."""
+def i2v_image(flip: bool = False) -> str:
+    """A base64 PNG for the image-to-video and keyframe jobs: a smooth gradient of I2V_SIZE (`flip`: the other
+    way round, for a last frame)."""
     import io
 
     import numpy as np
@@ -298,6 +305,8 @@ def i2v_image() -> str:
 
     w, h = I2V_SIZE
     x, y = np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h))
+    if flip:
+        x, y = 255 - x, 255 - y
     pixels = np.stack([x, y, 255 - x], axis=-1).astype("uint8")
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
@@ -367,6 +376,48 @@ def psnr(a, b) -> float | None:
         return None
     mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
     return float("inf") if mse == 0 else round(10 * np.log10(255 ** 2 / mse), 2)
+
+
+LORA_URL = "https://bench.invalid/{}.safetensors"  # the bench's LoRAs: served from LORA_DIR, not the network
+LORA_RANK = 16  # Lightricks' camera LoRAs are ~0.33 GB: rank 16 on all 1,344 block linears is that size
+
+
+def make_loras(volume: Path, out: Path, names=("lora-a", "lora-b")) -> None:
+    """Stand-in request LoRAs for the stand-in checkpoint: random, rank LORA_RANK on every block linear."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ltx2_worker.lora_check import transformer_layers
+
+    layers = transformer_layers(volume / "models" / "checkpoints" / "ltx-2-19b-dev-fp8.safetensors")
+    rng = np.random.default_rng(0)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (out / f"{name}.safetensors").exists():
+            continue
+        tensors = {}
+        for layer, shape in layers.items():
+            if layer.startswith("transformer_blocks.") and layer.endswith(".weight") and len(shape) == 2 \
+                    and min(shape) > 1:
+                base = f"diffusion_model.{layer[:-len('.weight')]}"
+                tensors[f"{base}.lora_A.weight"] = (rng.standard_normal((LORA_RANK, shape[1]), np.float32)
+                                                    * 0.01).astype(np.float16)
+                tensors[f"{base}.lora_B.weight"] = (rng.standard_normal((shape[0], LORA_RANK), np.float32)
+                                                    * 0.01).astype(np.float16)
+        save_file(tensors, str(out / f"{name}.safetensors"))
+
+
+def serve_loras_from(folder: Path) -> None:
+    """The worker's LoRA cache fetches LORA_URL from `folder` instead of the network; everything after the
+    fetch (hashing, the header and fit check, the atomic rename, the record) is the worker's own."""
+    from ltx2_worker import lora_cache
+
+    def fetch(url, field, max_bytes, timeout_s, write, headers=None):
+        with open(folder / url.rsplit("/", 1)[1], "rb") as f:
+            while chunk := f.read(64 << 20):
+                write(chunk)
+
+    lora_cache.fetch = fetch
 
 
 class Run:
@@ -558,10 +609,17 @@ def main(argv: list[str] | None = None) -> int:
     from ltx2_worker.settings import load_settings
 
     reserve = load_settings(env={}).comfy_reserve_vram_gb
+    if args.loras:
+        started = time.monotonic()
+        make_loras(args.volume, tmp / "loras")
+        serve_loras_from(tmp / "loras")
+        shutil.rmtree(args.volume / "lora-cache", ignore_errors=True)  # each configuration's first use is new
+        print(f"stand-in LoRAs made in {time.monotonic() - started:.1f} s", flush=True)
     for name in names:
         usable = usable_for(name, args)
         ballast = Ballast(args.comfy_python, usable, vram) if usable else None
         run = Run(name, args, tmp, vram, reserve)
+        shutil.rmtree(args.volume / "lora-cache", ignore_errors=True)  # the LoRA jobs start from an empty cache
         print(f"== {name}: flags {' '.join(run.flags)}; {run.choices}; usable {usable or 'all'} GiB", flush=True)
         try:
             try:
@@ -607,8 +665,21 @@ def plan_for(name: str, args: argparse.Namespace) -> list[tuple]:
     plan += [(f"warm{i + 1}", PROMPTS[0], 43 + i, "standard", None, None) for i in range(args.warm)]
     sizes = [(f"size-{spec}", PROMPTS[0], 47, "standard", tuple(int(v) for v in spec.split("x")), None)
              for spec in filter(None, args.sizes.split(","))]
+    conditioned = []  # what requests bring: keyframes, LoRAs (the worker's graph and the classes')
+    first_last = {"image": i2v_image(), "keyframes": [{"image": i2v_image(flip=True), "frame": -1}]}
+    conditioned += [(f"keyframes{i + 1}", PROMPTS[0], 48 + i, "standard", None, first_last)
+                    for i in range(args.keyframes)]
+    if args.loras:
+        lora = {"loras": [{"url": LORA_URL.format("lora-a")}]}
+        conditioned += [("lora-new", PROMPTS[0], 52, "standard", None, lora),
+                        ("lora-again1", PROMPTS[0], 53, "standard", None, lora),
+                        ("lora-again2", PROMPTS[0], 54, "standard", None, lora),
+                        ("lora-other-new", PROMPTS[0], 55, "standard", None,
+                         {"loras": [{"url": LORA_URL.format("lora-b")}]}),
+                        ("lora-none", PROMPTS[0], 56, "standard", None, None)]
     if not ours:  # the earlier package's graph, or another class's choices: the standard clip, the largest ones
-        return plan + (sizes if name.startswith("class-") else [])
+        return plan + (conditioned + sizes if name.startswith("class-") else [])
+    plan += conditioned
     plan += [(f"new-prompt{i + 1}", PROMPTS[1 + i], 42, "standard", None, None)
              for i in range(min(args.new_prompt, len(PROMPTS) - 1))]
     if args.no_audio:

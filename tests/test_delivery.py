@@ -477,11 +477,25 @@ def test_n8n_request_is_one_the_worker_accepts_and_it_reads_fields_the_worker_re
     flow = _flow()
     submit = next(n for n in _node(flow, "httpRequest") if n["parameters"].get("method") == "POST")
     body = submit["parameters"]["jsonBody"]
-    fields = dict(re.findall(r"(\w+): \$json\.(\w+)", body))
+    plain, _, optional = body.partition("}, $json.first_frame_url ?")
+    fields = dict(re.findall(r"(\w+): \$json\.(\w+)", plain))
     assert "prompt" in fields
     config = {a["name"]: a["value"] for n in _node(flow, "set")
               for a in n["parameters"]["assignments"]["assignments"]}
     _valid({field: config[source] for field, source in fields.items()})
+    # the keyframes shown: left out while Config's URLs are empty (as shipped), else a first and a last frame
+    assert config["first_frame_url"] == config["last_frame_url"] == ""
+    assert "{ image: $json.first_frame_url }" in optional
+    assert "{ keyframes: [{ image: $json.last_frame_url, frame: -1 }] }" in optional
+    _valid({**{field: config[source] for field, source in fields.items()}, "image": "https://example.com/a.png",
+            "keyframes": [{"image": "https://example.com/b.png", "frame": -1}]})
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "ltx2_worker").glob("*.py"))
     for field in set(re.findall(r"output\??\.(\w+)", json.dumps(flow))):
         assert f'"{field}"' in source, f"the n8n flow reads output.{field}, which the worker never returns"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples" / "requests").glob("*.json")), ids=lambda p: p.name)
+def test_each_request_example_is_one_the_worker_accepts(path):
+    body = _json(str(path.relative_to(ROOT)))
+    req = _valid(body["input"])
+    assert req.keyframes or req.loras, "each example shows a feature beyond plain text-to-video"

@@ -126,8 +126,28 @@ def test_real_comfyui_accepts_the_image_to_video_graph(comfy, audio):
     Image.new("RGB", (640, 360), (10, 120, 200)).save(buf, "PNG")
     name = ComfyClient(comfy.comfy_url).upload_image(buf.getvalue(), "tier2-first-frame.png")
     req = parse_request({"prompt": "x", "image": base64.b64encode(buf.getvalue()).decode(), "audio": audio}, comfy)
-    r = _validate(comfy, Workflow.load().build(req, "ltx2/tier2-i2v", name))
+    r = _validate(comfy, Workflow.load().build(req, "ltx2/tier2-i2v", [name]))
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("mode", ["standard", "distilled"])
+def test_real_comfyui_accepts_keyframes_and_a_requests_lora(comfy, mode):
+    """LTXVAddGuide and LTXVCropGuides as the keyframes wire them, and a user LoRA found in the LoRA cache folder
+    that the launcher added to ComfyUI's `loras` folders (the file is a placeholder: validation lists names)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 360), (10, 120, 200)).save(buf, "PNG")
+    client = ComfyClient(comfy.comfy_url)
+    names = [client.upload_image(buf.getvalue(), f"tier2-keyframe-{n}.png") for n in range(3)]
+    comfy.lora_cache_dir.mkdir(parents=True, exist_ok=True)
+    (comfy.lora_cache_dir / "tier2-user.safetensors").write_bytes(b"\0" * 64)
+    image = base64.b64encode(buf.getvalue()).decode()
+    req = parse_request({"prompt": "x", "mode": mode, "frame_count": 49, "image": image,
+                         "keyframes": [{"image": image, "frame": 24}, {"image": image, "frame": -1}],
+                         "loras": [{"url": "https://h/a.safetensors", "strength": 0.7}]}, comfy)
+    graph = Workflow.load().build(req, "ltx2/tier2-kf", names, loras=["tier2-user.safetensors"])
+    r = _validate(comfy, graph)
+    assert r.status_code == 200, r.text
+    assert r.json()["node_errors"] == {}
 
 
 def test_real_comfyui_rejects_a_bad_value_the_way_the_worker_reports(comfy):

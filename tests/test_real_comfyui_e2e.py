@@ -6,10 +6,14 @@ minutes; every test here reuses one prompt pair, which ComfyUI then answers from
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -18,9 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from PIL import Image
+from safetensors.numpy import save_file
 from test_real_comfyui import COMFY_PYTHON, COMFYUI_DIR, pytestmark  # noqa: F401  (the same skip rule)
 
-from ltx2_worker import launch
+from ltx2_worker import https_fetch, launch
+from ltx2_worker.lora_check import transformer_layers
 from ltx2_worker.manifest import load_manifest
 from ltx2_worker.provision import check
 from ltx2_worker.settings import ROOT, load_settings
@@ -28,6 +35,7 @@ from ltx2_worker.worker import Worker
 from ltx2_worker.workflow import DISTILLED_CHECKPOINT, GraphChoices
 
 from helpers import LocalApi, decode_video_field, files_under, free_port, video_field_frames
+from https_site import Site, certificates
 
 PROMPT = {"prompt": "a red fox running through snow", "negative_prompt": "blurry"}
 SMALL = {**PROMPT, "width": 256, "height": 256, "frame_count": 9, "steps": 2, "seed": 1}
@@ -219,6 +227,101 @@ def test_4c_comfyuis_memory_does_not_grow_job_after_job(stack):
         rss.append(comfy_rss_mb(pid))
     growth = rss[-1] - rss[1]  # from the second job on: the first one's outputs stay, as they should
     assert growth < clip_mb, f"ComfyUI grew {growth:.0f} MB over 4 jobs (one clip is {clip_mb:.0f} MB): {rss}"
+
+
+def _png(colour, size=(256, 256)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_4f_keyframes_run_in_comfyuis_guide_nodes_and_pull_the_clip_towards_them(stack):
+    """First-and-last-frame jobs on the real nodes. On random tiny weights no frame can look like a given image
+    (the tiny VAE does not reconstruct, the transformer has learnt nothing), so this checks what holds anyway:
+    ComfyUI runs LTXVImgToVideoInplace and LTXVAddGuide in both stages and LTXVCropGuides after each, the MP4 has
+    the asked frames (the guide frames were taken off), the last-frame guide changes the clip against the same
+    seed without it, and a first frame held to one image makes two seeds' first frames more alike than they are
+    without it (the first latent frame is fixed; the decoder mixes in its neighbour, which is not)."""
+    worker = Worker(stack["settings"])
+    first, last = _png((220, 40, 40)), _png((30, 60, 210), (320, 256))
+    job = {**SMALL, "frame_count": 17}
+    outs = {name: worker.handle({"id": f"kf-{name}", "input": {**job, "seed": seed, **extra}})
+            for name, seed, extra in (
+                ("first-7", 7, {"image": first}), ("first-8", 8, {"image": first}),
+                ("plain-7", 7, {}), ("plain-8", 8, {}),
+                ("both-7", 7, {"image": first, "keyframes": [{"image": last, "frame": -1}]}))}
+    for name, out in outs.items():
+        assert "error" not in out, (name, out)
+        assert decode_video_field(out)["frames"] == 17, name
+    assert outs["both-7"]["keyframes"] == [{"frame": 0, "strength": 1.0}, {"frame": 16, "strength": 1.0}]
+    frames = {name: video_field_frames(out) for name, out in outs.items()}
+    figures = {"first frame, two seeds, held": _psnr(frames["first-7"][0], frames["first-8"][0]),
+               "first frame, two seeds, free": _psnr(frames["plain-7"][0], frames["plain-8"][0]),
+               "last frame, two seeds, free": _psnr(frames["plain-7"][-1], frames["plain-8"][-1]),
+               "clip, last guide against none": _psnr(frames["both-7"], frames["first-7"]),
+               "first frame, last guide against none": _psnr(frames["both-7"][0], frames["first-7"][0])}
+    print(json.dumps(figures))
+    assert figures["first frame, two seeds, held"] > figures["first frame, two seeds, free"] + 1, figures
+    assert figures["clip, last guide against none"] < 60, figures
+    pid = outs["both-7"]["prompt_id"]
+    entry = requests.get(f"{stack['settings'].comfy_url}/history/{pid}", timeout=30).json()[pid]
+    classes = [node["class_type"] for node in entry["prompt"][2].values()]
+    assert classes.count("LTXVAddGuide") == classes.count("LTXVCropGuides") == 2, classes
+    assert classes.count("LTXVImgToVideoInplace") == 2, classes
+    assert files_under(stack["settings"].comfy_input_dir) == []
+
+
+def _tiny_lora(settings, path: Path, rank: int = 4) -> None:
+    """A LoRA over every 2-D layer of the tiny transformer's first block, random, strong enough to show."""
+    layers = transformer_layers(settings.volume_path / "models" / "checkpoints" / "ltx-2-19b-dev-fp8.safetensors")
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for name, shape in layers.items():
+        if name.startswith("transformer_blocks.0.") and name.endswith(".weight") and len(shape) == 2:
+            layer = name[:-len(".weight")]
+            tensors[f"diffusion_model.{layer}.lora_A.weight"] = rng.normal(0, 0.5, (rank, shape[1])).astype(np.float16)
+            tensors[f"diffusion_model.{layer}.lora_B.weight"] = rng.normal(0, 0.5, (shape[0], rank)).astype(np.float16)
+    assert tensors, "the tiny transformer has a first block"
+    save_file(tensors, str(path))
+
+
+def test_4g_a_requests_lora_is_fetched_checked_and_applied_by_comfyui(stack, tmp_path, monkeypatch):
+    """The LoRA comes over TLS from a loopback site (the test's DNS, as in test_loras.py) into the cache on the
+    volume, which the launcher gave ComfyUI as a `loras` folder; ComfyUI applies every key of it (its log has no
+    "lora key not loaded"), it changes the video, and at strength 0 it changes nothing."""
+    settings = stack["settings"]
+    _tiny_lora(settings, tmp_path / "tiny.safetensors")
+    paths = certificates(tmp_path, ["loras.example"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site = Site("127.0.0.1", port, paths, {"/tiny.safetensors": (tmp_path / "tiny.safetensors").read_bytes()})
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, *a, **k: real("127.0.0.1" if host == "loras.example" else host, *a, **k))
+    monkeypatch.setattr(https_fetch, "_address_allowed", lambda a: str(a) == "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
+    url = f"https://loras.example:{port}/tiny.safetensors"
+    log_start = settings.comfy_log_file.stat().st_size
+    try:
+        worker = Worker(settings)
+        outs = {name: worker.handle({"id": f"lora-{name}", "input": {**SMALL, "seed": 7, **extra}})
+                for name, extra in (("none", {}), ("lora", {"loras": [{"url": url, "strength": 1.0}]}),
+                                    ("zero", {"loras": [{"url": url, "strength": 0.0}]}))}
+    finally:
+        site.close()
+    for name, out in outs.items():
+        assert "error" not in out, (name, out)
+    assert site.hits == ["/tiny.safetensors"], "downloaded once, then from the cache"
+    digest = hashlib.sha256((tmp_path / "tiny.safetensors").read_bytes()).hexdigest()
+    assert outs["lora"]["loras"][0]["sha256"] == digest
+    with open(settings.comfy_log_file, "rb") as f:
+        f.seek(log_start)
+        comfy_log = f.read().decode("utf-8", "replace")
+    assert "lora key not loaded" not in comfy_log, comfy_log[-3000:]
+    frames = {name: video_field_frames(out) for name, out in outs.items()}
+    assert _psnr(frames["lora"], frames["none"]) < 40, "the LoRA changes the video"
+    assert _psnr(frames["zero"], frames["none"]) > 60, "at strength 0 it changes nothing"
 
 
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
