@@ -268,7 +268,7 @@ def test_4f_keyframes_run_in_comfyuis_guide_nodes_and_pull_the_clip_towards_them
     classes = [node["class_type"] for node in entry["prompt"][2].values()]
     assert classes.count("LTXVAddGuide") == classes.count("LTXVCropGuides") == 2, classes
     assert classes.count("LTXVImgToVideoInplace") == 2, classes
-    assert files_under(stack["settings"].comfy_input_dir) == []
+    assert not list(stack["settings"].comfy_input_dir.glob("ltx2-*")), "the uploaded keyframe images are removed"
 
 
 def _tiny_lora(settings, path: Path, rank: int = 4) -> None:
@@ -303,11 +303,17 @@ def test_4g_a_requests_lora_is_fetched_checked_and_applied_by_comfyui(stack, tmp
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
     url = f"https://loras.example:{port}/tiny.safetensors"
     log_start = settings.comfy_log_file.stat().st_size
+    cpu = Worker(settings).profile
+    lora = {"loras": [{"url": url, "strength": 1.0}]}
     try:
         worker = Worker(settings)
         outs = {name: worker.handle({"id": f"lora-{name}", "input": {**SMALL, "seed": 7, **extra}})
-                for name, extra in (("none", {}), ("lora", {"loras": [{"url": url, "strength": 1.0}]}),
+                for name, extra in (("none", {}), ("lora", lora),
                                     ("zero", {"loras": [{"url": url, "strength": 0.0}]}))}
+        # the large and medium classes: the request's bypass LoRA under stage 2's bypass distilled LoRA
+        bypass = Worker(settings, profile=dataclasses.replace(cpu, graph=GraphChoices(lora_bypass=True)))
+        outs.update({name: bypass.handle({"id": f"lora-{name}", "input": {**SMALL, "seed": 7, **extra}})
+                     for name, extra in (("bypass-none", {}), ("bypass-lora", lora))})
     finally:
         site.close()
     for name, out in outs.items():
@@ -322,6 +328,7 @@ def test_4g_a_requests_lora_is_fetched_checked_and_applied_by_comfyui(stack, tmp
     frames = {name: video_field_frames(out) for name, out in outs.items()}
     assert _psnr(frames["lora"], frames["none"]) < 40, "the LoRA changes the video"
     assert _psnr(frames["zero"], frames["none"]) > 60, "at strength 0 it changes nothing"
+    assert _psnr(frames["bypass-lora"], frames["bypass-none"]) < 40, "beside stage 2's bypass LoRA too"
 
 
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
