@@ -32,11 +32,13 @@ allocates the rest of the card before anything starts, so going past the smaller
 would be there, and the worker's memory class is chosen for the smaller card; peak memory is reported as that
 card would see it (nvidia-smi's figure less the ballast). The memory classes' --usable-medium/--usable-small are
 held back the same way for their configurations.
---from-storage evicts the volume's files from the page cache (posix_fadvise DONTNEED) before each configuration
-starts, so the cold start reads the weights from storage as a worker scaling from zero does; the start then runs
-as entrypoint.sh does: provisioning's verification, the prefetch (unless --no-prefetch), the launcher. The cold
-job's figures give the bytes read from storage by ComfyUI and by the prefetch (/proc/<pid>/io) and when the
-reads ended.
+--from-storage evicts from the page cache (posix_fadvise DONTNEED), before each configuration starts, the
+volume's files and the image's (ComfyUI, both Pythons with their packages, torch's and CUDA's libraries), so the
+cold start reads both from storage as a fresh worker does; the start then runs as entrypoint.sh does:
+provisioning's verification, the prefetch (unless --no-prefetch), the launcher. The cold job's figures give the
+bytes read from storage by ComfyUI and by the prefetch (/proc/<pid>/io), when the reads ended, and a timeline
+(seconds from the start): each file the prefetch finished, ComfyUI ready, each node's start, each sampler's
+first step.
 Weights: tools/make_tiny_models.py --size full writes stand-ins of the real shapes and sizes (docs/performance.md).
 Cold starts compare with the image only where Python finds bytecode for ComfyUI and its packages, as the image
 has it (Dockerfile): on a host without, compile it first (docs/performance.md: how to reproduce).
@@ -53,6 +55,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -278,21 +281,53 @@ class StorageReads:
                 "storage_read_series": [(round(t, 1), round(b / 1e9, 2)) for t, b in self.samples[::5]]}
 
 
-def evict(volume: Path) -> int:
-    """Drop every file under <volume>/models from the page cache (no privileges needed); the bytes dropped."""
-    dropped, seen = 0, set()
-    for path in sorted((volume / "models").rglob("*")):
-        if not path.is_file() or (st := path.stat()).st_ino in seen:
-            continue
-        seen.add(st.st_ino)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        dropped += st.st_size
+def evict(roots: list[Path], seen: set | None = None) -> int:
+    """Drop every file under `roots` from the page cache (no privileges needed; pages a running process has
+    mapped stay); the bytes of the files dropped. `seen` (device, inode) pairs are skipped and added to."""
+    dropped, seen = 0, set() if seen is None else seen
+    for root in roots:
+        for folder, dirs, names in os.walk(root):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(folder, name)
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    os.fsync(fd)  # dirty pages cannot be dropped
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+                dropped += st.st_size
     return dropped
+
+
+def image_roots(comfyui_dir: str, comfy_python: str, volume: Path) -> list[Path]:
+    """What a fresh worker reads from its image at start: ComfyUI's tree, this repository, and every folder on
+    either Python's path (the standard library, site-packages with torch's and CUDA's libraries, PYTHONPATH),
+    the volume left out. Folders inside another are walked once."""
+    ask = "import json, site, sys; print(json.dumps([sys.prefix, *site.getsitepackages(), *sys.path]))"
+    found = [Path(comfyui_dir), ROOT, Path(sys.prefix), *map(Path, sys.path)]
+    found += map(Path, json.loads(subprocess.run([comfy_python, "-c", ask], capture_output=True, text=True,
+                                                 check=True, timeout=120).stdout))
+    folders = sorted({p.resolve() for p in found if str(p) and p.is_dir()} - {Path("/")})
+    volume = volume.resolve()
+    kept: list[Path] = []
+    for folder in folders:  # sorted: a parent comes before what is inside it
+        if not any(folder.is_relative_to(k) for k in kept) and not folder.is_relative_to(volume) \
+                and not volume.is_relative_to(folder):
+            kept.append(folder)
+    return kept
 
 
 def i2v_image(flip: bool = False) -> str:
@@ -315,7 +350,8 @@ def i2v_image(flip: bool = False) -> str:
 
 def timed_client(settings):
     """A ComfyClient whose run() notes when each node starts (executing events) in `.record["marks"]`, for
-    the per-node split; the caller gives it a fresh `.record` per job."""
+    the per-node split, and each node's first progress step in `.record["first_steps"]`; the caller gives it a
+    fresh `.record` per job."""
     from ltx2_worker.comfy import ComfyClient
 
     class Timed(ComfyClient):
@@ -323,11 +359,16 @@ def timed_client(settings):
 
         def run(self, graph, deadline, on_progress=lambda p: None):
             marks = self.record.setdefault("marks", [])
+            first_steps = self.record.setdefault("first_steps", [])
             titles = {nid: (n.get("_meta") or {}).get("title") or n.get("class_type") for nid, n in graph.items()}
+            stepped: set = set()
 
             def note(p):
                 if p.value is None:
                     marks.append((time.monotonic(), titles.get(p.node, p.node)))
+                elif p.node not in stepped:
+                    stepped.add(p.node)
+                    first_steps.append((time.monotonic(), titles.get(p.node, p.node)))
                 on_progress(p)
 
             try:
@@ -446,6 +487,9 @@ class Run:
         self.client = timed_client(self.settings)
         self.reads: StorageReads | None = None
         self.prefetch: subprocess.Popen | None = None
+        self.t0 = time.monotonic()  # the start's beginning, for the cold job's timeline
+        self.prefetch_at = 0.0
+        self.launched_s: float | None = None
         # one Worker for the whole run, as in a worker process (it remembers the last job's mode)
         from ltx2_worker.gpu import Profile
         from ltx2_worker.worker import Worker
@@ -462,13 +506,18 @@ class Run:
         env = {**os.environ, **self.env}
         parts: dict = {}
         if self.args.from_storage:
-            parts["evicted_gb"] = round(evict(self.args.volume) / 1e9, 2)
+            seen: set = set()
+            parts["evicted_gb"] = round(evict([self.args.volume / "models"], seen) / 1e9, 2)
+            roots = image_roots(self.args.comfyui_dir, self.args.comfy_python, self.args.volume)
+            parts["evicted_image_gb"] = round(evict(roots, seen) / 1e9, 2)
+            parts["evicted_image_roots"] = [str(r) for r in roots]
             self.reads = StorageReads({"comfyui": lambda: _pid(self.settings.comfy_pid_file)})
-        started = time.monotonic()
+        started = self.t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "ltx2_worker.provision", "--boot"], cwd=ROOT, check=True, env=env,
                        timeout=600)
         parts["provision_s"] = round(time.monotonic() - started, 2)
         if self.args.from_storage and not self.args.no_prefetch:
+            self.prefetch_at = time.monotonic() - started
             self.prefetch = subprocess.Popen([sys.executable, "-m", "ltx2_worker.prefetch"], cwd=ROOT, env=env,
                                              stdout=open(self.tmp / "prefetch.log", "w"), stderr=subprocess.STDOUT)
             self.reads.pids["prefetch"] = self.prefetch.pid
@@ -476,7 +525,27 @@ class Run:
         subprocess.run([sys.executable, "-m", "ltx2_worker.launch", "--boot"], cwd=ROOT, check=True, env=env,
                        timeout=600)
         parts["launch_s"] = round(time.monotonic() - launched, 2)
+        self.launched_s = time.monotonic() - started
         return parts
+
+    def timeline(self, record: dict) -> list[tuple[float, str]]:
+        """The cold start's events in seconds from its start: provisioned, each file the prefetch finished (its
+        log's "in memory at +N s" lines), ComfyUI ready, each node's start and each sampler's first step."""
+        at = [(0.0, "provisioning started")]
+        if self.prefetch is not None:
+            at.append((self.prefetch_at, "prefetch started"))
+            try:
+                log_text = (self.tmp / "prefetch.log").read_text(errors="replace")
+            except OSError:
+                log_text = ""
+            for m in re.finditer(r"prefetch: (\S+): ([\d.]+) GB in memory at \+([\d.]+) s", log_text):
+                at.append((self.prefetch_at + float(m.group(3)), f"prefetch: {m.group(1)} ({m.group(2)} GB) read"))
+        at += [(t - self.t0, f"node {title}" if title else "job done") for t, title in record.get("marks", [])]
+        at += [(t - self.t0, f"first step of {title}") for t, title in record.get("first_steps", [])]
+        ready = self.t0 + self.launched_s if self.launched_s is not None else None
+        if ready is not None:
+            at.append((ready - self.t0, "ComfyUI ready"))
+        return [(round(t, 1), what) for t, what in sorted(at)]
 
     def storage_figures(self) -> dict:
         """After the cold job: what was read from storage, by whom, and the prefetch's own summary line."""
@@ -541,6 +610,7 @@ class Run:
         lines = self.log_lines()[before:]
         executed = [float(m.group(1)) for line in lines if (m := re.search(r"Prompt executed in ([\d.]+) seconds",
                                                                          line))]
+        self.last_record = record
         fig = {"config": self.name, "job": label, "mode": mode, "seed": seed, "prompt": PROMPTS.index(prompt),
                "wall_s": round(wall, 2), "comfy_s": executed[-1] if executed else None,
                "size": f"{width}x{height}x{frames}", "fallback": out.get("fallback"),
@@ -632,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
                 fig, frames = run.job(label, prompt, seed, mode, size, extra)
                 if label == "cold":
                     fig.update(parts, **run.storage_figures())
+                    fig["timeline"] = run.timeline(run.last_record)
                     fig["cold_start_s"] = round(parts["provision_s"] + parts["launch_s"] + fig["wall_s"], 1)
                 fig["usable_gib"] = usable
                 key = (seed, prompt, mode, size, json.dumps(extra, sort_keys=True))
@@ -645,8 +716,8 @@ def main(argv: list[str] | None = None) -> int:
                         baseline[key] = (name, frames)
                 results.append(fig)
                 save()
-                print(json.dumps({k: v for k, v in fig.items() if k not in ("loaded_lines", "storage_read_series")}),
-                      flush=True)
+                quiet = ("loaded_lines", "storage_read_series", "evicted_image_roots")
+                print(json.dumps({k: v for k, v in fig.items() if k not in quiet}), flush=True)
         finally:
             run.stop()
             if ballast:
