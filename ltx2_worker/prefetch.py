@@ -3,17 +3,15 @@ the weights in memory instead of waiting on the network volume.
 
     python -m ltx2_worker.prefetch     # entrypoint.sh runs it in the background, after provisioning
 
-Several readers take 64 MB chunks from one queue filled in the order the first job loads the files (READ_ORDER):
-every byte is read once, the first-needed file lands first, and the process holds only one buffer per reader.
-Files on different devices (RunPod's cached models on the host's disk beside the network volume) get a queue and
-readers each, so that one storage does not wait for the other. It reads at most what the container's memory
-allows at start (its cgroup's limit less its usage, and the host's MemAvailable) less PREFETCH_HEADROOM_GB for
-ComfyUI and the job, so it never evicts what it read a moment ago. A file that does not fit is read from its
-start up to the budget (the loader reads each file in full, so its first bytes found in memory are bytes it need
-not fetch) and later files not at all. A missing or shrinking file ends that file's reading with a warning;
-PREFETCH_TIMEOUT_S ends it all. It always exits 0: jobs never wait for it, and a failed prefetch only means the
-loaders read from storage. Each file's line says when it was all in memory, so a slow cold start's log shows
-which load waited on which read.
+Several readers take 64 MB chunks from one queue filled in the order the first job loads the files
+(READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one
+buffer per reader. It reads at most what the container's memory allows at start (its cgroup's limit less its
+usage, and the host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what
+it read a moment ago. A file that does not fit is read from its start up to the budget (the loader reads
+each file in full, so its first bytes found in memory are bytes it need not fetch) and later files not at all.
+A missing or shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always
+exits 0: jobs never wait for it, and a failed prefetch only means the loaders read from storage. Each file's
+line says when it was all in memory, so a slow cold start's log shows which load waited on which read.
 """
 
 from __future__ import annotations
@@ -105,7 +103,6 @@ class Result:
     seconds: float
     readers: int
     budget: int
-    devices: int = 1
 
     @property
     def bytes_read(self) -> int:
@@ -114,10 +111,9 @@ class Result:
     def summary(self) -> str:
         read = [f for f in self.files if f.read]
         gb = self.bytes_read / 1e9
-        per_device = f" on each of {self.devices} devices" if self.devices > 1 else ""
         line = (f"read {gb:.2f} GB of {len(read)} file{'' if len(read) == 1 else 's'} in {self.seconds:.1f} s "
                 f"({gb / max(self.seconds, 1e-6):.2f} GB/s) with {self.readers} reader"
-                f"{'' if self.readers == 1 else 's'}{per_device}")
+                f"{'' if self.readers == 1 else 's'}")
         skipped = [f"{f.name} {(f.size - f.read) / 1e9:.2f} of {f.size / 1e9:.2f} GB ({f.why_short()})"
                    if f.size else f"{f.name} ({f.why_short()})" for f in self.files if f.reason or f.read < f.size]
         return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
@@ -130,8 +126,8 @@ def in_read_order(names: list[str]) -> list[str]:
 
 def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s: float, chunk: int = CHUNK,
              read: Reader = os_read) -> Result:
-    """Read `files` (name, path; in this order) into the page cache with `readers` threads per device, at most
-    `budget` bytes in all, for at most `timeout_s` seconds."""
+    """Read `files` (name, path; in this order) into the page cache with `readers` threads, at most `budget`
+    bytes in all, for at most `timeout_s` seconds."""
     started = time.monotonic()
     deadline = started + timeout_s
     plan, left = [], budget
@@ -147,16 +143,13 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
             continue
         f.planned = min(f.size, left)
         left -= f.planned
-    queues: dict[int, queue.SimpleQueue[tuple[File, int, int]]] = {}  # one per device, each in file order
+    chunks: queue.SimpleQueue[tuple[File, int, int]] = queue.SimpleQueue()
     for f in plan:
-        if f.fd is None:
-            continue
-        chunks = queues.setdefault(os.fstat(f.fd).st_dev, queue.SimpleQueue())
         for offset in range(0, f.planned, chunk):
             chunks.put((f, offset, min(chunk, f.planned - offset)))
     lock = threading.Lock()
 
-    def reader(chunks: queue.SimpleQueue) -> None:
+    def reader() -> None:
         view = memoryview(bytearray(chunk))
         while time.monotonic() < deadline:
             try:
@@ -181,8 +174,7 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
                     f.done_s = time.monotonic() - started
                     log.info("%s: %.2f GB in memory at +%.1f s", f.name, f.read / 1e9, f.done_s)
 
-    threads = [threading.Thread(target=reader, args=(chunks,), name=f"prefetch-{d}-{i}", daemon=True)
-               for d, chunks in enumerate(queues.values()) for i in range(readers)]
+    threads = [threading.Thread(target=reader, name=f"prefetch-{i}", daemon=True) for i in range(readers)]
     for t in threads:
         t.start()
     for t in threads:
@@ -190,12 +182,12 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
     if any(t.is_alive() for t in threads):
         log.warning("a reader is still waiting on a read %g s after the deadline (PREFETCH_TIMEOUT_S); left behind",
                     JOIN_GRACE_S)
-    if time.monotonic() >= deadline and any(chunks.qsize() for chunks in queues.values()):
+    if time.monotonic() >= deadline and chunks.qsize():
         log.warning("deadline of %g s passed (PREFETCH_TIMEOUT_S); the rest is not read", timeout_s)
     for f in plan:
         if f.fd is not None:
             os.close(f.fd)
-    return Result(plan, time.monotonic() - started, readers, budget, max(1, len(queues)))
+    return Result(plan, time.monotonic() - started, readers, budget)
 
 
 def _end(f: File, reason: str, lock: threading.Lock) -> None:
@@ -219,8 +211,7 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
         cached = cached_files(settings, list(models.values()))
         files = [(role, model_path(settings, models[role], cached)) for role in in_read_order(list(models))]
         memory = read_memory(cgroup_root, meminfo)
-        devices = len({p.stat().st_dev for _, p in files if p.exists()}) or 1
-        budget = budget_bytes(memory, settings.prefetch_headroom_gb, settings.prefetch_readers * devices)
+        budget = budget_bytes(memory, settings.prefetch_headroom_gb, settings.prefetch_readers)
         log.info("%d files, %.2f GB; memory budget %.2f GB (cgroup limit %s, usage %.2f GB; host available %.2f GB; "
                  "PREFETCH_HEADROOM_GB %g)", len(files), sum(models[r].size for r, _ in files) / 1e9, budget / 1e9,
                  f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none", memory.usage / 1e9,
