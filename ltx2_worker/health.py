@@ -68,17 +68,20 @@ def comfy_exit_problem(settings: Settings) -> Problem | None:
     )
 
 
-def worker_problem(settings: Settings) -> Problem | None:
-    """Why this worker cannot run jobs, or None."""
+def boot_problem(settings: Settings) -> Problem | None:
+    """The failure a start-up step recorded in BOOT_ERROR_FILE, or None."""
     try:
         text = settings.boot_error_file.read_text(encoding="utf-8", errors="replace").strip()
     except FileNotFoundError:
         text = None
     except OSError as exc:
         text = f"cannot read {settings.boot_error_file}: {exc}"
-    if text:
-        return _boot_problem(text)
-    return comfy_exit_problem(settings)
+    return _boot_problem(text) if text else None
+
+
+def worker_problem(settings: Settings) -> Problem | None:
+    """Why this worker cannot run jobs, or None."""
+    return boot_problem(settings) or comfy_exit_problem(settings)
 
 
 def record_boot_failure(settings: Settings, message: str, refresh_worker: bool = False) -> None:

@@ -65,6 +65,14 @@ CHOICE_NODES = (
 READY_POLL_S = 0.5
 
 
+class BootFailed(Exception):
+    """A start-up step (the launcher, beside the handler) failed while a job waited for ComfyUI."""
+
+    def __init__(self, problem: health.Problem):
+        super().__init__(problem.message)
+        self.problem = problem
+
+
 class Worker:
     def __init__(self, settings: Settings, workflow: Workflow | None = None, client: ComfyClient | None = None,
                  profile: Profile | None = None):
@@ -138,6 +146,9 @@ class Worker:
         except InputError as exc:
             log.info("job %s rejected: %s", job_id, exc)
             return {"error": str(exc)}
+        except BootFailed as exc:
+            log.error("job %s refused: %s", job_id, exc.problem.message)
+            return _error(exc.problem.message, exc.problem.refresh_worker)
         except ComfyError as exc:
             message = str(exc)
             if isinstance(exc, ComfyUnavailable):
@@ -288,10 +299,13 @@ class Worker:
                     path, self.settings.comfy_output_dir, output_dir_source(self.settings), OUTPUT_DIR_FIX)
 
     def _wait_ready(self, deadline: float, timings: dict[str, float]) -> None:
-        """A job that arrives while ComfyUI still starts waits for it, within COMFY_READY_TIMEOUT_S."""
+        """A job that arrives while ComfyUI still starts (entrypoint.sh starts the handler beside the launcher)
+        waits for it, within COMFY_READY_TIMEOUT_S; a launch that fails meanwhile ends the wait with its cause."""
         started = time.monotonic()
         deadline = min(deadline, started + self.settings.comfy_ready_timeout_s)
         while not self.client.ready():
+            if (boot := health.boot_problem(self.settings)) is not None:
+                raise BootFailed(boot)
             problem = health.comfy_exit_problem(self.settings)
             if problem:
                 raise ComfyUnavailable(problem.message)

@@ -180,6 +180,26 @@ def test_an_image_error_is_answered_before_waiting_for_comfyui(output_dir, tmp_p
     assert time.monotonic() - started < 5
 
 
+def test_a_launch_failure_recorded_while_a_job_waits_ends_the_wait_with_its_cause(output_dir, tmp_path):
+    """The handler starts beside the launcher (entrypoint.sh): a job waiting for ComfyUI is answered with the
+    launcher's recorded failure as soon as it is written, not after COMFY_READY_TIMEOUT_S."""
+    import threading
+
+    from ltx2_worker.health import record_boot_failure
+
+    from helpers import free_port
+
+    settings = loopback_settings(f"http://127.0.0.1:{free_port()}", output_dir, tmp_path, COMFY_READY_TIMEOUT_S="30")
+    timer = threading.Timer(1.0, record_boot_failure, (settings, "ComfyUI launch failed: it did not answer", False))
+    timer.start()
+    started = time.monotonic()
+    out = run(Worker(settings), SMALL)
+    timer.join()
+    assert out["error"] == "worker start-up failed: ComfyUI launch failed: it did not answer", out
+    assert "refresh_worker" not in out  # as recorded: a fresh worker would fail the same way
+    assert 0.9 < time.monotonic() - started < 5
+
+
 def test_boot_failure_answers_every_job(worker, comfy, tmp_path):
     (tmp_path / "boot-error").write_text("model ltx-2-19b-dev-fp8.safetensors: truncated (27 of 27078716018 bytes)")
     out = run(worker, SMALL)

@@ -126,6 +126,70 @@ def test_entrypoint_serves_jobs_while_the_prefetch_still_reads(tmp_path):
         comfy.stop()
 
 
+def _starting_comfy_env(tmp_path: Path, main_py: bytes, comfy_url: str) -> dict[str, str]:
+    """entrypoint.sh's environment with a provisioned volume and a stand-in ComfyUI (`main_py`) that the
+    launcher starts; the test decides when something answers at `comfy_url`."""
+    from test_provision import target
+
+    from helpers import loopback_env
+
+    volume = tmp_path / "volume"
+    for role, (_, _, _, data) in FILES.items():
+        write(target(volume, role), data)
+    comfy_dir = tmp_path / "ComfyUI"
+    write(comfy_dir / "main.py", main_py)
+    return {**loopback_env(comfy_url, tmp_path / "output", tmp_path), "WORKER_PYTHON": sys.executable,
+            "LTX2_CONFIG": str(make_config(tmp_path)), "NETWORK_VOLUME_PATH": str(volume), "MODEL_CACHE_PATH": "",
+            "PREFETCH": "false", "COMFYUI_DIR": str(comfy_dir), "COMFY_PYTHON": sys.executable,
+            "COMFY_START_TIMEOUT_S": "60", "COMFY_READY_TIMEOUT_S": "120"}
+
+
+def test_the_handler_takes_a_job_while_comfyui_still_starts(tmp_path):
+    """The handler starts beside the launcher: the API answers and takes the job before ComfyUI does, and the
+    job runs once ComfyUI answers."""
+    import threading
+
+    from comfy_server import ProtocolComfy
+    from helpers import free_port
+
+    port = free_port()
+    env = _starting_comfy_env(tmp_path, b"import time\ntime.sleep(300)\n", f"http://127.0.0.1:{port}")
+    comfy = ProtocolComfy(output_dir=tmp_path / "output", port=port)
+    answer: dict = {}
+    try:
+        with LocalApi(env, tmp_path / "entrypoint.log", command=("bash", "entrypoint.sh")) as api:
+            job = threading.Thread(target=lambda: answer.update(api.runsync(
+                {"prompt": "x", "width": 512, "height": 288, "frame_count": 9, "steps": 6}, timeout=90)))
+            job.start()
+            time.sleep(3)
+            assert job.is_alive(), answer  # taken, and waiting: nothing answers at the ComfyUI address yet
+            assert "ready in" not in (tmp_path / "entrypoint.log").read_text()
+            comfy.start()
+            job.join(90)
+        assert answer.get("status") == "COMPLETED", answer
+        assert answer["output"]["timings"]["comfy_startup_wait"] >= 2.5, answer["output"]["timings"]
+    finally:
+        comfy.stop()
+
+
+def test_a_launch_that_fails_while_a_job_waits_answers_it_with_the_cause(tmp_path):
+    """ComfyUI dies during its start while the first job waits: the job gets the cause at once, not after
+    COMFY_READY_TIMEOUT_S (120 s here)."""
+    from helpers import free_port
+
+    main_py = b"import sys, time\nprint('CUDA error: no kernel image is available')\ntime.sleep(3)\nsys.exit(3)\n"
+    env = _starting_comfy_env(tmp_path, main_py, f"http://127.0.0.1:{free_port()}")
+    with LocalApi(env, tmp_path / "entrypoint.log", command=("bash", "entrypoint.sh")) as api:
+        started = time.monotonic()
+        body = api.runsync({"prompt": "x", "width": 512, "height": 288, "frame_count": 9}, timeout=60)
+        waited = time.monotonic() - started
+    assert body["status"] == "FAILED" and waited < 60, (waited, body)
+    assert "no kernel image is available" in body["error"], body["error"]
+    # the launcher's record, or (when the worker's poll sees the dead process first) the process's own end
+    assert ("ComfyUI launch failed: ComfyUI exited with code 3" in body["error"]
+            or "is not running" in body["error"]), body["error"]
+
+
 def test_the_tryout_serves_the_api_with_a_synthetic_mp4_and_stops_on_ctrl_c(tmp_path):
     """README's try-out without a GPU: test_input.json through the local API in front of the protocol ComfyUI."""
     import json

@@ -198,7 +198,8 @@ def run(engine: str, image: str, work: Path) -> None:
 
         with Container(engine, image, "ltx2-smoke-1", work, volume, env) as first:
             first.wait_api()
-            t = step("first start (download, verify, ComfyUI ready) to the local API answering", t)
+            t = step("first start (download, verify; the handler beside ComfyUI's start) to the local API answering",
+                     t)
             gets = [r for r in hub.requests if r["method"] == "GET"]
             check(len(gets) >= len(required), f"the first start made {len(gets)} downloads, not {len(required)}")
             for role in required:
@@ -209,6 +210,10 @@ def run(engine: str, image: str, work: Path) -> None:
             out = first.runsync(JOB, timeout=JOB_DEADLINE_S)
             t = step(f"job {JOB['width']}x{JOB['height']}x{JOB['frame_count']}, {JOB['steps']} steps", t)
             check(out.get("status") == "COMPLETED", f"the job ended {json.dumps(out)[:2000]}")
+            ready = re.search(r"ComfyUI \(pid \d+\) ready in ([\d.]+) s", first.log())
+            check(ready is not None, "the container's log lacks the launcher's 'ComfyUI ... ready in' line")
+            print(f"smoke: ComfyUI ready {ready.group(1)} s after the launcher started it; the job waited "
+                  f"{out['output']['timings'].get('comfy_startup_wait', 0):.1f} s for it", flush=True)
             video = out["output"]["video"]
             check(video[len(video) // 2:][:100] not in first.log(), "the container's log holds the MP4 as base64")
             (work / "smoke" / "clip.mp4").write_bytes(base64.b64decode(video))
