@@ -12,8 +12,7 @@ python=${WORKER_PYTHON:-python3}
 # ComfyUI writes its log to a file (its tail goes into job errors); mirror it on stdout for RunPod's logs. A pid
 # file left by an earlier start of this container would point a waiting job at a dead process: removed first.
 files=$("$python" -c 'from ltx2_worker.settings import load_settings as l; s = l(); print(s.comfy_log_file, s.comfy_pid_file, sep="\n")' 2>/dev/null)
-comfy_log=$(printf '%s\n' "$files" | sed -n 1p)
-comfy_pid=$(printf '%s\n' "$files" | sed -n 2p)
+{ read -r comfy_log; read -r comfy_pid; } <<< "$files"
 [ -n "$comfy_pid" ] && rm -f "$comfy_pid"
 if [ -n "$comfy_log" ]; then
   : > "$comfy_log"

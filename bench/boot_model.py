@@ -45,19 +45,29 @@ SIDE_BY_SIDE = ", the two storages read side by side (a candidate)"
 DEFAULT_JOB = ROOT / "bench" / "results" / "h200-2026-12-03-new-prompts.json"
 
 
-class Storage:
-    """One storage's model: a fixed wait per read, a per-stream and a total bandwidth (bytes per modelled
-    second). `scale` turns a read's bytes into the bytes it stands for; `speedup` divides every sleep."""
+class Clock:
+    """Modelled seconds since `start()`: real seconds times `speedup`. One per boot, shared by its storages."""
 
-    def __init__(self, latency_s: float, stream_bps: float, total_bps: float, scale: float, speedup: float):
-        self.latency_s, self.stream_bps, self.total_bps = latency_s, stream_bps, total_bps
-        self.scale, self.speedup = scale, speedup
+    def __init__(self, speedup: float):
+        self.speedup = speedup
+        self.start()
+
+    def start(self) -> None:
         self.t0 = time.monotonic()
-        self._free_at = 0.0  # modelled time at which the volume's total bandwidth is free again
-        self._lock = threading.Lock()
 
     def now(self) -> float:
         return (time.monotonic() - self.t0) * self.speedup
+
+
+class Storage:
+    """One storage's model: a fixed wait per read, a per-stream and a total bandwidth (bytes per modelled
+    second). `scale` turns a read's bytes into the bytes it stands for; `clock` gives modelled time."""
+
+    def __init__(self, latency_s: float, stream_bps: float, total_bps: float, scale: float, clock: Clock):
+        self.latency_s, self.stream_bps, self.total_bps = latency_s, stream_bps, total_bps
+        self.scale, self.clock = scale, clock
+        self._free_at = 0.0  # modelled time at which the volume's total bandwidth is free again
+        self._lock = threading.Lock()
 
     def finish_at(self, now: float, nbytes: int) -> float:
         """When a read of `nbytes` (standing for nbytes * scale) asked for at modelled time `now` ends: after
@@ -71,8 +81,8 @@ class Storage:
         return max(start + modelled / self.stream_bps, through_volume)
 
     def wait(self, nbytes: int) -> None:
-        now = self.now()
-        time.sleep(max(0.0, self.finish_at(now, nbytes) - now) / self.speedup)
+        now = self.clock.now()
+        time.sleep(max(0.0, self.finish_at(now, nbytes) - now) / self.clock.speedup)
 
 
 def modelled_read(storage_of: dict[str, Storage]):
@@ -114,7 +124,7 @@ def job_end(nodes: list[tuple[str, float]], start: float, ready: dict[str, float
 
 
 def boot(sizes: dict[str, int], storage_of: dict[str, Storage], readers: int, scale: float, folder: Path,
-         speedup: float, side_by_side: bool = False) -> dict[str, float]:
+         clock: Clock, side_by_side: bool = False) -> dict[str, float]:
     """Run the prefetch over scaled files; each file's modelled time until it was all in memory. With
     `side_by_side`, each storage's files get a prefetch of their own (`readers` each), run at once: the
     candidate for cached models, not what the worker does (one queue, in READ_ORDER)."""
@@ -129,8 +139,7 @@ def boot(sizes: dict[str, int], storage_of: dict[str, Storage], readers: int, sc
         with open(path, "rb") as f:
             while f.read(16 << 20):
                 pass
-    for s in set(storage_of.values()):
-        s.t0 = time.monotonic()
+    clock.start()
     groups: dict[int, list] = {}
     for role, path in files:
         groups.setdefault(id(storage_of[role]) if side_by_side else 0, []).append((role, path))
@@ -140,7 +149,7 @@ def boot(sizes: dict[str, int], storage_of: dict[str, Storage], readers: int, sc
     def run(group: list) -> None:
         result = prefetch(group, readers, budget=1 << 62, timeout_s=3600, chunk=max(4096, int(CHUNK / scale)),
                           read=read)
-        done.update({f.name: (f.done_s or 0.0) * speedup for f in result.files})
+        done.update({f.name: (f.done_s or 0.0) * clock.speedup for f in result.files})
 
     threads = [threading.Thread(target=run, args=(group,)) for group in groups.values()]
     for t in threads:
@@ -172,31 +181,30 @@ def main(argv: list[str] | None = None) -> int:
     nodes, provision_s, worker_s = cold_job(args.cold_job)
     page_cache_job = sum(s for _, s in nodes)
 
-    def network(gbps: float) -> Storage:
-        return Storage(args.latency_ms / 1e3, args.stream_mbps * 1e6, gbps * 1e9, args.scale, args.speedup)
+    def network(gbps: float, clock: Clock) -> Storage:
+        return Storage(args.latency_ms / 1e3, args.stream_mbps * 1e6, gbps * 1e9, args.scale, clock)
 
-    def local() -> Storage:
-        return Storage(0.0, args.local_gbps * 1e9, args.local_gbps * 1e9, args.scale, args.speedup)
+    def local(clock: Clock) -> Storage:
+        return Storage(0.0, args.local_gbps * 1e9, args.local_gbps * 1e9, args.scale, clock)
+
+    def cached_model(clock: Clock) -> dict[str, Storage]:
+        return {**dict.fromkeys(sizes, local(clock)), "text_encoder": network(1.0, clock)}
 
     # each storage is one object shared by the files on it: its total bandwidth is theirs together
-    scenarios = [(f"network volume, {g:g} GB/s", lambda g=g: dict.fromkeys(sizes, network(g)))
+    scenarios = [(f"network volume, {g:g} GB/s", lambda clock, g=g: dict.fromkeys(sizes, network(g, clock)))
                  for g in map(float, args.throughputs.split(","))]
     cached = f"cached model on the host's disk ({args.local_gbps:g} GB/s), text encoder on a 1 GB/s volume"
-    scenarios.append((cached, lambda: {**dict.fromkeys(sizes, local()), "text_encoder": network(1.0)}))
-    scenarios.append((cached + SIDE_BY_SIDE, lambda: {**dict.fromkeys(sizes, local()), "text_encoder": network(1.0)}))
+    scenarios += [(cached, cached_model), (cached + SIDE_BY_SIDE, cached_model)]
     if args.check_start_s:  # the lent machine: ComfyUI's start shares the disk with the prefetch (measured slower)
         scenarios.append((f"check: the lent H200's disk ({args.local_gbps:g} GB/s), ComfyUI's start "
-                          f"{args.check_start_s:g} s", lambda: dict.fromkeys(sizes, local())))
+                          f"{args.check_start_s:g} s", lambda clock: dict.fromkeys(sizes, local(clock))))
     rows = []
     with tempfile.TemporaryDirectory(dir=ROOT, prefix=".boot-model-") as tmp:
         for label, make in scenarios:
             for readers in map(int, args.readers.split(",")):
-                storage_of = make()
-                one_clock = next(iter(storage_of.values()))
-                for s in storage_of.values():  # one clock for all: the cached-model row mixes two storages
-                    s.now = one_clock.now
+                clock = Clock(args.speedup)  # one for all the boot's storages
                 started = time.monotonic()
-                ready = boot(sizes, storage_of, readers, args.scale, Path(tmp), args.speedup,
+                ready = boot(sizes, make(clock), readers, args.scale, Path(tmp), clock,
                              side_by_side=label.endswith(SIDE_BY_SIDE))
                 real = time.monotonic() - started
                 comfy_ready = provision_s + (args.check_start_s if label.startswith("check") else args.comfy_start_s)

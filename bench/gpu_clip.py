@@ -317,10 +317,11 @@ def image_roots(comfyui_dir: str, comfy_python: str, volume: Path) -> list[Path]
     either Python's path (the standard library, site-packages with torch's and CUDA's libraries, PYTHONPATH),
     the volume left out. Folders inside another are walked once."""
     ask = "import json, site, sys; print(json.dumps([sys.prefix, *site.getsitepackages(), *sys.path]))"
-    found = [Path(comfyui_dir), ROOT, Path(sys.prefix), *map(Path, sys.path)]
-    found += map(Path, json.loads(subprocess.run([comfy_python, "-c", ask], capture_output=True, text=True,
-                                                 check=True, timeout=120).stdout))
-    folders = sorted({p.resolve() for p in found if str(p) and p.is_dir()} - {Path("/")})
+    found = [comfyui_dir, str(ROOT), sys.prefix, *sys.path]
+    found += json.loads(subprocess.run([comfy_python, "-c", ask], capture_output=True, text=True, check=True,
+                                       timeout=120).stdout)
+    # sys.path's "" (the current folder) is not the image's: left out with the empty strings
+    folders = sorted({Path(p).resolve() for p in found if p and Path(p).is_dir()} - {Path("/")})
     volume = volume.resolve()
     kept: list[Path] = []
     for folder in folders:  # sorted: a parent comes before what is inside it
@@ -542,9 +543,8 @@ class Run:
                 at.append((self.prefetch_at + float(m.group(3)), f"prefetch: {m.group(1)} ({m.group(2)} GB) read"))
         at += [(t - self.t0, f"node {title}" if title else "job done") for t, title in record.get("marks", [])]
         at += [(t - self.t0, f"first step of {title}") for t, title in record.get("first_steps", [])]
-        ready = self.t0 + self.launched_s if self.launched_s is not None else None
-        if ready is not None:
-            at.append((ready - self.t0, "ComfyUI ready"))
+        if self.launched_s is not None:
+            at.append((self.launched_s, "ComfyUI ready"))
         return [(round(t, 1), what) for t, what in sorted(at)]
 
     def storage_figures(self) -> dict:

@@ -14,18 +14,18 @@ import boot_model  # noqa: E402
 
 
 def test_a_read_pays_the_latency_and_one_streams_bandwidth():
-    storage = boot_model.Storage(latency_s=0.01, stream_bps=200e6, total_bps=10e9, scale=1, speedup=1)
+    storage = boot_model.Storage(latency_s=0.01, stream_bps=200e6, total_bps=10e9, scale=1, clock=boot_model.Clock(1))
     assert abs(storage.finish_at(0.0, 64_000_000) - (0.01 + 0.32)) < 1e-9
 
 
 def test_reads_at_once_share_the_total_bandwidth():
-    storage = boot_model.Storage(latency_s=0.0, stream_bps=1e9, total_bps=1e9, scale=1, speedup=1)
+    storage = boot_model.Storage(latency_s=0.0, stream_bps=1e9, total_bps=1e9, scale=1, clock=boot_model.Clock(1))
     ends = [storage.finish_at(0.0, 500_000_000) for _ in range(4)]
     assert [round(e, 6) for e in ends] == [0.5, 1.0, 1.5, 2.0]  # 2 GB through 1 GB/s: 2 s, whatever the streams
 
 
 def test_the_scale_makes_a_small_read_stand_for_a_large_one():
-    storage = boot_model.Storage(latency_s=0.0, stream_bps=1e9, total_bps=1e9, scale=64, speedup=1)
+    storage = boot_model.Storage(latency_s=0.0, stream_bps=1e9, total_bps=1e9, scale=64, clock=boot_model.Clock(1))
     assert abs(storage.finish_at(3.0, 1_000_000) - 3.064) < 1e-9
 
 
