@@ -22,6 +22,9 @@ Configurations (--configs):
   worker-merged    the worker with stage 2's LoRA merged into the shared weights (the ablation of lora_bypass)
   worker-eager     the worker without the LTX2CudaGraphs node (the ablation of cuda_graphs)
   worker-moving-upscaler  the worker with ComfyUI's LTXVLatentUpsampler (the ablation of resident_upscaler)
+  worker-compiled  the worker with stage 1's transformer blocks compiled (the lever compile_blocks)
+  worker-whole-decode  the worker decoding each frame as one tile (the lever decode_tile_px=1536)
+  worker-levers    the worker with both levers
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
   class-medium-merged  the medium class with stage 2's LoRA merged (the ablation of lora_bypass there)
   class-small      the small class's choices, leaving --usable-small GB
@@ -70,10 +73,14 @@ PROMPTS = ("a red fox running through fresh snow at golden hour, cinematic",
 NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
-CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "class-medium",
-           "class-medium-merged", "class-small", "custom")
+CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "worker-compiled",
+           "worker-whole-decode", "worker-levers", "class-medium", "class-medium-merged", "class-small", "custom")
+WHOLE_FRAME_TILE = 1536  # pixels: one tile covers the generated frame up to 1536 x 1536
 ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
              "worker-moving-upscaler": {"resident_upscaler": False},
+             "worker-compiled": {"compile_blocks": True},
+             "worker-whole-decode": {"decode_tile_px": WHOLE_FRAME_TILE},
+             "worker-levers": {"compile_blocks": True, "decode_tile_px": WHOLE_FRAME_TILE},
              "class-medium-merged": {"lora_bypass": False}}
 I2V_SIZE = (1280, 720)  # the first frame of the image-to-video job (a gradient PNG made here)
 

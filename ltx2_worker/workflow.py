@@ -54,9 +54,10 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 # and stage 2 on that checkpoint directly (it is distilled already, so the distilled LoRA is left out).
 DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
 DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
-# the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_save_video.py,
-# ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_upsampler.py)
+# the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_compile_blocks.py,
+# ltx2_save_video.py, ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_upsampler.py)
 CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
+COMPILE_BLOCKS_NODE = "LTX2CompileBlocks"
 SAVE_VIDEO_NODE = "LTX2SaveVideo"
 TILE_DECODE_NODE = "LTX2VAEDecodeTiled"
 UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
@@ -87,6 +88,12 @@ class GraphChoices:
     resident_upscaler: upscaling runs as the worker's `LTX2LatentUpsampler` node, which leaves the 1 GB upscaler
         to ComfyUI's model management instead of moving it to the GPU and back in every job (0.7-1.1 s a job);
         the same computation, the same latent.
+    compile_blocks: stage 1's model goes through the worker's `LTX2CompileBlocks` node (before LTX2CudaGraphs,
+        which then records the compiled kernels): each transformer block compiled by torch.compile, so the
+        elementwise work between the matrix products runs fused. The first job of each size compiles.
+    decode_tile_px: the video decode's spatial tile in pixels (0: the graph's 512). A tile as large as the frame
+        decodes it in one piece: no tile seams to blend, and fewer, larger convolutions, for the memory of the
+        whole latent's decode instead of one tile's.
     """
 
     cuda_graphs: bool = False
@@ -94,6 +101,8 @@ class GraphChoices:
     fast_upscaler_load: bool = False
     lora_bypass: bool = False
     resident_upscaler: bool = False
+    compile_blocks: bool = False
+    decode_tile_px: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,8 +195,12 @@ class Workflow:
             self._keyframes(graph, list(zip(images, req.keyframes, strict=True)))
         if not req.audio:
             self._video_only(graph)
+        if choices.compile_blocks:
+            self._wrap_stage1_model(graph, "compile_blocks_stage1", COMPILE_BLOCKS_NODE)
         if choices.cuda_graphs:
             self._cuda_graphs(graph)
+        if choices.decode_tile_px:
+            self.node(graph, "video_decode")["tile_size"] = choices.decode_tile_px
         if choices.tile_memory_decode:
             graph[self.node_ids["video_decode"]]["class_type"] = TILE_DECODE_NODE  # VAEDecodeTiled's inputs
         if choices.fast_upscaler_load:  # LatentUpscaleModelLoader's input
@@ -212,8 +225,12 @@ class Workflow:
         launching kernels from Python costs time (measured: 9.7 -> 8.0 s on an H100); stage 2's three large
         steps are bound by the GPU (2.9 s either way), and recording both stages raised peak GPU memory from 73.5
         to 77.5 GB."""
+        self._wrap_stage1_model(graph, "cuda_graphs_stage1", CUDA_GRAPHS_NODE)
+
+    def _wrap_stage1_model(self, graph: dict[str, Any], role: str, class_type: str) -> None:
+        """A MODEL -> MODEL node (inputs `model`, `enabled`) between stage 1's guider and the model it had."""
         inputs = self.node(graph, "guider_stage1")
-        node = self._add(graph, "cuda_graphs_stage1", CUDA_GRAPHS_NODE, {"model": inputs["model"], "enabled": True})
+        node = self._add(graph, role, class_type, {"model": inputs["model"], "enabled": True})
         inputs["model"] = [node, 0]
 
     def _video_only(self, graph: dict[str, Any]) -> None:

@@ -1128,6 +1128,8 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [_handle("LATENT_UPSCALE_MODEL", **i)], None
         case "LTX2CudaGraphs":
             return [{**i["model"], "cuda_graphs": i["enabled"]}], None
+        case "LTX2CompileBlocks":
+            return [{**i["model"], "compiled": i["enabled"]}], None
         case "LoraLoaderModelOnly":
             return [{**i["model"], "lora": i["lora_name"]}], None
         case "LoraLoaderBypassModelOnly":

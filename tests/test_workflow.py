@@ -151,6 +151,31 @@ def test_the_cuda_graph_choice_wraps_stage_1s_model_and_nothing_else(mode):
     assert {nid for nid in plain if plain[nid] != g[nid]} == {WF.node_ids["guider_stage1"]}
 
 
+@pytest.mark.parametrize("mode", ["standard", "distilled"])
+def test_compiled_blocks_come_before_the_cuda_graphs_on_stage_1s_model_only(mode):
+    """LTX2CudaGraphs records what it is given, so the compiled model must reach it, not the other way round."""
+    req = parse_request({"prompt": "x", "mode": mode}, S)
+    plain = WF.build(req, "ltx2/a", choices=GraphChoices(lora_bypass=True, cuda_graphs=True))
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(lora_bypass=True, cuda_graphs=True, compile_blocks=True))
+    graphs = g[WF.node_ids["guider_stage1"]]["inputs"]["model"][0]
+    compiled = g[graphs]["inputs"]["model"][0]
+    assert (g[graphs]["class_type"], g[compiled]["class_type"]) == ("LTX2CudaGraphs", "LTX2CompileBlocks")
+    assert g[compiled]["inputs"] == {"model": plain[graphs]["inputs"]["model"], "enabled": True}
+    assert set(g) - set(plain) == {compiled}
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {graphs}
+
+
+def test_the_decode_tile_choice_sets_only_the_decodes_tile_size():
+    req = parse_request({"prompt": "x"}, S)
+    plain = WF.build(req, "ltx2/a", choices=GraphChoices(tile_memory_decode=True))
+    g = WF.build(req, "ltx2/a", choices=GraphChoices(tile_memory_decode=True, decode_tile_px=1536))
+    decode = WF.node_ids["video_decode"]
+    assert plain[decode]["inputs"]["tile_size"] == 512 and g[decode]["inputs"]["tile_size"] == 1536
+    assert {k: v for k, v in g[decode]["inputs"].items() if k != "tile_size"} == \
+        {k: v for k, v in plain[decode]["inputs"].items() if k != "tile_size"}
+    assert {nid for nid in plain if plain[nid] != g[nid]} == {decode}
+
+
 def test_distilled_mode_ignores_the_lora_bypass_choice():
     g = WF.build(parse_request({"prompt": "x", "mode": "distilled"}, S), "ltx2/a",
                  choices=GraphChoices(lora_bypass=True))
