@@ -34,6 +34,10 @@ HUB_HOST = "huggingface.co"
 WAIT_POLL_S = 0.5
 
 
+class LoraCacheUnusable(Exception):
+    """The worker's LoRA cache cannot be used (a configuration or volume problem, not the request's)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CachedLora:
     name: str  # the file name ComfyUI's `loras` folder lists it under
@@ -69,8 +73,15 @@ class LoraCache:
         self._known: dict[str, tuple[int, ...]] | None = None
 
     def get(self, spec: LoraSpec, deadline: float) -> CachedLora:
-        """The cached copy of `spec.url`, downloaded and checked first if needed (InputError naming spec.field)."""
+        """The cached copy of `spec.url`, downloaded and checked first if needed (InputError naming spec.field;
+        LoraCacheUnusable when the cache folder cannot be made or written)."""
         key = cache_key(spec.url)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LoraCacheUnusable(f"the LoRA cache folder {self.folder} cannot be made ({exc.strerror}): "
+                                    "LORA_CACHE_DIR, inside NETWORK_VOLUME_PATH unless absolute, must be a "
+                                    "writable folder (is the network volume attached?)") from None
         lock = VolumeLock(self.folder / f"{key}.lock", self.settings.lock_stale_s)
         while True:
             cached = self._lookup(key)
@@ -100,7 +111,6 @@ class LoraCache:
 
     def _download(self, spec: LoraSpec, key: str, deadline: float) -> CachedLora:
         s = self.settings
-        self.folder.mkdir(parents=True, exist_ok=True)
         part = self.folder / f".{key}.{secrets.token_hex(4)}.part"
         digest, started = hashlib.sha256(), time.monotonic()
         timeout = min(s.lora_fetch_timeout_s, deadline - started)

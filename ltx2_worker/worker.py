@@ -19,11 +19,12 @@ from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
 from .ladder import step_down
 from .launch import CACHE_FLAG
-from .lora_cache import CachedLora, LoraCache
+from .lora_cache import CachedLora, LoraCache, LoraCacheUnusable
 from .lora_check import transformer_layers
 from .manifest import load_manifest
 from .model_cache import cached_files, model_of, model_path
 from .output import (
+    BUCKET_ENV,
     OUTPUT_DIR_FIX,
     Bucket,
     DeliveryError,
@@ -37,6 +38,7 @@ from .progress import ProgressReporter, runpod_sender
 from .settings import Settings, SettingsError, load_settings
 from .stopping import Stopping, stop_on_signals
 from .workflow import (
+    COMPILE_BLOCKS_NODE,
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
     LORA_BYPASS_NODE,
@@ -54,6 +56,7 @@ OUTPUT_SUBFOLDER = "ltx2"
 # (GraphChoices field, the worker's ComfyUI node it needs, what a graph without that node loses)
 CHOICE_NODES = (
     ("cuda_graphs", CUDA_GRAPHS_NODE, "stage 1 runs without CUDA graphs"),
+    ("compile_blocks", COMPILE_BLOCKS_NODE, "stage 1's transformer blocks run uncompiled"),
     ("tile_memory_decode", TILE_DECODE_NODE,
      "VAEDecodeTiled asks for the whole latent's memory and may push the text encoder off the GPU"),
     ("fast_upscaler_load", UPSCALER_LOADER_NODE,
@@ -124,6 +127,10 @@ class Worker:
         image_names: list[str] = []  # every image this job uploaded to ComfyUI's input folder, removed at the end
         try:
             req = parse_request(raw_input, s)
+            if req.delivery == "url" and self.bucket is None:  # known now: never generate a clip that cannot go
+                raise InputError("delivery", f"\"url\" needs a bucket, and none is configured: set "
+                                             f"{', '.join(BUCKET_ENV)} (and BUCKET_NAME) on the endpoint, or leave "
+                                             "delivery out to get the video inline")
             timings = {"validate": time.monotonic() - started}
             # everything that can be checked without ComfyUI is, before waiting for it: a bad image or LoRA URL
             # is answered at once, not after a ComfyUI that is starting (or down) had its ready_timeout_s
@@ -156,7 +163,7 @@ class Worker:
                 message = dead.message if dead else message
             log.error("job %s failed: %s", job_id, message)
             return _error(message, exc.refresh_worker)
-        except DeliveryError as exc:
+        except (DeliveryError, LoraCacheUnusable) as exc:
             log.error("job %s failed: %s", job_id, exc)
             return {"error": str(exc)}
         finally:

@@ -310,3 +310,14 @@ def test_a_bad_lora_is_answered_before_comfyui_is_asked(tmp_path, stack):
     out = worker.handle({"id": "f", "input": {**SMALL, "loras": [{"url": f"{web['base']}/flux.safetensors"}]}})
     assert out["error"].startswith("loras[0].url: is a LoRA for FLUX, not LTX-2 19B")
     assert time.monotonic() - started < 5 and comfy.submitted == []
+
+
+def test_a_cache_folder_that_cannot_be_made_is_a_clear_error_naming_the_setting(tmp_path, stack):
+    comfy, worker, web = stack
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    worker.loras = LoraCache(worker.settings.replace(lora_cache_dir_setting=blocker / "loras"), lambda: LAYERS)
+    web["routes"]["/style.safetensors"] = _lora(tmp_path / "style.safetensors")
+    out = worker.handle({"id": "c", "input": {**SMALL, "loras": [{"url": f"{web['base']}/style.safetensors"}]}})
+    assert set(out) == {"error"} and "LORA_CACHE_DIR" in out["error"] and str(blocker) in out["error"], out
+    assert "internal error" not in out["error"] and comfy.submitted == [] and web["site"].hits == []

@@ -421,3 +421,12 @@ def test_a_comfyui_without_the_lora_bypass_merges_the_lora_instead(output_dir, t
     finally:
         server.stop()
 
+
+
+def test_a_url_delivery_without_a_bucket_is_refused_before_anything_is_generated(worker, comfy, monkeypatch):
+    for name in ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    started = time.monotonic()
+    out = run(worker, {**SMALL, "delivery": "url"})
+    assert set(out) == {"error"} and out["error"].startswith('delivery: "url" needs a bucket'), out
+    assert "BUCKET_ENDPOINT_URL" in out["error"] and comfy.submitted == [] and time.monotonic() - started < 2
