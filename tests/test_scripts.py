@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_provision import FILES, make_config
 
 from helpers import LocalApi
@@ -190,6 +191,45 @@ def test_a_launch_that_fails_while_a_job_waits_answers_it_with_the_cause(tmp_pat
             or "is not running" in body["error"]), body["error"]
 
 
+def _start_tryout(tmp_path, name="tryout"):
+    """tools/tryout.sh on a free port, its temporary folders under tmp_path; (process, port, log path) once the
+    API answers."""
+    import requests
+
+    from helpers import free_port
+
+    port = free_port()
+    log_path = tmp_path / f"{name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["bash", "tools/tryout.sh", str(port)], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "TMPDIR": str(tmp_path)})
+    give_up = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+            return proc, port, log_path
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < give_up, log_path.read_text()
+            time.sleep(0.2)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_until(condition, seconds=20) -> bool:
+    give_up = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def test_the_tryout_serves_the_api_with_a_synthetic_mp4_and_stops_on_ctrl_c(tmp_path):
     """README's try-out without a GPU: test_input.json through the local API in front of the protocol ComfyUI."""
     import json
@@ -197,21 +237,10 @@ def test_the_tryout_serves_the_api_with_a_synthetic_mp4_and_stops_on_ctrl_c(tmp_
 
     import requests
 
-    from helpers import decode_video_field, free_port
+    from helpers import decode_video_field
 
-    port = free_port()
-    log = open(tmp_path / "tryout.log", "w")
-    proc = subprocess.Popen(["bash", "tools/tryout.sh", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc, port, log = _start_tryout(tmp_path)
     try:
-        give_up = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/docs", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < give_up, (tmp_path / "tryout.log").read_text()
-                time.sleep(0.2)
         job = json.loads((ROOT / "test_input.json").read_text())
         started = time.monotonic()
         out = requests.post(f"http://127.0.0.1:{port}/runsync", json=job, timeout=60).json()
@@ -221,10 +250,52 @@ def test_the_tryout_serves_the_api_with_a_synthetic_mp4_and_stops_on_ctrl_c(tmp_
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=20)
-        log.close()
     assert out["status"] == "COMPLETED", out
     assert decode_video_field(out["output"]) == {"width": 768, "height": 512, "frames": 49, "fps": 24.0,
                                                  "audio": True}
     assert took < 15
     assert bad["status"] == "FAILED" and bad["error"].startswith("fps: "), bad
-    assert code in (0, -signal.SIGINT, 130), (tmp_path / "tryout.log").read_text()
+    assert code in (0, -signal.SIGINT, 130), log.read_text()
+    assert _port_free(port) and list(tmp_path.glob("ltx2-tryout-*")) == [], log.read_text()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the try-out", "SIGTERM to its group", "SIGHUP to the try-out"])
+def test_every_way_of_stopping_the_tryout_stops_the_worker_and_removes_its_folder(tmp_path, how):
+    import signal
+
+    import requests
+
+    proc, port, log = _start_tryout(tmp_path)
+    folders = list(tmp_path.glob("ltx2-tryout-*"))
+    try:
+        # a request with a LoRA: its cache goes in the try-out's own folder, never /runpod-volume
+        out = requests.post(f"http://127.0.0.1:{port}/runsync", timeout=30, json={"input": {
+            "prompt": "x", "loras": [{"url": "https://127.0.0.1/style.safetensors"}]}}).json()
+    finally:
+        sig = signal.SIGHUP if "SIGHUP" in how else signal.SIGTERM
+        if "group" in how:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+    assert out["status"] == "FAILED" and out["error"].startswith("loras[0].url: "), out
+    assert len(folders) == 1 and not folders[0].exists(), log.read_text()
+    assert code == 0 and _wait_until(lambda: _port_free(port)), log.read_text()
+
+
+def test_a_killed_tryout_takes_the_worker_with_it_and_the_next_removes_its_folder(tmp_path):
+    import signal
+
+    proc, port, log = _start_tryout(tmp_path, "first")
+    left = list(tmp_path.glob("ltx2-tryout-*"))
+    proc.send_signal(signal.SIGKILL)  # nothing can be cleaned up by the try-out itself
+    proc.wait(timeout=10)
+    assert _wait_until(lambda: _port_free(port)), "the worker must not outlive its try-out: " + log.read_text()
+    again, again_port, again_log = _start_tryout(tmp_path, "second")
+    try:
+        assert len(left) == 1 and not left[0].exists(), again_log.read_text()
+        assert "removed" in again_log.read_text()
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(timeout=30)
+    assert list(tmp_path.glob("ltx2-tryout-*")) == []
