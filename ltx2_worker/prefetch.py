@@ -3,8 +3,10 @@ the weights in memory instead of waiting on the network volume.
 
     python -m ltx2_worker.prefetch     # entrypoint.sh runs it in the background, after provisioning
 
-Several readers take 64 MB chunks from one queue filled in the order the first job loads the files
-(READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one
+Several readers take 64 MB chunks from one queue: first the shared libraries ComfyUI's Python loads at start
+(PREFETCH_LIBRARIES: torch's, CUDA's, PyAV's; ComfyUI's start otherwise reads them behind the model reads, and
+every load waits for ComfyUI), then the model files in the order the first job loads them (READ_ORDER): every
+byte is read once, the first-needed file lands first, and the process holds only one
 buffer per reader. It reads at most what the container's memory allows at start (its cgroup's limit less its
 usage, and the host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what
 it read a moment ago. A file that does not fit is read from its start up to the budget (the loader reads
@@ -21,6 +23,7 @@ import dataclasses
 import logging
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -36,6 +39,10 @@ log = logging.getLogger(__name__)
 # The order the first job loads the files (the text encoder, then the checkpoint, then stage 2's upscaler and
 # LoRA); roles not named here follow in manifest order.
 READ_ORDER = ("text_encoder", "checkpoint", "upscaler", "lora", "checkpoint_distilled")
+# site-packages folders of ComfyUI's Python whose shared libraries ComfyUI loads when it starts
+LIBRARY_PACKAGES = ("torch", "nvidia", "torchaudio", "torchvision", "av", "av.libs", "pillow.libs", "tokenizers",
+                    "safetensors", "comfy_kitchen", "comfy_aimdo")
+LIBRARIES = "libraries"  # the name their reading is logged under
 CHUNK = 64 * 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MEMINFO = Path("/proc/meminfo")
@@ -119,6 +126,23 @@ class Result:
         return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
 
 
+def library_files(comfy_python: str) -> list[Path]:
+    """The shared libraries (*.so, *.so.N) under LIBRARY_PACKAGES in the site-packages of `comfy_python`'s
+    environment (a venv's bin/python, or a name found on PATH), largest first; [] if none is found."""
+    found = shutil.which(comfy_python)
+    if found is None:
+        return []
+    env = Path(os.path.abspath(found)).parent.parent  # a venv's python is a link: its own folder, not the target's
+    files: list[Path] = []
+    for site in sorted(env.glob("lib*/python3*/site-packages")):
+        for package in LIBRARY_PACKAGES:
+            folder = site / package
+            if folder.is_dir():
+                files += [p for p in folder.rglob("*.so*") if p.is_file() and not p.is_symlink()
+                          and (p.name.endswith(".so") or ".so." in p.name)]
+    return sorted(set(files), key=lambda p: -p.stat().st_size)
+
+
 def in_read_order(names: list[str]) -> list[str]:
     rank = {name: i for i, name in enumerate(READ_ORDER)}
     return sorted(names, key=lambda name: rank.get(name, len(READ_ORDER)))  # stable: the rest keep their order
@@ -148,6 +172,10 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
         for offset in range(0, f.planned, chunk):
             chunks.put((f, offset, min(chunk, f.planned - offset)))
     lock = threading.Lock()
+    planned: dict[str, int] = {}
+    for f in plan:
+        planned[f.name] = planned.get(f.name, 0) + f.planned
+    read_by_name = dict.fromkeys(planned, 0)
 
     def reader() -> None:
         view = memoryview(bytearray(chunk))
@@ -170,9 +198,12 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
                 _end(f, f"read failed at byte {offset + done}: {exc.strerror or exc}", lock)
             with lock:
                 f.read += done
+                read_by_name[f.name] += done
                 if f.read == f.planned and f.done_s is None:
                     f.done_s = time.monotonic() - started
-                    log.info("%s: %.2f GB in memory at +%.1f s", f.name, f.read / 1e9, f.done_s)
+                if done and read_by_name[f.name] == planned[f.name]:  # the name's last file: log it once
+                    log.info("%s: %.2f GB in memory at +%.1f s", f.name, planned[f.name] / 1e9,
+                             time.monotonic() - started)
 
     threads = [threading.Thread(target=reader, name=f"prefetch-{i}", daemon=True) for i in range(readers)]
     for t in threads:
@@ -210,10 +241,15 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
         models = {m.role: m for m in load_manifest(settings)}
         cached = cached_files(settings, list(models.values()))
         files = [(role, model_path(settings, models[role], cached)) for role in in_read_order(list(models))]
+        libraries = library_files(settings.comfy_python) if settings.prefetch_libraries else []
+        if libraries:
+            log.info("%s first: %d files, %.2f GB, of %s's environment", LIBRARIES, len(libraries),
+                     sum(p.stat().st_size for p in libraries) / 1e9, settings.comfy_python)
         memory = read_memory(cgroup_root, meminfo)
         budget = budget_bytes(memory, settings.prefetch_headroom_gb, settings.prefetch_readers)
-        log.info("%d files, %.2f GB; memory budget %.2f GB (cgroup limit %s, usage %.2f GB; host available %.2f GB; "
-                 "PREFETCH_HEADROOM_GB %g)", len(files), sum(models[r].size for r, _ in files) / 1e9, budget / 1e9,
+        files = [(LIBRARIES, path) for path in libraries] + files
+        log.info("%d model files, %.2f GB; memory budget %.2f GB (cgroup limit %s, usage %.2f GB; host available "
+                 "%.2f GB; PREFETCH_HEADROOM_GB %g)", len(models), sum(m.size for m in models.values()) / 1e9, budget / 1e9,
                  f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none", memory.usage / 1e9,
                  memory.available / 1e9, settings.prefetch_headroom_gb)
         result = prefetch(files, settings.prefetch_readers, budget, settings.prefetch_timeout_s, read=read)

@@ -202,3 +202,43 @@ def test_the_cli_stays_within_the_cgroups_memory(tmp_path, monkeypatch, caplog):
     first = [Path(name).name for name, _, _ in recorder.reads]
     assert set(first) == {"gemma_3_12B_it_fp4_mixed.safetensors"}, "the text encoder, loaded first, comes first"
     assert any("skipped: text_encoder" in r.message and "(memory budget)" in r.message for r in caplog.records)
+
+
+def fake_environment(root: Path) -> tuple[Path, dict[str, int]]:
+    """A venv-like folder: bin/python and shared libraries of ComfyUI's packages and of others; (python, the
+    libraries that count with their sizes)."""
+    python = write(root / "bin" / "python", b"#!/bin/sh\n")
+    python.chmod(0o755)
+    site = root / "lib" / "python3.12" / "site-packages"
+    counted = {"torch/lib/libtorch_cuda.so": 30_000, "nvidia/cublas/lib/libcublasLt.so.12": 50_000,
+               "av.libs/libavcodec-1234.so.61.19.100": 20_000}
+    for name, size in counted.items():
+        write(site / name, os.urandom(size))
+    write(site / "jaxlib" / "xla_extension.so", os.urandom(70_000))  # not loaded by ComfyUI
+    write(site / "torch" / "__init__.py", b"")  # not a shared library
+    (site / "torch" / "lib" / "libtorch.so").symlink_to(site / "torch" / "lib" / "libtorch_cuda.so")  # read once
+    return python, {str(site / name): size for name, size in counted.items()}
+
+
+def test_the_libraries_are_comfyuis_packages_shared_objects_largest_first(tmp_path):
+    python, counted = fake_environment(tmp_path / "env")
+    found = prefetch.library_files(str(python))
+    assert [str(p) for p in found] == sorted(counted, key=lambda p: -counted[p])
+    assert prefetch.library_files(str(tmp_path / "no-such-python")) == []
+
+
+@pytest.mark.parametrize("libraries", [True, False])
+def test_the_cli_reads_comfyuis_libraries_before_the_models(tmp_path, libraries):
+    python, counted = fake_environment(tmp_path / "env")
+    env = cli_env(tmp_path, provisioned(tmp_path), PREFETCH_HEADROOM_GB="0", PREFETCH_READERS="1",
+                  COMFY_PYTHON=str(python), PREFETCH_LIBRARIES=str(libraries).lower())
+    result = run_prefetch(env)
+    done = [line.split("prefetch: ", 1)[1].split(":")[0] for line in result.stderr.splitlines()
+            if " in memory at +" in line]
+    assert result.returncode == 0
+    if libraries:
+        assert done[0] == "libraries" and done[1:3] == ["text_encoder", "checkpoint"], result.stderr
+        assert f"libraries first: 3 files, {sum(counted.values()) / 1e9:.2f} GB" in result.stderr
+        assert "read 0.00 GB of 7 files" in result.stderr
+    else:
+        assert "libraries" not in done and done[:2] == ["text_encoder", "checkpoint"], result.stderr
