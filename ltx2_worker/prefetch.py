@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
         budget = budget_bytes(memory, settings.prefetch_headroom_gb, settings.prefetch_readers)
         files = [(LIBRARIES, path) for path in libraries] + files
         log.info("%d model files, %.2f GB; memory budget %.2f GB (cgroup limit %s, usage %.2f GB; host available "
-                 "%.2f GB; PREFETCH_HEADROOM_GB %g)", len(models), sum(m.size for m in models.values()) / 1e9, budget / 1e9,
-                 f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none", memory.usage / 1e9,
-                 memory.available / 1e9, settings.prefetch_headroom_gb)
+                 "%.2f GB; PREFETCH_HEADROOM_GB %g)", len(models), sum(m.size for m in models.values()) / 1e9,
+                 budget / 1e9, f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none",
+                 memory.usage / 1e9, memory.available / 1e9, settings.prefetch_headroom_gb)
         result = prefetch(files, settings.prefetch_readers, budget, settings.prefetch_timeout_s, read=read)
         log.info("%s", result.summary())
     except Exception as exc:  # noqa: BLE001 - a failed prefetch must never fail the boot; the loaders still read
