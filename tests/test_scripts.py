@@ -299,3 +299,20 @@ def test_a_killed_tryout_takes_the_worker_with_it_and_the_next_removes_its_folde
         again.send_signal(signal.SIGTERM)
         again.wait(timeout=30)
     assert list(tmp_path.glob("ltx2-tryout-*")) == []
+
+
+def test_a_bad_setting_keeps_the_worker_serving_and_every_job_names_it(tmp_path):
+    """README, Settings: the worker registers and answers every job with the setting's error; nothing is
+    downloaded and ComfyUI is not started."""
+    from helpers import free_port
+
+    env = _starting_comfy_env(tmp_path, b"raise SystemExit('ComfyUI must not start')\n",
+                              f"http://127.0.0.1:{free_port()}")
+    env["MAX_FRAMES"] = "many"
+    with LocalApi(env, tmp_path / "entrypoint.log", command=("bash", "entrypoint.sh")) as api:
+        answers = [api.runsync({"prompt": "x", "frame_count": 9}, timeout=30) for _ in range(2)]
+    log = (tmp_path / "entrypoint.log").read_text()
+    for body in answers:
+        assert body["status"] == "FAILED" and body["error"].startswith("worker configuration error: "), body
+        assert "MAX_FRAMES" in body["error"], body
+    assert "ComfyUI must not start" not in log and "launch: " not in log, log
