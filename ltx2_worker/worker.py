@@ -14,6 +14,7 @@ from typing import Any
 
 from . import health
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files
+from .failures import ProvisionError
 from .gpu import GpuError, Profile, detect_gpu, profile_for
 from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
@@ -35,6 +36,7 @@ from .output import (
     safe_stem,
 )
 from .progress import ProgressReporter, runpod_sender
+from .provision import check
 from .settings import Settings, SettingsError, load_settings
 from .stopping import Stopping, stop_on_signals
 from .workflow import (
@@ -119,6 +121,10 @@ class Worker:
     def _handle(self, job_id: str, raw_input: Any, started: float) -> dict[str, Any]:
         s = self.settings
         deadline = started + s.job_timeout_s
+        if isinstance(raw_input, dict) and "health" in raw_input:
+            if raw_input != {"health": True}:
+                return {"error": "health: must be true, alone in the input (a health check runs no job)"}
+            return {"health": self.health_report()}
         problem = health.worker_problem(s)
         if problem:
             log.error("job %s refused: %s", job_id, problem.message)
@@ -172,6 +178,30 @@ class Worker:
                 (s.comfy_input_dir / name).unlink(missing_ok=True)
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
+
+    def health_report(self) -> dict[str, Any]:
+        """What `{"health": true}` answers, at once and without running a job: whether a job could run now, and
+        if not why (the start-up failure, a dead ComfyUI, a missing or corrupt model file), the GPU and its
+        memory class. RunPod's Hub test asks this: its runner has a GPU but no network volume."""
+        s = self.settings
+        problem = health.worker_problem(s)
+        try:
+            bad = check(s, load_manifest(s))
+        except (ProvisionError, SettingsError, OSError) as exc:
+            bad = [str(exc)]
+        comfy_ready = problem is None and self.client.ready(timeout=2.0)
+        try:
+            gpu = detect_gpu()
+        except GpuError as exc:
+            gpu, problem = None, problem or health.Problem(str(exc), True)
+        return {
+            "ready": problem is None and not bad and comfy_ready,
+            "problem": problem.message if problem else None,
+            "comfyui": "ready" if comfy_ready else ("not running" if problem else "starting"),
+            "models": "ok" if not bad else bad,
+            "gpu": dataclasses.asdict(gpu) if gpu else None,
+            "memory_class": self.profile.name,
+        }
 
     def _check_comfyui_setup(self) -> None:
         """Once, at the first job: a ComfyUI the launcher did not start (ltx2_worker.launch puts the worker's

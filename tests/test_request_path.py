@@ -430,3 +430,25 @@ def test_a_url_delivery_without_a_bucket_is_refused_before_anything_is_generated
     out = run(worker, {**SMALL, "delivery": "url"})
     assert set(out) == {"error"} and out["error"].startswith('delivery: "url" needs a bucket'), out
     assert "BUCKET_ENDPOINT_URL" in out["error"] and comfy.submitted == [] and time.monotonic() - started < 2
+
+
+def test_a_health_check_says_whether_a_job_could_run_and_runs_none(comfy, output_dir, tmp_path, monkeypatch):
+    from test_provision import FILES, make_config, target
+
+    from hf_server import write
+
+    volume = tmp_path / "volume"
+    monkeypatch.setenv("LTX2_CONFIG", str(make_config(tmp_path)))  # the manifest of the small test files
+    worker = make_worker(comfy, output_dir, tmp_path, NETWORK_VOLUME_PATH=str(volume), MODEL_CACHE_PATH="")
+    missing = run(worker, {"health": True})["health"]
+    assert missing["ready"] is False and missing["comfyui"] == "ready" and missing["models"] != "ok", missing
+    for role, (_, _, _, data) in FILES.items():
+        write(target(volume, role), data)
+    report = run(worker, {"health": True})["health"]
+    assert report == {"ready": True, "problem": None, "comfyui": "ready", "models": "ok", "gpu": None,
+                      "memory_class": "cpu"}, report
+    comfy.stop()
+    assert run(worker, {"health": True})["health"]["comfyui"] == "starting"
+    assert run(worker, {"health": True, "prompt": "x"}) == {
+        "error": "health: must be true, alone in the input (a health check runs no job)"}
+    assert comfy.submitted == []
