@@ -121,8 +121,11 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
 
 
 def _image_spec(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         raise InputError(field, f"must be a base64 string or an https URL, got {_type_name(value)}")
+    if not value.strip():
+        raise InputError(field, "must be a base64 string or an https URL, got an empty string (leave the field "
+                                "out, or set it to null, for none)")
     return value.strip()
 
 
@@ -136,10 +139,10 @@ def _keyframes(raw: dict, frame_count: int, max_keyframes: int) -> tuple[Keyfram
     elif raw.get("image_strength") is not None:
         raise InputError("image_strength", "needs an image")
     items = raw.get("keyframes")
-    if items is None:
+    if items is None or items == []:  # an empty array is none, as for loras: flows that build the list send it
         return tuple(found)
-    if not isinstance(items, list) or not items:
-        raise InputError("keyframes", f"must be a non-empty array of {{image, frame, strength}} objects, got "
+    if not isinstance(items, list):
+        raise InputError("keyframes", f"must be an array of {{image, frame, strength}} objects, got "
                                       f"{_type_name(items)}")
     if len(items) + len(found) > max_keyframes:
         given = f"{len(items)}{' and image' if found else ''}"

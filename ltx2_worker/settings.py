@@ -277,12 +277,13 @@ def _check_consistency(s: Settings) -> None:
         if value % s.size_multiple or not s.min_size <= value <= s.max_size:
             raise SettingsError(f"{name} ({value}) must be a multiple of SIZE_MULTIPLE ({s.size_multiple}) "
                                 f"from MIN_SIZE to MAX_SIZE ({s.min_size}-{s.max_size})")
+    if s.max_frames % 8 != 1:  # first: a MAX_FRAMES off the 8k+1 grid is its own error, not the default's
+        raise SettingsError(f"MAX_FRAMES ({s.max_frames}) must be 8k+1 (9, 17, ..., 121, ..., 257)")
     if s.default_frame_count % 8 != 1 or s.default_frame_count > s.max_frames:
-        raise SettingsError(f"DEFAULT_FRAME_COUNT ({s.default_frame_count}) must be 8k+1 and at most MAX_FRAMES")
+        raise SettingsError(f"DEFAULT_FRAME_COUNT ({s.default_frame_count}) must be 8k+1 and at most MAX_FRAMES "
+                            f"({s.max_frames})")
     if s.default_width * s.default_height * s.default_frame_count > s.max_clip_pixels:
         raise SettingsError(f"the default clip ({s.default_width} x {s.default_height} x {s.default_frame_count}) "
                             f"has more pixels than MAX_CLIP_PIXELS ({s.max_clip_pixels})")
     if not s.min_fps <= s.default_fps <= s.max_fps:
         raise SettingsError(f"DEFAULT_FPS ({s.default_fps}) must be from MIN_FPS to MAX_FPS")
-    if s.max_frames % 8 != 1:
-        raise SettingsError(f"MAX_FRAMES ({s.max_frames}) must be 8k+1")

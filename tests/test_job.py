@@ -84,8 +84,9 @@ def test_optional_fields_are_taken():
     ({"prompt": "x", "image_strength": 0.5}, "image_strength", "needs an image"),
     ({"prompt": "x", "image": "aGk=", "image_strength": 1.5}, "image_strength", "from 0.0 to 1.0"),
     ({"prompt": "x", "aspect_ratio": "16:9", "width": 1280}, "aspect_ratio", "cannot be combined with width"),
-    ({"prompt": "x", "keyframes": {"image": "aGk="}}, "keyframes", "non-empty array"),
-    ({"prompt": "x", "keyframes": []}, "keyframes", "non-empty array"),
+    ({"prompt": "x", "keyframes": {"image": "aGk="}}, "keyframes", "must be an array of {image, frame, strength}"),
+    ({"prompt": "x", "image": ""}, "image", "got an empty string (leave the field out"),
+    ({"prompt": "x", "keyframes": [{"image": " ", "frame": -1}]}, "keyframes[0].image", "got an empty string"),
     ({"prompt": "x", "keyframes": ["aGk="]}, "keyframes[0]", "must be an object"),
     ({"prompt": "x", "keyframes": [{"image": "aGk=", "frame": 0, "weight": 1}]}, "keyframes[0].weight",
      "not a known field (known: image, frame, strength)"),
@@ -197,3 +198,10 @@ def test_loras_keep_their_order_and_strengths_and_stay_out_of_reprs():
     assert "SECRET" not in repr(r), "a signed URL's signature stays out of log lines"
     with pytest.raises(InputError, match="at most 0 LoRAs"):
         parse_request({"prompt": "x", "loras": [{"url": "https://h/a"}]}, S.replace(max_loras=0))
+
+
+def test_an_empty_array_is_none_for_keyframes_and_loras_alike():
+    """One rule for empty arrays (flows that build the list send []): none, as null and an absent field are."""
+    for field in ("keyframes", "loras"):
+        req = parse_request({"prompt": "x", field: []}, S)
+        assert (req.keyframes, req.loras) == ((), ()), field

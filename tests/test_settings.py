@@ -25,6 +25,8 @@ def test_environment_overrides_config():
     ({"JOB_TIMEOUT_S": "0"}, "JOB_TIMEOUT_S = '0': must be from 1 to 86400"),
     ({"COMFY_URL": "127.0.0.1:8188"}, "COMFY_URL"),
     ({"MAX_FRAMES": "100"}, r"8k\+1"),
+    ({"MAX_FRAMES": "120"}, r"^MAX_FRAMES \(120\) must be 8k\+1"),  # its own error, not the default frame count's
+    ({"MAX_FRAMES": "97"}, r"^DEFAULT_FRAME_COUNT \(121\) must be 8k\+1 and at most MAX_FRAMES \(97\)"),
     ({"MIN_SIZE": "2000"}, "MIN_SIZE"),
     ({"SIZE_MULTIPLE": "32"}, "DEFAULT_HEIGHT"),
     ({"DEFAULT_FRAME_COUNT": "120"}, "DEFAULT_FRAME_COUNT"),
