@@ -8,7 +8,19 @@
 #     --sha256       also check every file's sha256 (a full read, remembered until the file changes)
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
-python=${WORKER_PYTHON:-python3}
+# A Python with the worker's packages (requirements.txt): the image's worker venv (WORKER_PYTHON), else a
+# checkout's .venv (made by tests/run.sh), else python3.
+if [ -n "${WORKER_PYTHON:-}" ]; then python=$WORKER_PYTHON
+elif [ -x .venv/bin/python ]; then python=.venv/bin/python
+else python=python3
+fi
+if ! "$python" -c 'import requests, safetensors, huggingface_hub' 2>/dev/null; then
+  echo "setup_netvolume.sh: $python lacks the worker's packages (requests, safetensors, huggingface_hub)." >&2
+  echo "  In the image, WORKER_PYTHON (/opt/venv/worker/bin/python) has them. From a checkout, make .venv:" >&2
+  echo "  python3 -m venv .venv && .venv/bin/pip install -r requirements.txt -c constraints.txt" >&2
+  echo "  or set WORKER_PYTHON to a Python that has them." >&2
+  exit 2
+fi
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in

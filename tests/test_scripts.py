@@ -316,3 +316,13 @@ def test_a_bad_setting_keeps_the_worker_serving_and_every_job_names_it(tmp_path)
         assert body["status"] == "FAILED" and body["error"].startswith("worker configuration error: "), body
         assert "MAX_FRAMES" in body["error"], body
     assert "ComfyUI must not start" not in log and "launch: " not in log, log
+
+
+def test_setup_netvolume_says_which_python_it_needs(tmp_path):
+    bare = tmp_path / "python-without-packages"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S -I \"$@\"\n")  # no site-packages: no requests
+    bare.chmod(0o755)
+    out = subprocess.run(["bash", "setup_netvolume.sh", "--check", "--volume", str(tmp_path)], cwd=ROOT,
+                         env={**os.environ, "WORKER_PYTHON": str(bare)}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "lacks the worker's packages" in out.stderr, out.stderr
+    assert "WORKER_PYTHON" in out.stderr and "requirements.txt" in out.stderr
