@@ -99,3 +99,44 @@ def test_progress_reaches_runpods_job_endpoint(stack):
     assert mine, _ProgressSink.posts
     assert all(p["status"] == "IN_PROGRESS" for p in mine)
     assert any("step" in p["output"] for p in mine), mine
+
+
+def _video_facts(path: Path) -> dict:
+    import base64
+
+    from helpers import decode_video_field
+    return decode_video_field({"video": base64.b64encode(path.read_bytes()).decode()})
+
+
+def test_the_python_client_example_submits_polls_and_saves_the_mp4(stack, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ltx2_client", ROOT / "examples" / "client" / "ltx2_client.py")
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"input": {"prompt": "x", "width": 512, "height": 288, "frame_count": 17}}))
+    assert client.main(["--base", stack["base"], "--input", str(request), "--out", str(tmp_path / "clip.mp4")]) == 0
+    assert _video_facts(tmp_path / "clip.mp4") == {"width": 512, "height": 288, "frames": 17, "fps": 24.0,
+                                                   "audio": True}
+    assert "submitted" in capsys.readouterr().out
+    request.write_text(json.dumps({"prompt": "x", "frame_count": 120}))  # the input object alone works too
+    assert client.main(["--base", stack["base"], "--input", str(request), "--out", str(tmp_path / "no.mp4")]) == 1
+    assert "frame_count: must be 8k+1" in capsys.readouterr().err and not (tmp_path / "no.mp4").exists()
+
+
+def test_the_javascript_client_example_submits_polls_and_saves_the_mp4(stack, tmp_path):
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no Node.js on this machine")
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"input": {"prompt": "x", "width": 384, "height": 256, "frame_count": 9}}))
+    out = subprocess.run([node, str(ROOT / "examples" / "client" / "ltx2_client.mjs"), "--base", stack["base"],
+                          "--input", str(request), "--out", str(tmp_path / "clip.mp4")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert _video_facts(tmp_path / "clip.mp4") == {"width": 384, "height": 256, "frames": 9, "fps": 24.0,
+                                                   "audio": True}
