@@ -97,7 +97,6 @@ class File:
     planned: int = 0  # bytes to read from the start
     read: int = 0
     reason: str = ""  # why its reading ended early: missing, shrank, a read error
-    fd: int | None = None
     done_s: float | None = None  # seconds from the prefetch's start until its planned bytes were all read
 
     def why_short(self) -> str:
@@ -128,19 +127,20 @@ class Result:
 
 def library_files(comfy_python: str) -> list[Path]:
     """The shared libraries (*.so, *.so.N) under LIBRARY_PACKAGES in the site-packages of `comfy_python`'s
-    environment (a venv's bin/python, or a name found on PATH), largest first; [] if none is found."""
+    environment (a venv's bin/python, or a name found on PATH), each once (lib64 is often a link to lib), largest
+    first; [] if none is found."""
     found = shutil.which(comfy_python)
     if found is None:
         return []
     env = Path(os.path.abspath(found)).parent.parent  # a venv's python is a link: its own folder, not the target's
-    files: list[Path] = []
+    found_files: dict[tuple[int, int], tuple[int, Path]] = {}
     for site in sorted(env.glob("lib*/python3*/site-packages")):
         for package in LIBRARY_PACKAGES:
-            folder = site / package
-            if folder.is_dir():
-                files += [p for p in folder.rglob("*.so*") if p.is_file() and not p.is_symlink()
-                          and (p.name.endswith(".so") or ".so." in p.name)]
-    return sorted(set(files), key=lambda p: -p.stat().st_size)
+            for path in (site / package).rglob("*") if (site / package).is_dir() else ():
+                if path.is_file() and not path.is_symlink() and (path.name.endswith(".so") or ".so." in path.name):
+                    st = path.stat()
+                    found_files.setdefault((st.st_dev, st.st_ino), (st.st_size, path))
+    return [path for _, path in sorted(found_files.values(), key=lambda item: (-item[0], str(item[1])))]
 
 
 def in_read_order(names: list[str]) -> list[str]:
@@ -159,10 +159,9 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
         f = File(name, path)
         plan.append(f)
         try:
-            f.fd = os.open(path, os.O_RDONLY)
-            f.size = os.fstat(f.fd).st_size
+            f.size = os.stat(path).st_size
         except OSError as exc:
-            f.reason = "missing" if isinstance(exc, FileNotFoundError) else f"cannot be opened: {exc.strerror}"
+            f.reason = "missing" if isinstance(exc, FileNotFoundError) else f"cannot be read: {exc.strerror}"
             log.warning("%s: %s %s; not read", name, path, f.reason)
             continue
         f.planned = min(f.size, left)
@@ -187,15 +186,23 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
             if f.reason:
                 continue  # this file already ended
             done = 0
+            try:  # opened per chunk: thousands of library files must not hold as many descriptors at once
+                fd = os.open(f.path, os.O_RDONLY)
+            except OSError as exc:
+                _end(f, "missing" if isinstance(exc, FileNotFoundError) else f"cannot be opened: {exc.strerror}",
+                     lock)
+                continue
             try:
                 while done < length:
-                    n = read(f.fd, view[:length - done], offset + done)
+                    n = read(fd, view[:length - done], offset + done)
                     if n <= 0:
                         _end(f, f"shrank to {offset + done} bytes while being read", lock)
                         break
                     done += n
             except OSError as exc:
                 _end(f, f"read failed at byte {offset + done}: {exc.strerror or exc}", lock)
+            finally:
+                os.close(fd)
             with lock:
                 f.read += done
                 read_by_name[f.name] += done
@@ -215,9 +222,6 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
                     JOIN_GRACE_S)
     if time.monotonic() >= deadline and chunks.qsize():
         log.warning("deadline of %g s passed (PREFETCH_TIMEOUT_S); the rest is not read", timeout_s)
-    for f in plan:
-        if f.fd is not None:
-            os.close(f.fd)
     return Result(plan, time.monotonic() - started, readers, budget)
 
 

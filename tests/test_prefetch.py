@@ -205,8 +205,8 @@ def test_the_cli_stays_within_the_cgroups_memory(tmp_path, monkeypatch, caplog):
 
 
 def fake_environment(root: Path) -> tuple[Path, dict[str, int]]:
-    """A venv-like folder: bin/python and shared libraries of ComfyUI's packages and of others; (python, the
-    libraries that count with their sizes)."""
+    """A venv-like folder: bin/python, shared libraries of ComfyUI's packages and of others, lib64 a link to lib
+    (as in many venvs); (python, the libraries that count with their sizes)."""
     python = write(root / "bin" / "python", b"#!/bin/sh\n")
     python.chmod(0o755)
     site = root / "lib" / "python3.12" / "site-packages"
@@ -217,14 +217,31 @@ def fake_environment(root: Path) -> tuple[Path, dict[str, int]]:
     write(site / "jaxlib" / "xla_extension.so", os.urandom(70_000))  # not loaded by ComfyUI
     write(site / "torch" / "__init__.py", b"")  # not a shared library
     (site / "torch" / "lib" / "libtorch.so").symlink_to(site / "torch" / "lib" / "libtorch_cuda.so")  # read once
+    (root / "lib64").symlink_to(root / "lib")  # the same files again under another path: read once
     return python, {str(site / name): size for name, size in counted.items()}
 
 
-def test_the_libraries_are_comfyuis_packages_shared_objects_largest_first(tmp_path):
+def test_the_libraries_are_comfyuis_packages_shared_objects_once_largest_first(tmp_path):
     python, counted = fake_environment(tmp_path / "env")
     found = prefetch.library_files(str(python))
     assert [str(p) for p in found] == sorted(counted, key=lambda p: -counted[p])
     assert prefetch.library_files(str(tmp_path / "no-such-python")) == []
+
+
+def test_thousands_of_files_hold_no_more_descriptors_than_readers(tmp_path):
+    """25,260 files (every file of the packages, a variant tried on the GPU host) once exhausted the descriptor
+    limit, and no model was read."""
+    import resource
+
+    files = [("libraries", write(tmp_path / f"f{i}.py", b"x" * 10)) for i in range(300)]
+    files += files_of(tmp_path, {"checkpoint": 50_000})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        result = prefetch.prefetch(files, readers=4, budget=10**9, timeout_s=30, chunk=4096, read=Recorder())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert result.bytes_read == 300 * 10 + 50_000 and "skipped" not in result.summary()
 
 
 @pytest.mark.parametrize("libraries", [True, False])
