@@ -97,6 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("comfy_start_timeout_s", "comfy", "start_timeout_s", "COMFY_START_TIMEOUT_S", _ranged(float, 5, 3600)),
     Setting("comfy_extra_args", "comfy", "extra_args", "COMFY_EXTRA_ARGS", str),
     Setting("comfy_reserve_vram_gb", "comfy", "reserve_vram_gb", "COMFY_RESERVE_VRAM_GB", _ranged(float, 0, 64)),
+    Setting("decode_tile_px", "comfy", "decode_tile_px", "DECODE_TILE_PX", _ranged(int, 0, 4096)),
     Setting("volume_path", "volume", "path", "NETWORK_VOLUME_PATH", Path),
     Setting("allow_container_disk", "volume", "allow_container_disk", "ALLOW_CONTAINER_DISK", _bool),
     Setting("enable_models", "volume", "enable_models", "ENABLE_MODELS", str),
@@ -162,6 +163,7 @@ class Settings:
     comfy_start_timeout_s: float
     comfy_extra_args: str
     comfy_reserve_vram_gb: float
+    decode_tile_px: int
     volume_path: Path
     allow_container_disk: bool
     enable_models: str

@@ -3,6 +3,7 @@ job sees when ComfyUI is gone. A stand-in main.py plays ComfyUI (the real one is
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import textwrap
@@ -190,3 +191,11 @@ def test_a_failed_launch_at_boot_is_reported_by_every_job(tmp_path, monkeypatch)
     problem = health.worker_problem(load_settings())
     assert problem.refresh_worker is True
     assert problem.message.startswith("worker start-up failed: ComfyUI launch failed: nvidia-smi failed (GPU is lost)")
+
+
+def test_decode_tile_px_changes_the_graphs_decode_tile_only():
+    h100 = Gpu("NVIDIA H100 80GB HBM3", 79.6, 9.0)
+    plain, whole = profile_for(S, h100), profile_for(S.replace(decode_tile_px=1536), h100)
+    assert plain.graph.decode_tile_px == 0 and whole.graph.decode_tile_px == 1536
+    assert whole.flags == plain.flags and dataclasses.replace(whole.graph, decode_tile_px=0) == plain.graph
+    assert load_settings(env={"DECODE_TILE_PX": "1536"}).decode_tile_px == 1536
