@@ -6,15 +6,22 @@
 #   1. system packages, Python 3.11   2. torch (CUDA 12.8 wheels)   3. ComfyUI at its tag + its requirements
 #   4. the worker's requirements       5. the worker's code
 #
-# Base: NVIDIA's CUDA 12.8.1 runtime on Ubuntu 24.04, pinned by tag and digest. torch's cu128 wheels carry
-# their own CUDA libraries and kernels for sm_75..sm_120 (Ampere A100/A40/A6000/3090, Ada L40S/4090, Hopper
-# H100/H200, Blackwell B200/RTX PRO 6000/5090); the host driver must support CUDA 12.8 (driver 570+).
+# Base: NVIDIA's CUDA 12.8.1 *base* image on Ubuntu 24.04 (the container toolkit's settings and the CUDA 12.8
+# driver requirement, no CUDA libraries), pinned by tag and the tag's manifest-list digest. torch's cu128 wheels
+# carry their own CUDA libraries and kernels for sm_75..sm_120 (Ampere A100/A40/A6000/3090, Ada L40S/4090,
+# Hopper H100/H200, Blackwell B200/RTX PRO 6000/5090); the host driver must support CUDA 12.8 (driver 570+).
+# Why -base and not -runtime (measured in the stand-in build, 2026-12-05, with ldd): every CUDA library torch
+# links (cudart, cublas, cublasLt, cudnn, cusparse, cufft, curand, nccl, nvrtc, nvJitLink, cupti) resolves inside
+# site-packages/nvidia through torch's $ORIGIN runpath, in a build that has no /usr/local/cuda at all, and the
+# driver's libcuda comes from the host; -runtime's libraries (about 2.5-3 GB) were a second, unused copy. The
+# digest is the one public Dockerfiles and lock files give for this tag (linux/amd64 manifest e711c993...); the
+# development machines reach no registry, so the Image workflow's build and smoke test check it before a push.
 #
 # Built with no build-args, this is exactly the image that ships. The build-args below exist only so that
 # tests/image/smoke.sh can build this same file where no registry and no GitHub are reachable (stand-in base
 # and uv images, the base's own Python, torch from PyPI, ComfyUI's tree in a local image); that script's
 # stand-in values, and which lines they change, are tested (tests/test_image_build.py).
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04@sha256:ebef3c171eeef0298e4eb2e4be843105edf3b8b0ac45e0b43acee358e8046867
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04@sha256:133c78a0575303be34164d0b90137a042172bdf60696af01a3c424ab402d86e2
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.11.14@sha256:1025398289b62de8269e70c45b91ffa37c373f38118d7da036fb8bb8efc85d97
 # Where ComfyUI's tree comes from: by default the CUDA image, in which the stage below clones the tag; a build
 # that cannot reach GitHub names an image holding the tag's tree at /comfyui instead, and the clone is skipped.

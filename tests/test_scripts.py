@@ -114,7 +114,8 @@ def test_entrypoint_serves_jobs_while_the_prefetch_still_reads(tmp_path):
             body = api.runsync({"prompt": "x", "width": 512, "height": 288, "frame_count": 9, "steps": 6}, timeout=60)
             assert body["status"] == "COMPLETED", body
             text = log.read_text()
-            assert "prefetch: 4 files" in text and "prefetch: read " not in text, "the job ran during the prefetch"
+            assert "prefetch: 4 model files" in text and "prefetch: read " not in text, \
+                "the job ran during the prefetch"
             gate.touch()
             give_up = time.monotonic() + 30
             while "prefetch: read " not in log.read_text():
