@@ -17,11 +17,14 @@ ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21", "3:2", "2:
 FIELDS = (
     "prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps", "seed",
     "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength", "keyframes", "loras",
+    "camera_motion", "camera_strength",
 )
 KEYFRAME_FIELDS = ("image", "frame", "strength")
 LORA_FIELDS = ("url", "strength")
 LORA_STRENGTH = (-2.0, 2.0)
 MODES = ("standard", "distilled")
+# Lightricks' camera-control LoRAs for LTX-2 19B (ltx2_worker.camera); fal's `camera_lora` names, "none" = absent
+CAMERA_MOVES = ("dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static")
 # Stage 1 runs at half size on ComfyUI's 32-pixel latent grid and EmptyLTXVLatentVideo rounds down silently,
 # so the graph generates at multiples of 64 and centre-crops to the asked size (ltx2_worker.workflow; a slice:
 # no resampling, and for 1280x720 the same pixels as ImageScale's centre crop gave). Limits on the clip's size
@@ -58,6 +61,7 @@ class LoraSpec:
     field: str  # "loras[i].url", for errors
     url: str = dataclasses.field(repr=False)  # may carry a signed query: never logged whole
     strength: float
+    max_mb: float | None = None  # largest file accepted; None: MAX_LORA_MB (the worker's own LoRAs set theirs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,8 @@ class VideoRequest:
     mode: str = "standard"  # "standard": dev checkpoint + distilled LoRA; "distilled": the fast checkpoint
     keyframes: tuple[Keyframe, ...] = ()  # `image` is the keyframe at frame 0; frames distinct, sorted
     loras: tuple[LoraSpec, ...] = ()
+    camera_motion: str | None = None  # one of CAMERA_MOVES; applied as one more LoRA, outside MAX_LORAS
+    camera_strength: float = 1.0
 
     @property
     def duration_seconds(self) -> float:
@@ -116,8 +122,13 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
                 raise InputError(field, "is fixed in distilled mode (8 steps, CFG 1); leave it out")
     keyframes = _keyframes(raw, frame_count, settings.max_keyframes)
     loras = _loras(raw, settings.max_loras)
+    camera = raw.get("camera_motion")
+    camera = None if camera == "none" else _choice(raw, "camera_motion", CAMERA_MOVES, None)
+    if camera is None and raw.get("camera_strength") is not None:
+        raise InputError("camera_strength", "needs a camera_motion")
+    camera_strength = _number(raw, "camera_strength", 1.0, 0.0, 1.0)
     return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery,
-                        mode, keyframes, loras)
+                        mode, keyframes, loras, camera, camera_strength)
 
 
 def _image_spec(value: Any, field: str) -> str:
@@ -284,11 +295,14 @@ def _number(raw: dict, field: str, default: float | None, low: float, high: floa
     return float(value)
 
 
-def _choice(raw: dict, field: str, choices: tuple[str, ...]) -> str:
-    """One of `choices`; absent or null is the first."""
+_FIRST = object()
+
+
+def _choice(raw: dict, field: str, choices: tuple[str, ...], default: Any = _FIRST) -> Any:
+    """One of `choices`; absent or null is `default`, else the first."""
     value = raw.get(field)
     if value is None:
-        return choices[0]
+        return choices[0] if default is _FIRST else default
     if value not in choices:
         raise InputError(field, f"must be one of {', '.join(choices)}, got {_short_repr(value)}")
     return value

@@ -120,7 +120,8 @@ class LoraCache:
                     digest.update(chunk)
                     f.write(chunk)
 
-                fetch(spec.url, spec.field, int(s.max_lora_mb * 1_000_000), timeout, write, hub_token_headers)
+                max_mb = spec.max_mb if spec.max_mb is not None else s.max_lora_mb
+                fetch(spec.url, spec.field, int(max_mb * 1_000_000), timeout, write, hub_token_headers)
                 f.flush()
                 os.fsync(f.fileno())
             try:

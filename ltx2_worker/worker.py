@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import health
+from .camera import camera_lora
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files
 from .failures import ProvisionError
 from .gpu import GpuError, Profile, detect_gpu, profile_for
@@ -146,7 +147,9 @@ class Worker:
             if images:
                 timings["image"] = time.monotonic() - mark
             mark = time.monotonic()
-            loras = [self.loras.get(spec, deadline) for spec in req.loras]
+            specs = list(req.loras) + ([camera_lora(req.camera_motion, req.camera_strength)]
+                                       if req.camera_motion else [])
+            loras = [self.loras.get(spec, deadline) for spec in specs]
             if loras:
                 timings["loras"] = time.monotonic() - mark
             self._wait_ready(deadline, timings)
@@ -304,7 +307,10 @@ class Worker:
             conditioning["keyframes"] = [{"frame": k.frame, "strength": k.strength} for k in req.keyframes]
         if req.loras:
             conditioning["loras"] = [{"url": spec.url, "sha256": lora.sha256, "strength": spec.strength}
-                                     for spec, lora in zip(req.loras, loras, strict=True)]
+                                     for spec, lora in zip(req.loras, loras, strict=False)]
+        if req.camera_motion:
+            conditioning["camera_motion"] = {"move": req.camera_motion, "strength": req.camera_strength,
+                                             "sha256": loras[-1].sha256}
         return {
             **payload,
             "seed": req.seed,

@@ -160,12 +160,13 @@ class Workflow:
               choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None,
               loras: Sequence[str] = ()) -> dict[str, Any]:
         """A patched copy of the graph for one request; the loaded graph is never changed. `images[i]` is
-        req.keyframes[i]'s image, already uploaded to ComfyUI's input folder; `loras[i]` is req.loras[i]'s file
-        as ComfyUI's `loras` folder lists it. Without `encoding` the MP4 is written by ComfyUI's SaveVideo as
-        exported."""
-        if len(images) != len(req.keyframes) or len(loras) != len(req.loras):
+        req.keyframes[i]'s image, already uploaded to ComfyUI's input folder; `loras` are the files of
+        req.loras, then of the camera move's LoRA if any, as ComfyUI's `loras` folder lists them. Without
+        `encoding` the MP4 is written by ComfyUI's SaveVideo as exported."""
+        strengths = [spec.strength for spec in req.loras] + ([req.camera_strength] if req.camera_motion else [])
+        if len(images) != len(req.keyframes) or len(loras) != len(strengths):
             raise ValueError(f"{len(images)} images for {len(req.keyframes)} keyframes, {len(loras)} LoRA files "
-                             f"for {len(req.loras)} LoRAs")
+                             f"for {len(strengths)} LoRAs (the camera move's included)")
         graph = copy.deepcopy(self.graph)
         gen_w, gen_h = generation_size(req.width, req.height)
         self.node(graph, "positive_prompt")["text"] = req.prompt
@@ -190,7 +191,7 @@ class Workflow:
         elif choices.lora_bypass:  # LoraLoaderModelOnly's inputs, on the checkpoint's model as exported
             graph[self.node_ids["lora"]]["class_type"] = LORA_BYPASS_NODE
         if loras:
-            self._user_loras(graph, [(name, spec.strength) for name, spec in zip(loras, req.loras, strict=True)])
+            self._user_loras(graph, list(zip(loras, strengths, strict=True)))
         if images:
             self._keyframes(graph, list(zip(images, req.keyframes, strict=True)))
         if not req.audio:

@@ -520,4 +520,4 @@ def test_n8n_request_is_one_the_worker_accepts_and_it_reads_fields_the_worker_re
 def test_each_request_example_is_one_the_worker_accepts(path):
     body = _json(str(path.relative_to(ROOT)))
     req = _valid(body["input"])
-    assert req.keyframes or req.loras, "each example shows a feature beyond plain text-to-video"
+    assert req.keyframes or req.loras or req.camera_motion, "each example shows a feature beyond plain text-to-video"

@@ -165,12 +165,13 @@ def test_null_is_absent_for_every_optional_field():
     req = parse_request({"prompt": "x", **nulls}, S)
     assert (req.delivery, req.mode, req.audio, req.keyframes, req.loras) == ("auto", "standard", True, (), ())
     assert (req.width, req.height, req.frame_count) == (S.default_width, S.default_height, S.default_frame_count)
+    assert (req.camera_motion, req.camera_strength) == (None, 1.0)
 
 
 def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
                            "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength",
-                           "keyframes", "loras"}
+                           "keyframes", "loras", "camera_motion", "camera_strength"}
 
 
 def test_modes_and_image_fields():
@@ -205,3 +206,28 @@ def test_an_empty_array_is_none_for_keyframes_and_loras_alike():
     for field in ("keyframes", "loras"):
         req = parse_request({"prompt": "x", field: []}, S)
         assert (req.keyframes, req.loras) == ((), ()), field
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"camera_motion": "dolly_in"}, ("dolly_in", 1.0)),
+    ({"camera_motion": "jib_down", "camera_strength": 0.4}, ("jib_down", 0.4)),
+    ({"camera_motion": "none"}, (None, 1.0)),  # fal's "none"
+    ({"camera_motion": None, "camera_strength": None}, (None, 1.0)),
+])
+def test_camera_motion_is_one_of_the_moves_at_a_strength(raw, expected):
+    req = parse_request({"prompt": "x", **raw}, S)
+    assert (req.camera_motion, req.camera_strength) == expected and req.loras == ()
+
+
+@pytest.mark.parametrize("raw, field, rule", [
+    ({"camera_motion": "pan_left"}, "camera_motion", "must be one of dolly_in, dolly_out, dolly_left, dolly_right, "
+                                                     "jib_up, jib_down, static, got 'pan_left'"),
+    ({"camera_motion": 1}, "camera_motion", "must be one of"),
+    ({"camera_strength": 0.5}, "camera_strength", "needs a camera_motion"),
+    ({"camera_motion": "static", "camera_strength": 1.5}, "camera_strength", "from 0.0 to 1.0"),
+    ({"camera_motion": "static", "camera_strength": "1"}, "camera_strength", "number"),
+])
+def test_camera_errors_name_the_field_and_the_rule(raw, field, rule):
+    with pytest.raises(InputError) as info:
+        parse_request({"prompt": "x", **raw}, S)
+    assert info.value.field == field and rule in info.value.rule, str(info.value)

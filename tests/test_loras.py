@@ -321,3 +321,30 @@ def test_a_cache_folder_that_cannot_be_made_is_a_clear_error_naming_the_setting(
     out = worker.handle({"id": "c", "input": {**SMALL, "loras": [{"url": f"{web['base']}/style.safetensors"}]}})
     assert set(out) == {"error"} and "LORA_CACHE_DIR" in out["error"] and str(blocker) in out["error"], out
     assert "internal error" not in out["error"] and comfy.submitted == [] and web["site"].hits == []
+
+
+
+def test_a_camera_move_fetches_lightricks_lora_from_the_hub_once_outside_max_loras(tmp_path, stack):
+    """camera_motion: the move's file from its Lightricks repo on HF_ENDPOINT's hub, through the LoRA cache (its
+    checks, its sha256), applied after the request's LoRAs; MAX_LORAS counts only the request's."""
+    comfy, worker, web = stack
+    worker.settings = worker.settings.replace(max_loras=1)
+    cam = "/Lightricks/LTX-2-19b-LoRA-Camera-Control-Dolly-In/resolve/main/ltx-2-19b-lora-camera-control-dolly-in" \
+          ".safetensors"
+    web["routes"][cam] = _lora(tmp_path / "cam.safetensors")
+    web["routes"]["/style.safetensors"] = _lora(tmp_path / "style.safetensors")
+    job = {**SMALL, "loras": [{"url": f"{web['base']}/style.safetensors"}], "camera_motion": "dolly_in",
+           "camera_strength": 0.8}
+    out = worker.handle({"id": "cam", "input": job})
+    assert "error" not in out, out
+    assert out["camera_motion"] == {"move": "dolly_in", "strength": 0.8,
+                                    "sha256": hashlib.sha256(web["routes"][cam]).hexdigest()}
+    assert [lora["url"] for lora in out["loras"]] == [f"{web['base']}/style.safetensors"]
+    graph = comfy.submitted[-1]["prompt"]
+    assert graph["ltx2:user_lora_1"]["inputs"]["strength_model"] == 0.8
+    hits = list(web["site"].hits)
+    assert cam in hits
+    again = worker.handle({"id": "cam2", "input": {**SMALL, "camera_motion": "dolly_in"}})
+    assert "error" not in again and web["site"].hits == hits, "the move's LoRA is cached"
+    missing = worker.handle({"id": "cam3", "input": {**SMALL, "camera_motion": "static"}})
+    assert missing["error"].startswith("camera_motion: URL answered HTTP 404"), missing

@@ -347,3 +347,17 @@ def test_user_loras_chain_on_the_checkpoint_and_feed_both_stages(mode):
         assert g[WF.node_ids["lora"]]["inputs"]["model"] == ["ltx2:user_lora_1", 0]
     else:
         assert stage2 == ["ltx2:user_lora_1", 0]
+
+
+def test_a_camera_move_is_one_more_bypass_lora_after_the_requests_on_both_stages():
+    req = parse_request({"prompt": "x", "loras": [{"url": "https://a.example/a.safetensors", "strength": 0.7}],
+                         "camera_motion": "dolly_left", "camera_strength": 0.6}, S)
+    g = WF.build(req, "ltx2/c", loras=["a.safetensors", "cam.safetensors"], choices=GraphChoices(lora_bypass=True))
+    assert [(g[n]["inputs"]["lora_name"], g[n]["inputs"]["strength_model"], g[n]["class_type"])
+            for n in ("ltx2:user_lora_0", "ltx2:user_lora_1")] == [
+        ("a.safetensors", 0.7, "LoraLoaderBypassModelOnly"), ("cam.safetensors", 0.6, "LoraLoaderBypassModelOnly")]
+    last = ["ltx2:user_lora_1", 0]
+    assert g[WF.node_ids["guider_stage1"]]["inputs"]["model"] == last
+    assert g[WF.node_ids["lora"]]["inputs"]["model"] == last  # stage 2's distilled LoRA goes on top
+    with pytest.raises(ValueError, match="camera move's included"):
+        WF.build(req, "ltx2/c", loras=["a.safetensors"])

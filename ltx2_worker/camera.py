@@ -1,0 +1,29 @@
+"""A request's `camera_motion` as the LoRA that makes it: Lightricks' camera-control LoRAs for LTX-2 19B, one
+Hugging Face repo per move. The worker fetches the move's file through the LoRA cache (the same download,
+checks and cache as a request's LoRAs) on first use and applies it as it applies those, outside MAX_LORAS.
+
+No commit of these repos is recorded here (the project's machines reach no hub), so the file is read from `main`
+and pinned by what the cache records on first use (its sha256, reported in the response); sizes from
+ComfyUI-Manager's model list: about 327 MB for the dollies, 2.21 GB for the jibs and static.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .job import LoraSpec
+
+REPO = "Lightricks/LTX-2-19b-LoRA-Camera-Control-{title}"
+FILE = "ltx-2-19b-lora-camera-control-{slug}.safetensors"
+REVISION = "main"
+MAX_MB = 2400  # the largest move's file (2.21 GB) with room; above MAX_LORA_MB's default, these are the worker's own
+HUB = "https://huggingface.co"
+
+
+def camera_lora(move: str, strength: float) -> LoraSpec:
+    """The LoRA of `move` (job.CAMERA_MOVES) at `strength`, from HF_ENDPOINT's hub (huggingface.co unless set)."""
+    title = "-".join(part.capitalize() for part in move.split("_"))
+    endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
+    url = (f"{endpoint}/{REPO.format(title=title)}/resolve/{REVISION}/"
+           f"{FILE.format(slug=move.replace('_', '-'))}")
+    return LoraSpec("camera_motion", url, strength, MAX_MB)
