@@ -9,9 +9,16 @@ ComfyUI-Manager's model list: about 327 MB for the dollies, 2.21 GB for the jibs
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
-from .job import LoraSpec
+from .job import CAMERA_MOVES, InputError, LoraSpec
+from .lora_cache import LoraCache, LoraCacheUnusable
+from .manifest import CAMERA_PREFIX, enabled_names
+from .settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
 
 REPO = "Lightricks/LTX-2-19b-LoRA-Camera-Control-{title}"
 FILE = "ltx-2-19b-lora-camera-control-{slug}.safetensors"
@@ -27,3 +34,28 @@ def camera_lora(move: str, strength: float) -> LoraSpec:
     url = (f"{endpoint}/{REPO.format(title=title)}/resolve/{REVISION}/"
            f"{FILE.format(slug=move.replace('_', '-'))}")
     return LoraSpec("camera_motion", url, strength, MAX_MB)
+
+
+def enabled_moves(settings: Settings) -> list[str]:
+    """The moves ENABLE_MODELS names as camera_<move> (camera_all: every move), in CAMERA_MOVES' order."""
+    names = {n[len(CAMERA_PREFIX):] for n in enabled_names(settings) if n.startswith(CAMERA_PREFIX)}
+    unknown = names - set(CAMERA_MOVES) - {"all"}
+    if unknown:
+        raise SettingsError(f"ENABLE_MODELS names unknown camera moves {sorted(unknown)}; known: "
+                            f"{', '.join(CAMERA_PREFIX + m for m in (*CAMERA_MOVES, 'all'))}")
+    return [m for m in CAMERA_MOVES if m in names or "all" in names]
+
+
+def fetch_enabled(settings: Settings, cache: LoraCache, timeout_s: float) -> list[str]:
+    """At boot: each enabled move's LoRA into the cache, so no job waits for its download; the moves fetched.
+    A move that cannot be fetched is logged and left for its first job (which then says why)."""
+    done = []
+    for move in enabled_moves(settings):
+        try:
+            cached = cache.get(camera_lora(move, 1.0), time.monotonic() + timeout_s)
+        except (InputError, LoraCacheUnusable, OSError) as exc:
+            log.warning("camera move %s not fetched at boot (its first job tries again): %s", move, exc)
+            continue
+        log.info("camera move %s: %s (%.2f GB) in the LoRA cache", move, cached.name, cached.size / 1e9)
+        done.append(move)
+    return done

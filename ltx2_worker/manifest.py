@@ -31,9 +31,17 @@ class ModelFile:
         return volume / "models" / self.folder / self.name
 
 
-def enabled_roles(settings: Settings) -> set[str]:
-    """The optional manifest roles ENABLE_MODELS names."""
+CAMERA_PREFIX = "camera_"  # ENABLE_MODELS=camera_<move>: a camera move's LoRA (ltx2_worker.camera), not a role
+
+
+def enabled_names(settings: Settings) -> set[str]:
+    """Every name ENABLE_MODELS lists."""
     return {r.strip() for r in settings.enable_models.split(",") if r.strip()}
+
+
+def enabled_roles(settings: Settings) -> set[str]:
+    """The optional manifest roles ENABLE_MODELS names (camera moves aside)."""
+    return {r for r in enabled_names(settings) if not r.startswith(CAMERA_PREFIX)}
 
 
 def load_manifest(settings: Settings, config_file: Path | None = None) -> list[ModelFile]:

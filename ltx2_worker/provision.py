@@ -18,10 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from .camera import enabled_moves, fetch_enabled
 from .download import download, hub_url, part_path
 from .failures import ProvisionError, endpoint_of, failure, volume_cause
 from .health import record_boot_failure
 from .locking import VolumeLock
+from .lora_cache import LoraCache, checkpoint_layers
 from .manifest import ModelFile, load_manifest
 from .model_cache import cached_files, model_path
 from .settings import Settings, SettingsError, load_settings
@@ -152,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"OK all {len(models)} model files are valid: {where}")
             return 0
         provision(settings, models, sha256=args.sha256)
+        if enabled_moves(settings):  # camera moves ENABLE_MODELS names: into the LoRA cache now, not at a job
+            fetch_enabled(settings, LoraCache(settings, lambda: checkpoint_layers(settings)),
+                          settings.lora_fetch_timeout_s)
         return 0
     except (ProvisionError, SettingsError, OSError) as exc:
         message = f"model provisioning failed: {exc}"

@@ -21,10 +21,8 @@ from .image_input import load_image
 from .job import InputError, VideoRequest, parse_request
 from .ladder import step_down
 from .launch import CACHE_FLAG
-from .lora_cache import CachedLora, LoraCache, LoraCacheUnusable
-from .lora_check import transformer_layers
+from .lora_cache import CachedLora, LoraCache, LoraCacheUnusable, checkpoint_layers
 from .manifest import load_manifest
-from .model_cache import cached_files, model_of, model_path
 from .output import (
     BUCKET_ENV,
     OUTPUT_DIR_FIX,
@@ -93,7 +91,7 @@ class Worker:
         self.output_warned = False
         self.encoding: Encoding | None = Encoding(settings.x264_preset, settings.x264_crf)
         self.setup_checked = False  # whether ComfyUI was checked for what the launcher gives it (nodes, cache flag)
-        self.loras = LoraCache(settings, lambda: _checkpoint_layers(settings))
+        self.loras = LoraCache(settings, lambda: checkpoint_layers(settings))
 
     def check_output_folder(self) -> str | None:
         """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
@@ -371,13 +369,6 @@ def _gpu_profile(settings: Settings) -> Profile:
     profile = profile_for(settings, gpu)
     log.info("memory class %s: %s", profile.name, profile.graph)
     return profile
-
-
-def _checkpoint_layers(settings: Settings) -> dict[str, tuple[int, ...]]:
-    """The transformer layers a request's LoRA must fit, from the header of the checkpoint ComfyUI loads."""
-    models = load_manifest(settings)
-    checkpoint = model_of(models, "checkpoint")
-    return transformer_layers(model_path(settings, checkpoint, cached_files(settings, models)))
 
 
 def _error(message: str, refresh_worker: bool) -> dict[str, Any]:

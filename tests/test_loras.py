@@ -348,3 +348,28 @@ def test_a_camera_move_fetches_lightricks_lora_from_the_hub_once_outside_max_lor
     assert "error" not in again and web["site"].hits == hits, "the move's LoRA is cached"
     missing = worker.handle({"id": "cam3", "input": {**SMALL, "camera_motion": "static"}})
     assert missing["error"].startswith("camera_motion: URL answered HTTP 404"), missing
+
+
+def test_enable_models_fetches_camera_moves_at_boot_so_no_job_waits_for_them(tmp_path, web, caplog):
+    from ltx2_worker.camera import camera_lora, enabled_moves, fetch_enabled
+    from ltx2_worker.manifest import enabled_roles
+    from ltx2_worker.settings import SettingsError
+
+    dolly = "/Lightricks/LTX-2-19b-LoRA-Camera-Control-Dolly-Out/resolve/main/ltx-2-19b-lora-camera-control-dolly-out" \
+            ".safetensors"
+    web["routes"][dolly] = _lora(tmp_path / "dolly-out.safetensors")
+    settings = _settings(tmp_path, ENABLE_MODELS="checkpoint_distilled, camera_dolly_out, camera_jib_up")
+    assert enabled_roles(settings) == {"checkpoint_distilled"}, "camera moves are no manifest roles"
+    assert enabled_moves(settings) == ["dolly_out", "jib_up"]
+    assert enabled_moves(settings.replace(enable_models="camera_all")) == [
+        "dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static"]
+    with pytest.raises(SettingsError, match=r"unknown camera moves \['pan'\]"):
+        enabled_moves(settings.replace(enable_models="camera_pan"))
+    cache = _cache(settings)
+    with caplog.at_level("WARNING"):
+        assert fetch_enabled(settings, cache, 30) == ["dolly_out"]  # jib_up is not on this hub: left for its job
+    assert "camera move jib_up not fetched at boot" in caplog.text and "HTTP 404" in caplog.text
+    hits = list(web["site"].hits)
+    cached = cache.get(camera_lora("dolly_out", 0.5), time.monotonic() + 30)
+    assert cached.sha256 == hashlib.sha256(web["routes"][dolly]).hexdigest()
+    assert web["site"].hits == hits, "a job finds the move in the cache"

@@ -262,3 +262,15 @@ def test_a_download_with_the_wrong_content_is_discarded(tmp_path, volume):
     assert "loras/ltx-2-19b-distilled-lora-384.safetensors has sha256" in result.stderr and "discarded" in result.stderr
     assert not target(volume, "lora").exists()
     assert SECRET_TOKEN not in result.stderr + result.stdout
+
+
+def test_a_camera_move_that_cannot_be_fetched_at_boot_does_not_fail_the_boot(tmp_path, volume, hub):
+    """ENABLE_MODELS=camera_<move> fetches the move's LoRA after the models; failing that (here the hub is plain
+    http, which LoRA downloads refuse) only leaves it for its first job."""
+    env = env_for(tmp_path, volume, hub, ENABLE_MODELS="camera_static")
+    result = run_cli(env, "--boot")
+    assert result.returncode == 0, result.stderr
+    assert "camera move static not fetched at boot (its first job tries again): camera_motion: " in result.stderr
+    assert health.worker_problem(load_settings(env=env)) is None
+    bad = run_cli({**env, "ENABLE_MODELS": "camera_pan"}, "--boot")
+    assert bad.returncode == 1 and "unknown camera moves ['pan']" in bad.stderr
