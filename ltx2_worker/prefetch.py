@@ -161,7 +161,7 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
         try:
             f.size = os.stat(path).st_size
         except OSError as exc:
-            f.reason = "missing" if isinstance(exc, FileNotFoundError) else f"cannot be read: {exc.strerror}"
+            f.reason = _unreadable(exc)
             log.warning("%s: %s %s; not read", name, path, f.reason)
             continue
         f.planned = min(f.size, left)
@@ -189,8 +189,7 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
             try:  # opened per chunk: thousands of library files must not hold as many descriptors at once
                 fd = os.open(f.path, os.O_RDONLY)
             except OSError as exc:
-                _end(f, "missing" if isinstance(exc, FileNotFoundError) else f"cannot be opened: {exc.strerror}",
-                     lock)
+                _end(f, _unreadable(exc), lock)
                 continue
             try:
                 while done < length:
@@ -223,6 +222,11 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
     if time.monotonic() >= deadline and chunks.qsize():
         log.warning("deadline of %g s passed (PREFETCH_TIMEOUT_S); the rest is not read", timeout_s)
     return Result(plan, time.monotonic() - started, readers, budget)
+
+
+def _unreadable(exc: OSError) -> str:
+    """Why a file cannot be read at all, as its summary line says it."""
+    return "missing" if isinstance(exc, FileNotFoundError) else f"cannot be opened: {exc.strerror}"
 
 
 def _end(f: File, reason: str, lock: threading.Lock) -> None:

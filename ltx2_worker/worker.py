@@ -303,12 +303,14 @@ class Worker:
         conditioning: dict[str, Any] = {}
         if req.keyframes:
             conditioning["keyframes"] = [{"frame": k.frame, "strength": k.strength} for k in req.keyframes]
+        requested, camera = loras[:len(req.loras)], loras[len(req.loras):]  # the camera move's LoRA comes last
         if req.loras:
             conditioning["loras"] = [{"url": spec.url, "sha256": lora.sha256, "strength": spec.strength}
-                                     for spec, lora in zip(req.loras, loras, strict=False)]
+                                     for spec, lora in zip(req.loras, requested, strict=True)]
         if req.camera_motion:
+            (camera_file,) = camera
             conditioning["camera_motion"] = {"move": req.camera_motion, "strength": req.camera_strength,
-                                             "sha256": loras[-1].sha256}
+                                             "sha256": camera_file.sha256}
         return {
             **payload,
             "seed": req.seed,
