@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loras", action="store_true", help="worker and class configs: then jobs with a request's LoRA "
                    "(stand-ins of Lightricks' camera LoRAs' size, rank 16 on every block linear): a new one, the "
                    "same again twice, another new one, none again")
+    p.add_argument("--camera", default="", metavar="MOVE",
+                   help="worker and class configs: then jobs with camera_motion MOVE (its first use, cached, and a "
+                        "plain job after them), its LoRA a stand-in of the real file's size served locally")
     p.add_argument("--keyframes", type=int, nargs="?", const=2, default=0, metavar="N",
                    help="worker and class configs: then N first-and-last-frame jobs (default 2)")
     p.add_argument("--distilled", type=int, nargs="?", const=1, default=0, metavar="N",
@@ -429,10 +432,12 @@ def psnr(a, b) -> float | None:
 
 LORA_URL = "https://bench.invalid/{}.safetensors"  # the bench's LoRAs: served from LORA_DIR, not the network
 LORA_RANK = 16  # Lightricks' camera LoRAs are ~0.33 GB: rank 16 on all 1,344 block linears is that size
+# the stand-in camera LoRA's rank for each move: the dollies' files are ~0.33 GB, the jibs' and static's 2.21 GB
+CAMERA_RANKS = {"dolly_in": 16, "dolly_out": 16, "dolly_left": 16, "dolly_right": 16, "jib": 108}
 
 
-def make_loras(volume: Path, out: Path, names=("lora-a", "lora-b")) -> None:
-    """Stand-in request LoRAs for the stand-in checkpoint: random, rank LORA_RANK on every block linear."""
+def make_loras(volume: Path, out: Path, names=("lora-a", "lora-b"), rank: int = LORA_RANK) -> None:
+    """Stand-in LoRAs for the stand-in checkpoint: random, of `rank` on every block linear."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -449,9 +454,9 @@ def make_loras(volume: Path, out: Path, names=("lora-a", "lora-b")) -> None:
             if layer.startswith("transformer_blocks.") and layer.endswith(".weight") and len(shape) == 2 \
                     and min(shape) > 1:
                 base = f"diffusion_model.{layer[:-len('.weight')]}"
-                tensors[f"{base}.lora_A.weight"] = (rng.standard_normal((LORA_RANK, shape[1]), np.float32)
+                tensors[f"{base}.lora_A.weight"] = (rng.standard_normal((rank, shape[1]), np.float32)
                                                     * 0.01).astype(np.float16)
-                tensors[f"{base}.lora_B.weight"] = (rng.standard_normal((shape[0], LORA_RANK), np.float32)
+                tensors[f"{base}.lora_B.weight"] = (rng.standard_normal((shape[0], rank), np.float32)
                                                     * 0.01).astype(np.float16)
         save_file(tensors, str(out / f"{name}.safetensors"))
 
@@ -485,6 +490,8 @@ class Run:
                     "COMFY_LOG_FILE": str(self.tmp / "comfyui.log"), "COMFY_PID_FILE": str(self.tmp / "comfyui.pid"),
                     "BOOT_ERROR_FILE": str(self.tmp / "boot-error"), "COMFY_EXTRA_ARGS": shlex.join(self.flags),
                     "MAX_INLINE_MB": "400", "JOB_TIMEOUT_S": "900", "LTX2_CONFIG": str(stand_in_config(args, tmp))}
+        from ltx2_worker.settings import SETTINGS  # the shell's settings reach the worker as they reach ComfyUI
+        self.env.update({s.env: os.environ[s.env] for s in SETTINGS if s.env in os.environ and s.env not in self.env})
         if not args.sizes:  # the largest requests run with the worker's OOM ladder; other jobs must fit as they are
             self.env["OOM_LADDER"] = ""
         if args.distilled:
@@ -686,9 +693,14 @@ def main(argv: list[str] | None = None) -> int:
     from ltx2_worker.settings import load_settings
 
     reserve = load_settings(env={}).comfy_reserve_vram_gb
-    if args.loras:
+    if args.loras or args.camera:
         started = time.monotonic()
         make_loras(args.volume, tmp / "loras")
+        if args.camera:  # named as the real file, which is what the worker's URL for the move ends in
+            from ltx2_worker.camera import camera_lora
+
+            make_loras(args.volume, tmp / "loras", [camera_lora(args.camera, 1.0).url.rsplit("/", 1)[1][:-12]],
+                       CAMERA_RANKS.get(args.camera, CAMERA_RANKS["jib"]))
         serve_loras_from(tmp / "loras")
         shutil.rmtree(args.volume / "lora-cache", ignore_errors=True)  # each configuration's first use is new
         print(f"stand-in LoRAs made in {time.monotonic() - started:.1f} s", flush=True)
@@ -755,6 +767,11 @@ def plan_for(name: str, args: argparse.Namespace) -> list[tuple]:
                         ("lora-other-new", PROMPTS[0], 55, "standard", None,
                          {"loras": [{"url": LORA_URL.format("lora-b")}]}),
                         ("lora-none", PROMPTS[0], 56, "standard", None, None)]
+    if args.camera:
+        camera = {"camera_motion": args.camera}
+        conditioned += [("camera-new", PROMPTS[0], 57, "standard", None, camera),
+                        ("camera-again", PROMPTS[0], 58, "standard", None, camera),
+                        ("camera-none", PROMPTS[0], 59, "standard", None, None)]
     if not ours:  # the earlier package's graph, or another class's choices: the standard clip, the largest ones
         return plan + (conditioned + sizes if name.startswith("class-") else [])
     plan += conditioned

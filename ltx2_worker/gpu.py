@@ -19,7 +19,7 @@ import dataclasses
 import shlex
 import subprocess
 
-from .settings import Settings
+from .settings import EVERY_CLASS_CLIP, ClipLimits, Settings
 from .workflow import GraphChoices
 
 FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwell
@@ -27,6 +27,10 @@ FP8_FAST_FROM_CC = 8.9  # FP8 matrix multiplication needs Ada, Hopper or Blackwe
 # (11.7 GB), the VAEs, the upscaler and a 1920 x 1080 x 121 job (peak 54.8 GiB) fit
 LARGE_FROM_GB = 64
 LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of memory in the text encoder
+# The 80 GB class's longest clips, measured on an H200 held to 79.6 GiB and a real H100 (docs/performance.md,
+# 2026-12-05): 1280 x 720 x 481 (20 s at 24 fps) in 80-85 s at a peak of 62-64 GiB, 1920 x 1080 x 225 (the same
+# pixels) in 82-88 s at 65.6-65.8 GiB, no OOM-ladder rung. The other classes keep EVERY_CLASS_CLIP, unmeasured beyond.
+LARGE_CLASS_CLIP = ClipLimits(max_frames=481, max_clip_pixels=1280 * 768 * 481)
 # the worker's decode and upscaler-loader nodes cost no memory: every GPU class uses them
 EVERY_CLASS = GraphChoices(tile_memory_decode=True, fast_upscaler_load=True)
 
@@ -46,11 +50,13 @@ class Gpu:
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """One memory class: its name (logged, and shown by the benchmark), ComfyUI flags and graph choices."""
+    """One memory class: its name (logged, and shown by the benchmark), ComfyUI flags, graph choices, and the
+    largest clip it serves where MAX_FRAMES and MAX_CLIP_PIXELS are auto."""
 
     name: str
     flags: tuple[str, ...]
     graph: GraphChoices
+    clip: ClipLimits = EVERY_CLASS_CLIP
 
 
 def detect_gpu() -> Gpu | None:
@@ -89,7 +95,7 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
             profile = Profile("large", ("--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc", *fast,
                                         *reserve),
                               dataclasses.replace(EVERY_CLASS, lora_bypass=True, cuda_graphs=True,
-                                                  resident_upscaler=True))
+                                                  resident_upscaler=True), LARGE_CLASS_CLIP)
         elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
             profile = Profile("medium", (*fast, *reserve), dataclasses.replace(EVERY_CLASS, lora_bypass=True))
         else:

@@ -9,7 +9,7 @@ import math
 import secrets
 from typing import Any
 
-from .settings import Settings
+from .settings import EVERY_CLASS_CLIP, LONGEST_CLIP_S, ClipLimits, Settings
 
 SEED_MAX = 2**64 - 1  # RandomNoise.noise_seed's maximum in ComfyUI v0.26.2
 RANDOM_SEED_MAX = 2**53 - 1  # random seeds stay exact in JavaScript callers (n8n)
@@ -94,8 +94,9 @@ def generation_size(width: int, height: int) -> tuple[int, int]:
             math.ceil(height / GENERATION_MULTIPLE) * GENERATION_MULTIPLE)
 
 
-def parse_request(raw: Any, settings: Settings) -> VideoRequest:
-    """Validate a job's input against the contract (README, "Request"); raise InputError on the first fault."""
+def parse_request(raw: Any, settings: Settings, memory_class: ClipLimits = EVERY_CLASS_CLIP) -> VideoRequest:
+    """Validate a job's input against the contract (README, "Request"); raise InputError on the first fault.
+    `memory_class`: the largest clip the GPU's memory class serves, where MAX_FRAMES and MAX_CLIP_PIXELS are auto."""
     if not isinstance(raw, dict):
         raise InputError("input", f"must be a JSON object, got {_type_name(raw)}")
     unknown = sorted(str(k) for k in raw if k not in FIELDS)
@@ -105,11 +106,17 @@ def parse_request(raw: Any, settings: Settings) -> VideoRequest:
     prompt = _text(raw, "prompt", settings.max_prompt_chars, required=True)
     negative = _text(raw, "negative_prompt", settings.max_prompt_chars, required=False)
     width, height = _size(raw, settings)
-    frame_count = _int(raw, "frame_count", settings.default_frame_count, 9, settings.max_frames)
+    limits = settings.clip_limits(memory_class)
+    frame_count = _int(raw, "frame_count", settings.default_frame_count, 9, limits.max_frames)
     if frame_count % 8 != 1:
         raise InputError("frame_count", f"must be 8k+1 (9, 17, ..., 121, ...), got {frame_count}")
-    _check_clip_pixels(width, height, frame_count, settings.max_clip_pixels)
+    _check_clip_pixels(width, height, frame_count, limits.max_clip_pixels)
     fps = _whole_number(raw, "fps", settings.default_fps, settings.min_fps, settings.max_fps)
+    if (frame_count - 1) / fps > LONGEST_CLIP_S:
+        longest = LONGEST_CLIP_S * fps + 1
+        raise InputError("frame_count", f"{frame_count} frames at {fps} fps span {(frame_count - 1) / fps:.1f} s, "
+                                        f"more than the {LONGEST_CLIP_S} s LTX-2's positions cover: at {fps} fps at "
+                                        f"most {(longest - 1) // 8 * 8 + 1} frames, or a higher fps")
     seed = _seed(raw)
     steps = _int(raw, "steps", None, 1, settings.max_steps)
     cfg = _number(raw, "cfg", None, 1.0, settings.max_cfg)

@@ -79,6 +79,37 @@ def _x264_preset(text: str) -> str:
     return value
 
 
+def _auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse`, or None for "auto": the value then comes from the GPU's memory class (ltx2_worker.gpu)."""
+
+    def parse_or_auto(text: str) -> Any:
+        if text.strip().lower() == "auto":
+            return None
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise ValueError(f"must be auto or {exc.args[0].removeprefix('must be ')}") from None
+
+    parse_or_auto.range = parse.range
+    return parse_or_auto
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipLimits:
+    """The largest clip a job may ask for: MAX_FRAMES and MAX_CLIP_PIXELS (width x height x frames as rendered)."""
+
+    max_frames: int
+    max_clip_pixels: int
+
+
+# what every memory class finishes within the job timeout (docs/performance.md): 1920 x 1088 x 121 of pixels, 257
+# frames; a class that was measured further says so in ltx2_worker.gpu
+EVERY_CLASS_CLIP = ClipLimits(max_frames=257, max_clip_pixels=1920 * 1088 * 121)
+# LTX-2's temporal positions are seconds, its position range 20 of them (ComfyUI's av_model.py,
+# positional_embedding_max_pos[0]): a clip spans at most 20 s from its first frame to its last, (frames - 1) / fps
+LONGEST_CLIP_S = 20
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
@@ -140,8 +171,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("size_multiple", "limits", "size_multiple", "SIZE_MULTIPLE", _ranged(int, 1, 64)),
     Setting("min_size", "limits", "min_size", "MIN_SIZE", _SIDE),
     Setting("max_size", "limits", "max_size", "MAX_SIZE", _SIDE),
-    Setting("max_frames", "limits", "max_frames", "MAX_FRAMES", _FRAMES),
-    Setting("max_clip_pixels", "limits", "max_clip_pixels", "MAX_CLIP_PIXELS", _ranged(int, 64 * 64 * 9, 10**10)),
+    Setting("max_frames", "limits", "max_frames", "MAX_FRAMES", _auto(_FRAMES)),
+    Setting("max_clip_pixels", "limits", "max_clip_pixels", "MAX_CLIP_PIXELS",
+            _auto(_ranged(int, 64 * 64 * 9, 10**10))),
     Setting("min_fps", "limits", "min_fps", "MIN_FPS", _FPS),
     Setting("max_fps", "limits", "max_fps", "MAX_FPS", _FPS),
     Setting("max_steps", "limits", "max_steps", "MAX_STEPS", _ranged(int, 1, 500)),
@@ -205,8 +237,8 @@ class Settings:
     size_multiple: int
     min_size: int
     max_size: int
-    max_frames: int
-    max_clip_pixels: int
+    max_frames: int | None  # None: auto, the memory class's (clip_limits)
+    max_clip_pixels: int | None
     min_fps: int
     max_fps: int
     max_steps: int
@@ -230,6 +262,11 @@ class Settings:
     def lora_cache_dir(self) -> Path:
         """Where requests' LoRAs are kept: LORA_CACHE_DIR, a relative one inside the network volume."""
         return self.volume_path / self.lora_cache_dir_setting
+
+    def clip_limits(self, memory_class: ClipLimits = EVERY_CLASS_CLIP) -> ClipLimits:
+        """MAX_FRAMES and MAX_CLIP_PIXELS where set, the memory class's where auto."""
+        return ClipLimits(self.max_frames or memory_class.max_frames,
+                          self.max_clip_pixels or memory_class.max_clip_pixels)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -279,13 +316,21 @@ def _check_consistency(s: Settings) -> None:
         if value % s.size_multiple or not s.min_size <= value <= s.max_size:
             raise SettingsError(f"{name} ({value}) must be a multiple of SIZE_MULTIPLE ({s.size_multiple}) "
                                 f"from MIN_SIZE to MAX_SIZE ({s.min_size}-{s.max_size})")
-    if s.max_frames % 8 != 1:  # first: a MAX_FRAMES off the 8k+1 grid is its own error, not the default's
+    if s.max_frames is not None and s.max_frames % 8 != 1:  # its own error first, not the default frame count's
         raise SettingsError(f"MAX_FRAMES ({s.max_frames}) must be 8k+1 (9, 17, ..., 121, ..., 257)")
-    if s.default_frame_count % 8 != 1 or s.default_frame_count > s.max_frames:
-        raise SettingsError(f"DEFAULT_FRAME_COUNT ({s.default_frame_count}) must be 8k+1 and at most MAX_FRAMES "
-                            f"({s.max_frames})")
-    if s.default_width * s.default_height * s.default_frame_count > s.max_clip_pixels:
+    # a default serves every request without the field, so with a limit on auto it must fit every memory class
+    limits = s.clip_limits()
+    frames_limit = (f"MAX_FRAMES ({limits.max_frames})" if s.max_frames else
+                    f"MAX_FRAMES on auto ({limits.max_frames}, what every memory class allows)")
+    if s.default_frame_count % 8 != 1 or s.default_frame_count > limits.max_frames:
+        raise SettingsError(f"DEFAULT_FRAME_COUNT ({s.default_frame_count}) must be 8k+1 and at most {frames_limit}")
+    if s.default_width * s.default_height * s.default_frame_count > limits.max_clip_pixels:
+        pixels_limit = (f"MAX_CLIP_PIXELS ({limits.max_clip_pixels})" if s.max_clip_pixels else
+                        f"MAX_CLIP_PIXELS on auto ({limits.max_clip_pixels}, what every memory class allows)")
         raise SettingsError(f"the default clip ({s.default_width} x {s.default_height} x {s.default_frame_count}) "
-                            f"has more pixels than MAX_CLIP_PIXELS ({s.max_clip_pixels})")
+                            f"has more pixels than {pixels_limit}")
     if not s.min_fps <= s.default_fps <= s.max_fps:
         raise SettingsError(f"DEFAULT_FPS ({s.default_fps}) must be from MIN_FPS to MAX_FPS")
+    if (s.default_frame_count - 1) / s.default_fps > LONGEST_CLIP_S:
+        raise SettingsError(f"the default clip ({s.default_frame_count} frames at DEFAULT_FPS {s.default_fps}) spans "
+                            f"more than LTX-2's {LONGEST_CLIP_S} s")

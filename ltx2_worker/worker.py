@@ -131,7 +131,7 @@ class Worker:
         prefixes: list[str] = []  # every output prefix this job used, all removed at the end
         image_names: list[str] = []  # every image this job uploaded to ComfyUI's input folder, removed at the end
         try:
-            req = parse_request(raw_input, s)
+            req = parse_request(raw_input, s, self.profile.clip)
             if req.delivery == "url" and self.bucket is None:  # known now: never generate a clip that cannot go
                 raise InputError("delivery", f"\"url\" needs a bucket, and none is configured: set "
                                              f"{', '.join(BUCKET_ENV)} (and BUCKET_NAME) on the endpoint, or leave "
@@ -202,6 +202,7 @@ class Worker:
             "models": "ok" if not bad else bad,
             "gpu": dataclasses.asdict(gpu) if gpu else None,
             "memory_class": self.profile.name,
+            "clip_limits": dataclasses.asdict(self.settings.clip_limits(self.profile.clip)),
         }
 
     def _check_comfyui_setup(self) -> None:

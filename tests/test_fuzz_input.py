@@ -51,10 +51,11 @@ def test_fuzz_input_yields_a_request_or_a_named_field(raw):
     assert req.prompt and len(req.prompt) <= S.max_prompt_chars
     assert req.width % S.size_multiple == 0 and S.min_size <= req.width <= S.max_size
     assert req.height % S.size_multiple == 0 and S.min_size <= req.height <= S.max_size
-    assert req.frame_count % 8 == 1 and req.frame_count <= S.max_frames
+    assert req.frame_count % 8 == 1 and req.frame_count <= S.clip_limits().max_frames
     gen_w, gen_h = generation_size(req.width, req.height)
-    assert gen_w * gen_h * req.frame_count <= S.max_clip_pixels, "the rendered clip is within the limit"
+    assert gen_w * gen_h * req.frame_count <= S.clip_limits().max_clip_pixels, "the rendered clip is within the limit"
     assert isinstance(req.fps, int) and S.min_fps <= req.fps <= S.max_fps
+    assert (req.frame_count - 1) / req.fps <= 20, "within LTX-2's position range"
     assert 0 <= req.seed < 2**64
 
 

@@ -4,8 +4,9 @@ import math
 
 import pytest
 
+from ltx2_worker.gpu import Gpu, choose_profile
 from ltx2_worker.job import FIELDS, InputError, Keyframe, LoraSpec, parse_request
-from ltx2_worker.settings import load_settings
+from ltx2_worker.settings import ClipLimits, load_settings
 
 S = load_settings(env={})
 EARLIER_PACKAGE_REQUEST = {"prompt": "a red fox running through snow", "negative_prompt": "blurry",
@@ -149,10 +150,42 @@ def test_a_clip_has_at_most_max_clip_pixels(width, height, frames, longest):
     assert f"at most {longest} frames" in str(info.value)
 
 
+def test_the_80_gb_class_serves_20_seconds_at_720p_and_the_others_keep_every_classs_limits():
+    """MAX_FRAMES and MAX_CLIP_PIXELS on auto (config.ini): the memory class decides; a number overrides it on
+    every class."""
+    large = choose_profile(Gpu("NVIDIA H100 80GB HBM3", 79.6, 9.0)).clip
+    medium = choose_profile(Gpu("NVIDIA L40S", 44.4, 8.9)).clip
+    longest = {"prompt": "x", "width": 1280, "height": 720, "frame_count": 481}
+    assert parse_request(longest, S, large).frame_count == 481
+    assert parse_request({**longest, "width": 1920, "height": 1080, "frame_count": 225}, S, large).frame_count == 225
+    with pytest.raises(InputError, match="frame_count: makes 1920 x 1080 x 233.*at 1920 x 1080 at most 225 frames"):
+        parse_request({**longest, "width": 1920, "height": 1080, "frame_count": 233}, S, large)
+    with pytest.raises(InputError, match="frame_count: must be from 9 to 257, got 481"):
+        parse_request(longest, S, medium)
+    with pytest.raises(InputError, match="from 9 to 257"):
+        parse_request(longest, S.replace(max_frames=257), large)  # a number applies to every class
+    assert S.replace(max_clip_pixels=10**9).clip_limits(large) == ClipLimits(481, 10**9)
+
+
+@pytest.mark.parametrize("frames, fps, ok", [(481, 24, True), (489, 24, False), (241, 12, True), (249, 12, False),
+                                             (481, 25, True), (121, 8, True)])
+def test_a_clip_spans_at_most_ltx2s_20_seconds(frames, fps, ok):
+    """LTX-2's temporal positions are seconds and reach 20 (ComfyUI's av_model.py): (frames - 1) / fps <= 20."""
+    unlimited = S.replace(max_frames=2049, max_clip_pixels=10**10)
+    raw = {"prompt": "x", "width": 512, "height": 512, "frame_count": frames, "fps": fps}
+    if ok:
+        assert parse_request(raw, unlimited).frame_count == frames
+        return
+    with pytest.raises(InputError) as info:
+        parse_request(raw, unlimited)
+    assert info.value.field == "frame_count" and "more than the 20 s" in str(info.value)
+    assert f"at {fps} fps at most {20 * fps // 8 * 8 + 1} frames" in str(info.value)
+
+
 def test_max_clip_pixels_counts_the_rendered_size():
     """1352 x 712 renders at 1408 x 768 (the 64-pixel grid): 257 frames of that are 9.9 % over the limit although
     1352 x 712 x 257 alone is under it; the error says what is rendered."""
-    assert 1352 * 712 * 257 <= S.max_clip_pixels < 1408 * 768 * 257
+    assert 1352 * 712 * 257 <= S.clip_limits().max_clip_pixels < 1408 * 768 * 257
     with pytest.raises(InputError) as info:
         parse_request({"prompt": "x", "width": 1352, "height": 712, "frame_count": 257}, S)
     assert str(info.value) == ("frame_count: makes 1352 x 712 x 257, rendered at 1408 x 768 x 257 = 277,905,408 "

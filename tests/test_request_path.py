@@ -446,7 +446,7 @@ def test_a_health_check_says_whether_a_job_could_run_and_runs_none(comfy, output
         write(target(volume, role), data)
     report = run(worker, {"health": True})["health"]
     assert report == {"ready": True, "problem": None, "comfyui": "ready", "models": "ok", "gpu": None,
-                      "memory_class": "cpu"}, report
+                      "memory_class": "cpu", "clip_limits": {"max_frames": 257, "max_clip_pixels": 252764160}}, report
     comfy.stop()
     assert run(worker, {"health": True})["health"]["comfyui"] == "starting"
     assert run(worker, {"health": True, "prompt": "x"}) == {

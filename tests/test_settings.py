@@ -27,6 +27,10 @@ def test_environment_overrides_config():
     ({"MAX_FRAMES": "100"}, r"8k\+1"),
     ({"MAX_FRAMES": "120"}, r"^MAX_FRAMES \(120\) must be 8k\+1"),  # its own error, not the default frame count's
     ({"MAX_FRAMES": "97"}, r"^DEFAULT_FRAME_COUNT \(121\) must be 8k\+1 and at most MAX_FRAMES \(97\)"),
+    ({"MAX_FRAMES": "many"}, r"MAX_FRAMES = 'many': must be auto or a whole number from 9 to 2049"),
+    ({"DEFAULT_FRAME_COUNT": "481"}, r"at most MAX_FRAMES on auto \(257, what every memory class allows\)"),
+    ({"DEFAULT_FPS": "8", "DEFAULT_FRAME_COUNT": "185"}, r"spans more than LTX-2's 20 s"),
+    ({"MAX_CLIP_PIXELS": "1000000"}, r"more pixels than MAX_CLIP_PIXELS \(1000000\)"),
     ({"MIN_SIZE": "2000"}, "MIN_SIZE"),
     ({"SIZE_MULTIPLE": "32"}, "DEFAULT_HEIGHT"),
     ({"DEFAULT_FRAME_COUNT": "120"}, "DEFAULT_FRAME_COUNT"),
