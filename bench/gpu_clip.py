@@ -209,9 +209,10 @@ def usable_for(name: str, args: argparse.Namespace) -> float | None:
 
 
 def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
-    """(ComfyUI flags, GraphChoices, the worker's MP4 encoder?) for a configuration name, on this GPU held to
-    usable_for(name) GiB."""
+    """(ComfyUI flags, GraphChoices, the worker's MP4 encoder?, the class's ClipLimits) for a configuration name,
+    on this GPU held to usable_for(name) GiB."""
     from ltx2_worker.gpu import Gpu, choose_profile, detect_gpu
+    from ltx2_worker.settings import EVERY_CLASS_CLIP
     from ltx2_worker.workflow import GraphChoices
 
     gpu = detect_gpu()
@@ -219,10 +220,11 @@ def config_setup(name: str, args: argparse.Namespace, reserve_gb: float):
     if gpu and usable:  # the worker's class is chosen for the card stood in for
         gpu = Gpu(f"{gpu.name} held to {usable:g} GiB", usable, gpu.compute_capability)
     if name == "reference":
-        return ["--use-sage-attention"], GraphChoices(), False
+        return ["--use-sage-attention"], GraphChoices(), False, EVERY_CLASS_CLIP
     profile = choose_profile(gpu, reserve_gb)
     graph = dataclasses.replace(profile.graph, **ABLATIONS.get(name, {}))
-    return shlex.split(args.custom_flags) if name == "custom" else list(profile.flags), graph, True
+    flags = shlex.split(args.custom_flags) if name == "custom" else list(profile.flags)
+    return flags, graph, True, profile.clip
 
 
 def _pid(pid_file: Path) -> int | None:
@@ -481,7 +483,7 @@ class Run:
         from ltx2_worker.settings import load_settings
 
         self.name, self.args, self.vram = name, args, vram
-        self.flags, self.choices, worker_encoder = config_setup(name, args, reserve_gb)
+        self.flags, self.choices, worker_encoder, clip = config_setup(name, args, reserve_gb)
         self.tmp = tmp / name
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.env = {"COMFYUI_DIR": args.comfyui_dir, "COMFY_PYTHON": args.comfy_python,
@@ -510,7 +512,7 @@ class Run:
         from ltx2_worker.worker import Worker
 
         self.worker = Worker(self.settings, client=self.client,
-                             profile=Profile(self.name, tuple(self.flags), self.choices))
+                             profile=Profile(self.name, tuple(self.flags), self.choices, clip))
         if not worker_encoder:  # a baseline: its MP4 is written by ComfyUI's SaveVideo, as it was
             self.worker.encoding = None
 
