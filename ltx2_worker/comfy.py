@@ -370,6 +370,12 @@ def output_files(entry: dict[str, Any], node_id: str) -> list[OutputFile]:
     return files
 
 
+def output_text(entry: dict[str, Any], node_id: str) -> str | None:
+    """The text a PreviewAny node reported (its UI output `text`), or None."""
+    texts = ((entry.get("outputs") or {}).get(node_id) or {}).get("text")
+    return texts[0] if isinstance(texts, list) and texts and isinstance(texts[0], str) else None
+
+
 def _json(r: requests.Response) -> dict[str, Any]:
     try:
         body = r.json()

@@ -17,7 +17,7 @@ ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21", "3:2", "2:
 FIELDS = (
     "prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps", "seed",
     "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength", "keyframes", "loras",
-    "camera_motion", "camera_strength",
+    "camera_motion", "camera_strength", "enhance_prompt",
 )
 KEYFRAME_FIELDS = ("image", "frame", "strength")
 LORA_FIELDS = ("url", "strength")
@@ -82,6 +82,7 @@ class VideoRequest:
     loras: tuple[LoraSpec, ...] = ()
     camera_motion: str | None = None  # one of CAMERA_MOVES; applied as one more LoRA, outside MAX_LORAS
     camera_strength: float = 1.0
+    enhance_prompt: bool = False  # the text encoder rewrites the prompt first (ltx2_worker.workflow)
 
     @property
     def duration_seconds(self) -> float:
@@ -134,8 +135,9 @@ def parse_request(raw: Any, settings: Settings, memory_class: ClipLimits = EVERY
     if camera is None and raw.get("camera_strength") is not None:
         raise InputError("camera_strength", "needs a camera_motion")
     camera_strength = _number(raw, "camera_strength", 1.0, 0.0, 1.0)
+    enhance = _bool(raw, "enhance_prompt", False)
     return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery,
-                        mode, keyframes, loras, camera, camera_strength)
+                        mode, keyframes, loras, camera, camera_strength, enhance)
 
 
 def _image_spec(value: Any, field: str) -> str:

@@ -57,6 +57,25 @@ class ProgressReporter:
                 log.warning("job %s: progress update failed: %s", self.job_id, exc)
 
 
+class NodeClock:
+    """Passes progress on to `forward` and notes when each node starts executing, for one node's seconds in a
+    job's `timings` (a node ComfyUI takes from its cache never starts: 0 s)."""
+
+    def __init__(self, forward: Callable[[Progress], None]):
+        self.forward = forward
+        self.starts: list[tuple[float, str]] = []
+
+    def __call__(self, p: Progress) -> None:
+        if p.value is None and (not self.starts or self.starts[-1][1] != p.node):
+            self.starts.append((time.monotonic(), p.node))
+        self.forward(p)
+
+    def seconds(self, node: str, end: float) -> float:
+        """Seconds from each start of `node` to the next node's start (or `end`, the run's end)."""
+        marks = [*self.starts, (end, "")]
+        return sum(t1 - t0 for (t0, n), (t1, _) in zip(marks, marks[1:], strict=False) if n == node)
+
+
 # What a caller polling /status reads, by node role (workflow_api.json's _meta.title); other nodes show their
 # class name.
 STAGES = {
@@ -65,6 +84,7 @@ STAGES = {
     "sampler_stage1": "stage 1: sampling at half size", "upsampler": "upscaling 2x",
     "sampler_stage2": "stage 2: refining at full size", "video_decode": "decoding the video",
     "audio_decode": "decoding the audio", "output_crop": "sizing the frames", "save_video": "writing the MP4",
+    "prompt_enhancer": "enhancing the prompt",
 }
 
 

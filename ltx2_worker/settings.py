@@ -182,6 +182,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("default_height", "defaults", "height", "DEFAULT_HEIGHT", _SIDE),
     Setting("default_frame_count", "defaults", "frame_count", "DEFAULT_FRAME_COUNT", _FRAMES),
     Setting("default_fps", "defaults", "fps", "DEFAULT_FPS", _FPS),
+    Setting("enhance_max_tokens", "defaults", "enhance_max_tokens", "ENHANCE_MAX_TOKENS", _ranged(int, 1, 4096)),
 )
 
 
@@ -247,6 +248,7 @@ class Settings:
     default_height: int
     default_frame_count: int
     default_fps: int
+    enhance_max_tokens: int
 
     @property
     def comfy_input_dir(self) -> Path:

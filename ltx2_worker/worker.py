@@ -14,7 +14,7 @@ from typing import Any
 
 from . import health
 from .camera import camera_lora
-from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files
+from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files, output_text
 from .failures import ProvisionError
 from .gpu import GpuError, Profile, detect_gpu, profile_for
 from .image_input import load_image
@@ -34,14 +34,16 @@ from .output import (
     remove_outputs,
     safe_stem,
 )
-from .progress import ProgressReporter, runpod_sender
+from .progress import NodeClock, ProgressReporter, runpod_sender
 from .provision import check
 from .settings import Settings, SettingsError, load_settings
 from .stopping import Stopping, stop_on_signals
+from .text_encoder import sees_images, text_encoder_file
 from .workflow import (
     COMPILE_BLOCKS_NODE,
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
+    ENHANCED_PROMPT_NODE,
     LORA_BYPASS_NODE,
     SAVE_VIDEO_NODE,
     TILE_DECODE_NODE,
@@ -139,6 +141,8 @@ class Worker:
             timings = {"validate": time.monotonic() - started}
             # everything that can be checked without ComfyUI is, before waiting for it: a bad image or LoRA URL
             # is answered at once, not after a ComfyUI that is starting (or down) had its ready_timeout_s
+            if req.enhance_prompt and any(k.frame == 0 for k in req.keyframes):
+                self._check_enhancer_sees_images()
             mark = time.monotonic()
             images = [load_image(k.image, int(s.max_image_mb * 1_000_000), s.max_image_pixels, k.field)
                       for k in req.keyframes]
@@ -264,7 +268,7 @@ class Worker:
                      current.height, current.frame_count, current.fps, current.seed, current.audio)
             try:
                 graph = self.workflow.build(current, prefix, image_names, self.profile.graph, self.encoding,
-                                            [lora.name for lora in loras])
+                                            [lora.name for lora in loras], s.enhance_max_tokens)
                 out = self._run(job_id, current, graph, deadline, timings, started, loras)
             except ExecutionFailed as exc:
                 if not exc.out_of_memory:
@@ -283,8 +287,16 @@ class Worker:
              timings: dict[str, float], started: float, loras: list[CachedLora]) -> dict[str, Any]:
         mark = time.monotonic()
         reporter = ProgressReporter(job_id, graph, self.settings.progress_interval_s, runpod_sender({"id": job_id}))
-        prompt_id, entry = self.client.run(graph, deadline, reporter)
+        clock = NodeClock(reporter)
+        prompt_id, entry = self.client.run(graph, deadline, clock)
         timings["generate"] = time.monotonic() - mark
+        enhanced: dict[str, Any] = {}
+        if req.enhance_prompt:  # the writer's seconds are part of "generate"; shown apart as well
+            timings["enhance_prompt"] = clock.seconds("ltx2:prompt_enhancer", time.monotonic())
+            enhanced["prompt_enhanced"] = output_text(entry, ENHANCED_PROMPT_NODE)
+            if enhanced["prompt_enhanced"] is None:
+                log.warning("job %s: ComfyUI reported no text from the prompt enhancer (node %s)", job_id,
+                            ENHANCED_PROMPT_NODE)
         mark = time.monotonic()
         videos = [f for f in output_files(entry, self.workflow.node_ids["save_video"])
                   if f.filename.endswith(".mp4")]
@@ -324,8 +336,23 @@ class Worker:
             "audio": req.audio,
             "mode": req.mode,
             **conditioning,
+            **enhanced,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
+
+    def _check_enhancer_sees_images(self) -> None:
+        """enhance_prompt with a first frame: the prompt writer looks at the image through Gemma 3's vision
+        tower, which the provisioned file must hold (a file that cannot be read is left to the model checks)."""
+        path = text_encoder_file(self.settings)
+        try:
+            found = sees_images(path)
+        except Exception as exc:  # safetensors raises its own error type; a broken file fails the job later
+            log.warning("cannot read the text encoder's header (%s): %s", path, exc)
+            return
+        if not found:
+            raise InputError("enhance_prompt", f"with an image needs Gemma 3's vision weights, and the text "
+                                               f"encoder file {path.name} has none: leave out enhance_prompt or the "
+                                               "image, or provision a Gemma 3 file with its vision tower")
 
     def _check_output_found(self, item: OutputFile) -> None:
         """The MP4 ComfyUI reported must be in the folder the worker cleans; if not, the worker cannot remove

@@ -64,6 +64,12 @@ UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
+# Prompt enhancement (request `enhance_prompt`): ComfyUI's TextGenerateLTX2Prompt, the text encoder writing the
+# prompt with LTX-2's own system prompts (comfy_extras/nodes_textgen.py), sampled with the node's defaults and the
+# request's seed, so the same request gives the same text; PreviewAny reports the text in /history.
+ENHANCE_NODE = "TextGenerateLTX2Prompt"
+ENHANCED_PROMPT_NODE = "ltx2:enhanced_prompt"  # the PreviewAny node that reports the text
+ENHANCE_SAMPLING = {"temperature": 0.7, "top_k": 64, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.05}
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -158,11 +164,12 @@ class Workflow:
 
     def build(self, req: VideoRequest, filename_prefix: str, images: Sequence[str] = (),
               choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None,
-              loras: Sequence[str] = ()) -> dict[str, Any]:
+              loras: Sequence[str] = (), enhance_max_tokens: int = 512) -> dict[str, Any]:
         """A patched copy of the graph for one request; the loaded graph is never changed. `images[i]` is
         req.keyframes[i]'s image, already uploaded to ComfyUI's input folder; `loras` are the files of
         req.loras, then of the camera move's LoRA if any, as ComfyUI's `loras` folder lists them. Without
-        `encoding` the MP4 is written by ComfyUI's SaveVideo as exported."""
+        `encoding` the MP4 is written by ComfyUI's SaveVideo as exported. `enhance_max_tokens`: the most the
+        prompt writer may write (ENHANCE_MAX_TOKENS), when the request asks for it."""
         strengths = [spec.strength for spec in req.loras] + ([req.camera_strength] if req.camera_motion else [])
         if len(images) != len(req.keyframes) or len(loras) != len(strengths):
             raise ValueError(f"{len(images)} images for {len(req.keyframes)} keyframes, {len(loras)} LoRA files "
@@ -194,6 +201,9 @@ class Workflow:
             self._user_loras(graph, list(zip(loras, strengths, strict=True)))
         if images:
             self._keyframes(graph, list(zip(images, req.keyframes, strict=True)))
+        if req.enhance_prompt:
+            first = [n for n, k in enumerate(req.keyframes) if k.frame == 0]
+            self._enhance_prompt(graph, req, f"ltx2:keyframe_{first[0]}" if first else None, enhance_max_tokens)
         if not req.audio:
             self._video_only(graph)
         if choices.compile_blocks:
@@ -251,6 +261,20 @@ class Workflow:
         else:
             self.node(graph, "video_decode")["samples"] = stage2_video
         del self.node(graph, "create_video")["audio"]
+
+    def _enhance_prompt(self, graph: dict[str, Any], req: VideoRequest, first_frame: str | None,
+                        max_tokens: int) -> None:
+        """The positive prompt's text becomes what the text encoder writes from the request's prompt (the
+        image-to-video system prompt, seeing the first frame, when there is one); PreviewAny reports it."""
+        inputs = {"clip": [self.node_ids["text_encoder"], 0], "prompt": req.prompt,
+                  "max_length": max_tokens, "sampling_mode": "on",
+                  **{f"sampling_mode.{k}": v for k, v in ENHANCE_SAMPLING.items()}, "sampling_mode.seed": req.seed,
+                  "thinking": False, "use_default_template": True}
+        if first_frame is not None:
+            inputs["image"] = [first_frame, 0]
+        enhancer = self._add(graph, "prompt_enhancer", ENHANCE_NODE, inputs)
+        self.node(graph, "positive_prompt")["text"] = [enhancer, 0]
+        self._add(graph, ENHANCED_PROMPT_NODE.removeprefix("ltx2:"), "PreviewAny", {"source": [enhancer, 0]})
 
     def _add(self, graph: dict[str, Any], role: str, class_type: str, inputs: dict[str, Any]) -> str:
         node_id = f"ltx2:{role}"

@@ -77,6 +77,7 @@ OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the
 TEXT_EVENT = 3  # protocol.BinaryEventTypes.TEXT
 TRANSPORT = web.ResponseKey("transport", asyncio.Transport)  # a socket's TCP link, which ws_drop cuts
 SAMPLERS = {"SamplerCustomAdvanced"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a v3 node's DynamicCombo input type in /object_info
 DEADLINE_S = 10  # seconds start() and stop() wait for the server thread
 
 
@@ -873,6 +874,8 @@ def validate_inputs(prompt: dict, nid: str, validated: dict, schemas: dict, inpu
             error = _check_widget(inputs, name, input_type, extra, config, name in custom)
             if error:
                 errors.append(error)
+            elif input_type == DYNAMIC_COMBO:
+                errors += _check_dynamic_combo(inputs, name, extra)
     if custom and isinstance(inputs.get("image"), str) and not (input_dir / inputs["image"]).is_file():
         errors.append(_error("custom_validation_failed", "Custom validation failed for node",
                              f"image - Invalid image file: {inputs['image']}", input_name="image"))
@@ -880,6 +883,28 @@ def validate_inputs(prompt: dict, nid: str, validated: dict, schemas: dict, inpu
     validated[nid] = (previous[0] and valid and not errors, previous[1] + [e for e in errors if e not in previous[1]],
                       nid)
     return validated[nid]
+
+
+def _check_dynamic_combo(inputs: dict, name: str, extra: dict) -> list[dict]:
+    """A v3 DynamicCombo (e.g. TextGenerate's sampling_mode): its value picks an option, whose own inputs come
+    as `<name>.<input>` (comfy_api's finalize_prefix) and are checked as widgets."""
+    options = {option["key"]: option["inputs"] for option in extra.get("options", [])}
+    if inputs[name] not in options:
+        return [_error("value_not_in_list", "Value not in list", f"{name}: {inputs[name]!r} not in {list(options)}",
+                       input_name=name, received_value=inputs[name])]
+    errors = []
+    for section in ("required", "optional"):
+        for sub, (sub_type, *rest) in options[inputs[name]].get(section, {}).items():
+            full = f"{name}.{sub}"
+            if full not in inputs:
+                if section == "required":
+                    errors.append(_error("required_input_missing", "Required input is missing", full,
+                                         input_name=full))
+                continue
+            error = _check_widget(inputs, full, sub_type, rest[0] if rest else {}, [sub_type, *rest], False)
+            if error:
+                errors.append(error)
+    return errors
 
 
 def _check_widget(inputs: dict, name: str, input_type: Any, extra: dict, config: list, custom: bool) -> dict | None:
@@ -1120,6 +1145,15 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [_handle("MODEL", ckpt=name), _handle("CLIP", ckpt=name), _handle("VAE", ckpt=name)], None
         case "LTXAVTextEncoderLoader" | "CLIPLoader":
             return [_handle("CLIP", **i)], None
+        case "TextGenerateLTX2Prompt":  # the text encoder writing: here a function of prompt, image and seed
+            if i["clip"].get("type") != "CLIP":
+                raise NodeFailure("AttributeError", "'dict' object has no attribute 'tokenize'")
+            seen = f", after a {i['image']['w']} x {i['image']['h']} first frame" if i.get("image") else ""
+            return [f"Style: cinematic. {i['prompt']}, told in detail{seen} (seed "
+                    f"{i.get('sampling_mode.seed')})"], None
+        case "PreviewAny":
+            text = i["source"] if isinstance(i["source"], str) else json.dumps(i["source"])
+            return [text], {"text": [text]}
         case "LTXVAudioVAELoader" | "VAELoader":
             return [_handle("VAE", **i)], None
         case "UNETLoader":

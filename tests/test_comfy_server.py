@@ -421,3 +421,33 @@ def test_messages_go_only_to_the_submitting_client(comfy):
         pass
     other.close()
     assert set(seen) == {"status"} and comfy.ws_connections == 2
+
+
+def prompt_writer_graph(**changes) -> dict:
+    """The text encoder writing a prompt (TextGenerateLTX2Prompt, a v3 node with a DynamicCombo) and PreviewAny
+    reporting it, as the worker builds them for enhance_prompt."""
+    writer = {"clip": ["1", 0], "prompt": "a fox", "max_length": 64, "sampling_mode": "on",
+              "sampling_mode.temperature": 0.7, "sampling_mode.top_k": 64, "sampling_mode.top_p": 0.95,
+              "sampling_mode.min_p": 0.05, "sampling_mode.repetition_penalty": 1.05, "sampling_mode.seed": 3}
+    writer.update(changes)
+    return {"1": {"class_type": "LTXAVTextEncoderLoader",
+                  "inputs": {"text_encoder": "gemma_3_12B_it_fp4_mixed.safetensors",
+                             "ckpt_name": "ltx-2-19b-dev-fp8.safetensors", "device": "default"}},
+            "2": {"class_type": "TextGenerateLTX2Prompt", "inputs": {k: v for k, v in writer.items() if v is not None}},
+            "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+
+
+@pytest.mark.parametrize("changes,kind", [
+    ({"sampling_mode": "maybe"}, "value_not_in_list"),
+    ({"sampling_mode.seed": None}, "required_input_missing"),
+    ({"sampling_mode.temperature": 5.0}, "value_bigger_than_max"),
+])
+def test_a_dynamic_combos_option_and_its_inputs_are_validated(comfy, changes, kind):
+    body = rejected(comfy, prompt_writer_graph(**changes))
+    assert [e["type"] for e in body["node_errors"]["2"]["errors"]] == [kind]
+
+
+def test_the_prompt_writer_reports_its_text_in_history(comfy):
+    _, entry = run(comfy, prompt_writer_graph(**{"sampling_mode": "off"}))
+    [text] = entry["outputs"]["3"]["text"]
+    assert text.startswith("Style: cinematic. a fox")
