@@ -511,6 +511,11 @@ def test_n8n_request_is_one_the_worker_accepts_and_it_reads_fields_the_worker_re
     assert "{ keyframes: [{ image: $json.last_frame_url, frame: -1 }] }" in optional
     _valid({**{field: config[source] for field, source in fields.items()}, "image": "https://example.com/a.png",
             "keyframes": [{"image": "https://example.com/b.png", "frame": -1}]})
+    # camera_motion and enhance_prompt: left out while Config leaves them empty and false (as shipped)
+    assert config["camera_motion"] == "" and config["enhance_prompt"] is False
+    assert "{ camera_motion: $json.camera_motion }" in optional and "{ enhance_prompt: true }" in optional
+    assert _valid({**{field: config[source] for field, source in fields.items()}, "camera_motion": "jib_up",
+                   "enhance_prompt": True}).enhance_prompt
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "ltx2_worker").glob("*.py"))
     for field in set(re.findall(r"output\??\.(\w+)", json.dumps(flow))):
         assert f'"{field}"' in source, f"the n8n flow reads output.{field}, which the worker never returns"
@@ -520,4 +525,5 @@ def test_n8n_request_is_one_the_worker_accepts_and_it_reads_fields_the_worker_re
 def test_each_request_example_is_one_the_worker_accepts(path):
     body = _json(str(path.relative_to(ROOT)))
     req = _valid(body["input"])
-    assert req.keyframes or req.loras or req.camera_motion, "each example shows a feature beyond plain text-to-video"
+    assert req.keyframes or req.loras or req.camera_motion or req.enhance_prompt, \
+        "each example shows a feature beyond plain text-to-video"

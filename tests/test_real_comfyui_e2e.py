@@ -331,6 +331,30 @@ def test_4g_a_requests_lora_is_fetched_checked_and_applied_by_comfyui(stack, tmp
     assert _psnr(frames["bypass-lora"], frames["bypass-none"]) < 40, "beside stage 2's bypass LoRA too"
 
 
+def test_4h_enhance_prompt_runs_comfyuis_prompt_writer_and_its_text_reaches_the_encoder(stack):
+    """TextGenerateLTX2Prompt on the tiny Gemma (its shapes are 12B's, so a few tokens only: ENHANCE_MAX_TOKENS=8)
+    writes a text that comes back in the response and is what the positive prompt encodes: the clip differs
+    from the same seed's plain clip. The tiny Gemma has no vision tower, so the image variant is refused before
+    ComfyUI is asked."""
+    settings = stack["settings"].replace(enhance_max_tokens=8)
+    worker = Worker(settings)
+    plain = worker.handle({"id": "plain", "input": {**SMALL, "seed": 7}})
+    enhanced = worker.handle({"id": "enhanced", "input": {**SMALL, "seed": 7, "enhance_prompt": True}})
+    assert "error" not in plain and "error" not in enhanced, (plain, enhanced)
+    assert isinstance(enhanced["prompt_enhanced"], str), enhanced
+    assert enhanced["timings"]["enhance_prompt"] > 0
+    assert _psnr(video_field_frames(enhanced), video_field_frames(plain)) < 40, "the written prompt was encoded"
+    image = base64.b64encode(_png_bytes()).decode()
+    refused = worker.handle({"id": "blind", "input": {**SMALL, "image": image, "enhance_prompt": True}})
+    assert refused["error"].startswith("enhance_prompt: with an image needs Gemma 3's vision weights"), refused
+
+
+def _png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), (200, 40, 40)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
     settings = stack["settings"]
     lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
