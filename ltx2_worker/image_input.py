@@ -24,15 +24,17 @@ def load_image(spec: str, max_bytes: int, max_pixels: int, field: str = "image")
     if spec.startswith(("https://", "http://")):
         data = fetch_bytes(spec, field, max_bytes, FETCH_TIMEOUT_S)
     else:
-        data = _decode_base64(spec, max_bytes, field)
+        data = decode_base64(spec, max_bytes, field)
     return data, _check(data, max_pixels, field)
 
 
-def _decode_base64(text: str, max_bytes: int, field: str) -> bytes:
+def decode_base64(text: str, max_bytes: int, field: str) -> bytes:
+    """A file sent inline (an image, or `audio_input`): base64, with or without a data: prefix, at most
+    `max_bytes` once decoded."""
     if text.startswith("data:"):
         header, _, text = text.partition(",")
         if not header.endswith(";base64"):
-            raise InputError(field, "a data: URL must be base64-encoded (data:image/png;base64,...)")
+            raise InputError(field, "a data: URL must be base64-encoded (data:<type>;base64,...)")
     if len(text) > 4 * (max_bytes // 3 + 1):
         raise InputError(field, f"must be at most {max_bytes / 1_000_000:g} MB")
     try:

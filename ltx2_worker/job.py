@@ -17,7 +17,7 @@ ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21", "3:2", "2:
 FIELDS = (
     "prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps", "seed",
     "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength", "keyframes", "loras",
-    "camera_motion", "camera_strength", "enhance_prompt",
+    "camera_motion", "camera_strength", "enhance_prompt", "audio_input",
 )
 KEYFRAME_FIELDS = ("image", "frame", "strength")
 LORA_FIELDS = ("url", "strength")
@@ -83,6 +83,9 @@ class VideoRequest:
     camera_motion: str | None = None  # one of CAMERA_MOVES; applied as one more LoRA, outside MAX_LORAS
     camera_strength: float = 1.0
     enhance_prompt: bool = False  # the text encoder rewrites the prompt first (ltx2_worker.workflow)
+    # the user's track, base64 or https URL (ltx2_worker.audio_input); never in repr(), so never in a log line
+    audio_input: str | None = dataclasses.field(default=None, repr=False)
+    frames_from_audio: bool = False  # audio_input without frame_count: the clip lasts as long as the track
 
     @property
     def duration_seconds(self) -> float:
@@ -136,8 +139,15 @@ def parse_request(raw: Any, settings: Settings, memory_class: ClipLimits = EVERY
         raise InputError("camera_strength", "needs a camera_motion")
     camera_strength = _number(raw, "camera_strength", 1.0, 0.0, 1.0)
     enhance = _bool(raw, "enhance_prompt", False)
+    audio_input = None if raw.get("audio_input") is None else _image_spec(raw["audio_input"], "audio_input")
+    if audio_input is not None and not audio:
+        raise InputError("audio_input", 'is the clip\'s sound track, and "audio": false asks for none; leave one out')
+    if audio_input is not None and raw.get("frame_count") is None and any(k.frame for k in keyframes):
+        raise InputError("keyframes", "with audio_input and no frame_count the clip's length comes from the track; "
+                                      "give frame_count too, so the keyframes' frames are counted within it")
     return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery,
-                        mode, keyframes, loras, camera, camera_strength, enhance)
+                        mode, keyframes, loras, camera, camera_strength, enhance, audio_input,
+                        audio_input is not None and raw.get("frame_count") is None)
 
 
 def _image_spec(value: Any, field: str) -> str:

@@ -161,6 +161,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("oom_ladder", "job", "oom_ladder", "OOM_LADDER", parse_ladder),
     Setting("max_image_mb", "limits", "max_image_mb", "MAX_IMAGE_MB", _ranged(float, 0.01, 100)),
     Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _ranged(int, 4096, 1_000_000_000)),
+    Setting("max_audio_mb", "limits", "max_audio_mb", "MAX_AUDIO_MB", _ranged(float, 0.01, 500)),
+    Setting("max_audio_seconds", "limits", "max_audio_seconds", "MAX_AUDIO_SECONDS", _ranged(float, 1, 3600)),
     Setting("max_keyframes", "limits", "max_keyframes", "MAX_KEYFRAMES", _ranged(int, 1, 16)),
     Setting("max_loras", "loras", "max_loras", "MAX_LORAS", _ranged(int, 0, 8)),
     Setting("max_lora_mb", "loras", "max_lora_mb", "MAX_LORA_MB", _ranged(float, 1, 50_000)),
@@ -228,6 +230,8 @@ class Settings:
     x264_crf: int
     max_image_mb: float
     max_image_pixels: int
+    max_audio_mb: float
+    max_audio_seconds: float
     max_keyframes: int
     max_loras: int
     max_lora_mb: float

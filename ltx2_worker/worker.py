@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import health
+from .audio_input import fit_clip, load_audio
 from .camera import camera_lora
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files, output_text
 from .failures import ProvisionError
@@ -148,6 +149,12 @@ class Worker:
                       for k in req.keyframes]
             if images:
                 timings["image"] = time.monotonic() - mark
+            track = audio_report = None
+            if req.audio_input is not None:
+                mark = time.monotonic()
+                track = load_audio(req.audio_input, s)
+                req, audio_report = fit_clip(req, track, s, self.profile.clip)
+                timings["audio_input"] = time.monotonic() - mark
             mark = time.monotonic()
             specs = list(req.loras) + ([camera_lora(req.camera_motion, req.camera_strength)]
                                        if req.camera_motion else [])
@@ -160,7 +167,13 @@ class Worker:
             for data, ext in images:
                 image_names.append(self.client.upload_image(
                     data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{ext}"))
-            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_names, loras)
+            audio = None
+            if track is not None:  # into ComfyUI's input folder beside the images, and removed with them
+                audio = (self.client.upload_image(
+                    track.data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{track.extension}"), audio_report)
+                image_names.append(audio[0])
+            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes,
+                                           image_names[:len(images)], loras, audio)
         except InputError as exc:
             log.info("job %s rejected: %s", job_id, exc)
             return {"error": str(exc)}
@@ -248,7 +261,7 @@ class Worker:
 
     def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
                            started: float, prefixes: list[str], image_names: list[str],
-                           loras: list[CachedLora]) -> dict[str, Any]:
+                           loras: list[CachedLora], audio: tuple[str, dict] | None = None) -> dict[str, Any]:
         """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
         s = self.settings
         self._check_comfyui_setup()
@@ -268,8 +281,11 @@ class Worker:
                      current.height, current.frame_count, current.fps, current.seed, current.audio)
             try:
                 graph = self.workflow.build(current, prefix, image_names, self.profile.graph, self.encoding,
-                                            [lora.name for lora in loras], s.enhance_max_tokens)
+                                            [lora.name for lora in loras], s.enhance_max_tokens,
+                                            audio[0] if audio else None)
                 out = self._run(job_id, current, graph, deadline, timings, started, loras)
+                if audio:
+                    out["audio_input"] = {**audio[1], "used_seconds": round(current.frame_count / current.fps, 3)}
             except ExecutionFailed as exc:
                 if not exc.out_of_memory:
                     raise

@@ -164,12 +164,15 @@ class Workflow:
 
     def build(self, req: VideoRequest, filename_prefix: str, images: Sequence[str] = (),
               choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None,
-              loras: Sequence[str] = (), enhance_max_tokens: int = 512) -> dict[str, Any]:
+              loras: Sequence[str] = (), enhance_max_tokens: int = 512, audio: str | None = None) -> dict[str, Any]:
         """A patched copy of the graph for one request; the loaded graph is never changed. `images[i]` is
         req.keyframes[i]'s image, already uploaded to ComfyUI's input folder; `loras` are the files of
         req.loras, then of the camera move's LoRA if any, as ComfyUI's `loras` folder lists them. Without
         `encoding` the MP4 is written by ComfyUI's SaveVideo as exported. `enhance_max_tokens`: the most the
-        prompt writer may write (ENHANCE_MAX_TOKENS), when the request asks for it."""
+        prompt writer may write (ENHANCE_MAX_TOKENS), when the request asks for it. `audio`: req.audio_input's
+        file, already uploaded to ComfyUI's input folder."""
+        if (audio is None) != (req.audio_input is None):
+            raise ValueError("an audio file goes with a request's audio_input, and only with it")
         strengths = [spec.strength for spec in req.loras] + ([req.camera_strength] if req.camera_motion else [])
         if len(images) != len(req.keyframes) or len(loras) != len(strengths):
             raise ValueError(f"{len(images)} images for {len(req.keyframes)} keyframes, {len(loras)} LoRA files "
@@ -201,6 +204,8 @@ class Workflow:
             self._user_loras(graph, list(zip(loras, strengths, strict=True)))
         if images:
             self._keyframes(graph, list(zip(images, req.keyframes, strict=True)))
+        if audio is not None:
+            self._audio_input(graph, audio, req.frame_count / req.fps)
         if req.enhance_prompt:
             first = [n for n, k in enumerate(req.keyframes) if k.frame == 0]
             self._enhance_prompt(graph, req, f"ltx2:keyframe_{first[0]}" if first else None, enhance_max_tokens)
@@ -261,6 +266,22 @@ class Workflow:
         else:
             self.node(graph, "video_decode")["samples"] = stage2_video
         del self.node(graph, "create_video")["audio"]
+
+    def _audio_input(self, graph: dict[str, Any], name: str, seconds: float) -> None:
+        """Audio-to-video, wired as ComfyUI's LTX-2 image+audio-to-video template does: the user's track, cut to
+        the clip, encoded by the audio VAE and given a noise mask of zeros, so the sampler keeps it as it is in
+        both stages (stage 2 takes stage 1's audio latent, mask and all) while the video is generated to it. The
+        MP4 carries the track itself, not its trip through the audio VAE, whose decode then never runs."""
+        load = self._add(graph, "audio_input", "LoadAudio", {"audio": name})
+        cut = self._add(graph, "audio_input_cut", "TrimAudioDuration",
+                        {"audio": [load, 0], "start_index": 0.0, "duration": seconds})
+        encoded = self._add(graph, "audio_input_encode", "LTXVAudioVAEEncode",
+                            {"audio": [cut, 0], "audio_vae": [self.node_ids["audio_vae_loader"], 0]})
+        zeros = self._add(graph, "audio_input_mask", "SolidMask", {"value": 0.0, "width": 8, "height": 8})
+        kept = self._add(graph, "audio_input_kept", "SetLatentNoiseMask",
+                         {"samples": [encoded, 0], "mask": [zeros, 0]})
+        self.node(graph, "av_latent_stage1")["audio_latent"] = [kept, 0]
+        self.node(graph, "create_video")["audio"] = [cut, 0]
 
     def _enhance_prompt(self, graph: dict[str, Any], req: VideoRequest, first_frame: str | None,
                         max_tokens: int) -> None:

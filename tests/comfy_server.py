@@ -830,7 +830,8 @@ def validate_inputs(prompt: dict, nid: str, validated: dict, schemas: dict, inpu
     node = prompt[nid]
     inputs = node["inputs"]
     spec = schemas[node["class_type"]]["input"]
-    custom = {"image"} if node["class_type"] == "LoadImage" else set()  # inputs LoadImage.VALIDATE_INPUTS takes
+    # inputs LoadImage.VALIDATE_INPUTS and LoadAudio.validate_inputs take instead of the COMBO check
+    custom = {"LoadImage": {"image"}, "LoadAudio": {"audio"}}.get(node["class_type"], set())
     errors, valid = [], True
     for section in ("required", "optional"):
         for name, (input_type, *rest) in spec.get(section, {}).items():
@@ -876,9 +877,10 @@ def validate_inputs(prompt: dict, nid: str, validated: dict, schemas: dict, inpu
                 errors.append(error)
             elif input_type == DYNAMIC_COMBO:
                 errors += _check_dynamic_combo(inputs, name, extra)
-    if custom and isinstance(inputs.get("image"), str) and not (input_dir / inputs["image"]).is_file():
-        errors.append(_error("custom_validation_failed", "Custom validation failed for node",
-                             f"image - Invalid image file: {inputs['image']}", input_name="image"))
+    for name in custom:
+        if isinstance(inputs.get(name), str) and not (input_dir / inputs[name]).is_file():
+            errors.append(_error("custom_validation_failed", "Custom validation failed for node",
+                                 f"{name} - Invalid {name} file: {inputs[name]}", input_name=name))
     previous = validated.get(nid, (True, [], nid))
     validated[nid] = (previous[0] and valid and not errors, previous[1] + [e for e in errors if e not in previous[1]],
                       nid)
@@ -1102,6 +1104,46 @@ def _load_image(run: _Run, name: str) -> list:
     return [_image(frames[0].width, frames[0].height, len(frames), colour), {"type": "MASK"}]
 
 
+def _load_audio(path: Path) -> dict:
+    """LoadAudio: the file's first audio stream, decoded with PyAV as comfy_extras/nodes_audio.py does; the
+    samples stay in the file (`path`), which CreateVideo's MP4 then carries."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise NodeFailure("ValueError", "No audio stream found in the file.")
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(streams=stream.index))
+        rate, channels = stream.codec_context.sample_rate, stream.channels
+    if not samples:
+        raise NodeFailure("ValueError", "No audio frames decoded.")
+    return {"type": "AUDIO", "seconds": samples / rate, "sample_rate": rate, "channels": channels,
+            "path": str(path), "start": 0.0}
+
+
+def _audio_samples(audio: dict, channels: int) -> np.ndarray:
+    """The samples an AUDIO carries, as `channels` x n float32: a loaded file's (from `start`, `seconds` long),
+    else silence (the audio VAE's decode of a random latent is noise; silence is enough here)."""
+    n = max(1, round(audio["seconds"] * audio["sample_rate"]))
+    if "path" not in audio:
+        return np.zeros((channels, n), np.float32)
+    decoded = decode_audio(audio["path"])
+    start = round(audio.get("start", 0.0) * audio["sample_rate"])
+    decoded = decoded[:, start:start + n]
+    return np.repeat(decoded[:1], channels, axis=0) if decoded.shape[0] < channels else decoded[:channels]
+
+
+def decode_audio(path: str | Path) -> np.ndarray:
+    """A file's first audio stream as channels x samples floats in [-1, 1] (integer PCM scaled)."""
+    parts = []
+    with av.open(str(path)) as container:
+        for f in container.decode(audio=0):
+            a = f.to_ndarray()
+            a = a.reshape(-1, f.samples) if f.format.is_planar else a.reshape(f.samples, -1).T
+            if np.issubdtype(a.dtype, np.integer):
+                a = a / float(2 ** (8 * a.dtype.itemsize - 1))
+            parts.append(a.astype(np.float32))
+    return np.concatenate(parts, axis=1)
+
+
 def _crop(img: dict, width: int, height: int, x: int, y: int) -> dict:
     """nodes.ImageCrop: the origin is clamped inside the image and the crop to its edge."""
     x, y = min(x, img["w"] - 1), min(y, img["h"] - 1)
@@ -1198,6 +1240,18 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [_image(i["width"], i["height"], i["batch_size"], (c >> 16 & 255, c >> 8 & 255, c & 255))], None
         case "LoadImage":
             return _load_image(run, i["image"]), None
+        case "LoadAudio":
+            return [_load_audio(run.server.input_dir / i["audio"])], None
+        case "TrimAudioDuration":
+            start = i["start_index"]
+            return [{**i["audio"], "start": i["audio"].get("start", 0.0) + start,
+                     "seconds": max(0.0, min(i["audio"]["seconds"] - start, i["duration"]))}], None
+        case "LTXVAudioVAEEncode":
+            return [{"type": "LATENT", "kind": "audio", "seconds": i["audio"]["seconds"], "encoded": True}], None
+        case "SolidMask":
+            return [{"type": "MASK", "value": i["value"], "w": i["width"], "h": i["height"]}], None
+        case "SetLatentNoiseMask":
+            return [{**i["samples"], "noise_mask": i["mask"]["value"]}], None
         case "ImageScale":
             return [_scaled(i["image"], i["width"], i["height"])], None
         case "ImageScaleBy":
@@ -1308,7 +1362,7 @@ def save_video(output_dir: Path, prefix: str, video: dict, prompt: dict | None,
         container.mux(stream.encode())
         if audio_stream is not None:
             channels = 2 if audio["channels"] > 1 else 1
-            samples = np.zeros((channels, max(1, round(audio["seconds"] * audio["sample_rate"]))), np.float32)
+            samples = np.ascontiguousarray(_audio_samples(audio, channels))
             sound = av.AudioFrame.from_ndarray(samples, format="fltp", layout=audio_stream.layout.name)
             sound.sample_rate = audio["sample_rate"]
             container.mux(audio_stream.encode(sound))

@@ -204,7 +204,8 @@ def test_null_is_absent_for_every_optional_field():
 def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
                            "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength",
-                           "keyframes", "loras", "camera_motion", "camera_strength"}
+                           "keyframes", "loras", "camera_motion", "camera_strength", "enhance_prompt",
+                           "audio_input"}
 
 
 def test_modes_and_image_fields():
@@ -213,6 +214,9 @@ def test_modes_and_image_fields():
     assert r.mode == "distilled"
     assert r.keyframes == (Keyframe("image", "https://example.com/a.png", 0, 0.8),)
     assert "example.com" not in repr(r), "a multi-megabyte base64 image must not reach log lines via repr()"
+    track = parse_request({"prompt": "x", "audio_input": "https://example.com/a.wav"}, S)
+    assert track.audio_input == "https://example.com/a.wav" and track.frames_from_audio
+    assert "example.com" not in repr(track), "nor a base64 track"
 
 
 def test_keyframes_resolve_negative_indexes_and_fold_in_the_image():

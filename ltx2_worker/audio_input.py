@@ -1,0 +1,106 @@
+"""A job's `audio_input`, the track the clip is generated to (audio-to-video): base64 or an https URL like an
+image, checked before ComfyUI is asked (bytes, container, a decodable audio stream, duration), then the clip
+fitted to it. ComfyUI's LoadAudio decodes it with PyAV in ComfyUI's Python, so the check runs there too
+(ltx2_worker/audio_probe.py): what passes here is what LoadAudio can read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .https_fetch import fetch_bytes
+from .image_input import decode_base64
+from .job import InputError, VideoRequest, generation_size
+from .settings import LONGEST_CLIP_S, ClipLimits, Settings
+
+FIELD = "audio_input"
+FETCH_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 60.0
+PROBE = Path(__file__).resolve().parent / "audio_probe.py"
+# PyAV's container names for the accepted formats -> the extension the file is handed to ComfyUI under
+CONTAINERS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg", "aac": "aac",
+              "mov,mp4,m4a,3gp,3g2,mj2": "m4a"}
+FORMATS = "WAV, MP3, FLAC, OGG, M4A or AAC"
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioTrack:
+    data: bytes
+    extension: str
+    seconds: float
+    sample_rate: int
+    channels: int
+
+
+def load_audio(spec: str, settings: Settings) -> AudioTrack:
+    """The track of `spec` (base64 or https URL), decoded once to check it, or InputError naming audio_input."""
+    max_bytes = int(settings.max_audio_mb * 1_000_000)
+    if spec.startswith(("https://", "http://")):
+        data = fetch_bytes(spec, FIELD, max_bytes, FETCH_TIMEOUT_S)
+    else:
+        data = decode_base64(spec, max_bytes, FIELD)
+    if not data:
+        raise InputError(FIELD, "is an empty file")
+    facts = _probe(data, settings.comfy_python)
+    if "error" in facts:
+        raise InputError(FIELD, f"must be {FORMATS} audio, and this file {facts['error']}")
+    extension = CONTAINERS.get(facts["container"])
+    if extension is None:
+        raise InputError(FIELD, f"must be {FORMATS} audio, got a {facts['container']} file")
+    if facts["seconds"] > settings.max_audio_seconds:
+        raise InputError(FIELD, f"lasts {facts['seconds']:.1f} s, more than MAX_AUDIO_SECONDS "
+                                f"({settings.max_audio_seconds:g} s)")
+    return AudioTrack(data, extension, facts["seconds"], facts["sample_rate"], facts["channels"])
+
+
+def _probe(data: bytes, python: str) -> dict:
+    with tempfile.NamedTemporaryFile(prefix="ltx2-audio-") as f:
+        f.write(data)
+        f.flush()
+        try:
+            out = subprocess.run([python, str(PROBE), f.name], capture_output=True, text=True,
+                                 timeout=PROBE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return {"error": f"took more than {PROBE_TIMEOUT_S:g} s to decode"}
+        except OSError as exc:
+            raise RuntimeError(f"cannot run ComfyUI's Python {python} to read the audio: {exc}") from None
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(f"the audio check in {python} failed: {(out.stderr or out.stdout).strip()[-300:]}") \
+            from None
+
+
+def fit_clip(req: VideoRequest, track: AudioTrack, settings: Settings,
+             memory_class: ClipLimits) -> tuple[VideoRequest, dict]:
+    """The request with its frame count set by the track when it gave none: the most 8k+1 frames the track
+    covers at its fps, within MAX_FRAMES, MAX_CLIP_PIXELS and LTX-2's 20 s; with a frame count, the track must
+    cover it. Returns the request and the response's `audio_input` report."""
+    frames_in_track = int(track.seconds * req.fps + 1e-6)
+    if frames_in_track < 9:
+        raise InputError(FIELD, f"lasts {track.seconds:.2f} s, shorter than the shortest clip (9 frames at "
+                                f"{req.fps} fps: {9 / req.fps:.2f} s)")
+    report = {"seconds": round(track.seconds, 3), "sample_rate": track.sample_rate, "channels": track.channels}
+    if not req.frames_from_audio:
+        if req.frame_count > frames_in_track:
+            raise InputError("frame_count", f"{req.frame_count} frames at {req.fps} fps last "
+                                            f"{req.frame_count / req.fps:.2f} s, longer than audio_input's "
+                                            f"{track.seconds:.2f} s: ask fewer frames, or leave frame_count out to "
+                                            "match the track")
+        return req, {**report, "used_seconds": round(req.frame_count / req.fps, 3)}
+    limits = settings.clip_limits(memory_class)
+    gen_w, gen_h = generation_size(req.width, req.height)
+    caps = {"the track": frames_in_track, "MAX_FRAMES": limits.max_frames,
+            "MAX_CLIP_PIXELS": limits.max_clip_pixels // (gen_w * gen_h),
+            f"LTX-2's {LONGEST_CLIP_S} s": LONGEST_CLIP_S * req.fps + 1}
+    cap = min(caps.values())
+    frames = (cap - 1) // 8 * 8 + 1
+    limit = min(caps, key=caps.get)
+    req = dataclasses.replace(req, frame_count=frames)
+    report.update(used_seconds=round(frames / req.fps, 3),
+                  cut_by=None if limit == "the track" else limit)
+    return req, report
