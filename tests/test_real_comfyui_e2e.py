@@ -355,6 +355,79 @@ def _png_bytes() -> bytes:
     return buf.getvalue()
 
 
+def test_4i_a_camera_move_comes_from_the_hub_and_changes_the_clip(stack, tmp_path, monkeypatch):
+    """camera_motion: the move's file (a tiny stand-in keyed as Lightricks' LoRAs are) from its repo on
+    HF_ENDPOINT's hub, over TLS, into the LoRA cache; ComfyUI loads every key (no "lora key not loaded") and the
+    clip changes against the same seed without the move."""
+    settings = stack["settings"]
+    move = "/Lightricks/LTX-2-19b-LoRA-Camera-Control-Jib-Up/resolve/main/ltx-2-19b-lora-camera-control-jib-up" \
+           ".safetensors"
+    _tiny_lora(settings, tmp_path / "jib.safetensors")
+    paths = certificates(tmp_path, ["hub.example"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site = Site("127.0.0.1", port, paths, {move: (tmp_path / "jib.safetensors").read_bytes()})
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, *a, **k: real("127.0.0.1" if host == "hub.example" else host, *a, **k))
+    monkeypatch.setattr(https_fetch, "_address_allowed", lambda a: str(a) == "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
+    monkeypatch.setenv("HF_ENDPOINT", f"https://hub.example:{port}")
+    log_start = settings.comfy_log_file.stat().st_size
+    try:
+        worker = Worker(settings)
+        plain = worker.handle({"id": "cam-none", "input": {**SMALL, "seed": 7}})
+        moved = worker.handle({"id": "cam-jib", "input": {**SMALL, "seed": 7, "camera_motion": "jib_up"}})
+    finally:
+        site.close()
+    assert "error" not in plain and "error" not in moved, (plain, moved)
+    assert site.hits == [move] and moved["camera_motion"]["move"] == "jib_up"
+    with open(settings.comfy_log_file, "rb") as f:
+        f.seek(log_start)
+        comfy_log = f.read().decode("utf-8", "replace")
+    assert "lora key not loaded" not in comfy_log, comfy_log[-3000:]
+    assert _psnr(video_field_frames(moved), video_field_frames(plain)) < 40, "the move changes the clip"
+
+
+def test_4j_audio_to_video_keeps_the_users_track_and_its_length_sets_the_clip(stack, tmp_path):
+    """audio_input through the real graph: LoadAudio, the audio VAE's encode under a zero noise mask in both
+    stages, and the MP4's sound is the track itself (decoded, aligned, compared), 2.0 s giving 41 frames."""
+    import wave
+
+    rate, seconds = 24000, 2.0
+    t = np.arange(int(rate * seconds)) / rate
+    tone = (np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 1.5 * t) * 0.5).astype(np.float32)  # a moving level
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((tone * 32767).astype("<i2").tobytes())
+    worker = Worker(stack["settings"])
+    out = worker.handle({"id": "a2v", "input": {**SMALL, "seed": 7, "frame_count": None,
+                                                "audio_input": base64.b64encode(buf.getvalue()).decode()}})
+    assert "error" not in out, out
+    assert out["frame_count"] == 41 and decode_video_field(out)["frames"] == 41
+    assert out["audio_input"]["used_seconds"] == round(41 / 24, 3) and out["audio_input"]["cut_by"] is None
+    path = tmp_path / "a2v.mp4"
+    path.write_bytes(base64.b64decode(out["video"]))
+    import av
+
+    with av.open(str(path)) as container:
+        got = np.concatenate([f.to_ndarray().reshape(f.to_ndarray().shape[0], -1)[0] for f in
+                              container.decode(audio=0)]).astype(np.float64)
+        got_rate = container.streams.audio[0].sample_rate
+    assert got_rate == rate
+    n = int(rate * 41 / 24)
+    assert abs(len(got) - n) < 2048, (len(got), n)
+    want = tone[:n].astype(np.float64)
+    # AAC shifts by its priming and is lossy: the best alignment within 2048 samples must match closely
+    m = min(len(got), n) - 4096
+    best = max(float(np.corrcoef(got[lag:lag + m], want[2048:2048 + m])[0, 1]) for lag in range(0, 4097))
+    assert best > 0.95, best
+
+
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
     settings = stack["settings"]
     lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
