@@ -27,6 +27,10 @@ CONTAINERS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg", "aac": "
 FORMATS = "WAV, MP3, FLAC, OGG, M4A or AAC"
 
 
+class AudioCheckUnavailable(Exception):
+    """ComfyUI's Python cannot run the check (a worker configuration problem, not the request's)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioTrack:
     data: bytes
@@ -67,12 +71,13 @@ def _probe(data: bytes, python: str) -> dict:
         except subprocess.TimeoutExpired:
             return {"error": f"took more than {PROBE_TIMEOUT_S:g} s to decode"}
         except OSError as exc:
-            raise RuntimeError(f"cannot run ComfyUI's Python {python} to read the audio: {exc}") from None
+            raise AudioCheckUnavailable(f"audio_input cannot be checked: ComfyUI's Python (COMFY_PYTHON={python}) "
+                                        f"does not run: {exc}") from None
     try:
         return json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        raise RuntimeError(f"the audio check in {python} failed: {(out.stderr or out.stdout).strip()[-300:]}") \
-            from None
+        raise AudioCheckUnavailable(f"audio_input cannot be checked: ComfyUI's Python (COMFY_PYTHON={python}) "
+                                    f"failed: {(out.stderr or out.stdout).strip()[-300:]}") from None
 
 
 def fit_clip(req: VideoRequest, track: AudioTrack, settings: Settings,

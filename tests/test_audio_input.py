@@ -148,3 +148,11 @@ def test_the_track_limits_are_settings(stack, env, expected):
     out = Worker(settings.replace(**env)).handle({"id": "lim", "input": {**SMALL, "audio_input": b64(wav(2.0))}})
     assert out["error"].startswith(expected), out
     assert comfy.submitted == []
+
+
+def test_a_comfyui_python_that_cannot_run_the_check_is_named(stack, tmp_path):
+    comfy, _, settings = stack
+    out = Worker(settings.replace(comfy_python=str(tmp_path / "no-python"))).handle(
+        {"id": "py", "input": {**SMALL, "audio_input": b64(wav(1.0))}})
+    assert out["error"].startswith("audio_input cannot be checked: ComfyUI's Python (COMFY_PYTHON="), out
+    assert comfy.submitted == []
