@@ -1,7 +1,7 @@
 """A job's `audio_input`, the track the clip is generated to (audio-to-video): base64 or an https URL like an
 image, checked before ComfyUI is asked (bytes, container, a decodable audio stream, duration), then the clip
 fitted to it. ComfyUI's LoadAudio decodes it with PyAV in ComfyUI's Python, so the check runs there too
-(ltx2_worker/audio_probe.py): what passes here is what LoadAudio can read.
+(ltx2_worker/media_probe.py): what passes here is what LoadAudio can read.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from .settings import LONGEST_CLIP_S, ClipLimits, Settings
 FIELD = "audio_input"
 FETCH_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 60.0
-PROBE = Path(__file__).resolve().parent / "audio_probe.py"
+PROBE = Path(__file__).resolve().parent / "media_probe.py"
 # PyAV's container names for the accepted formats -> the extension the file is handed to ComfyUI under
 CONTAINERS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg", "aac": "aac",
               "mov,mp4,m4a,3gp,3g2,mj2": "m4a"}
 FORMATS = "WAV, MP3, FLAC, OGG, M4A or AAC"
 
 
-class AudioCheckUnavailable(Exception):
-    """ComfyUI's Python cannot run the check (a worker configuration problem, not the request's)."""
+class ProbeUnavailable(Exception):
+    """ComfyUI's Python cannot run the check of a track or a video (a worker configuration problem, not the
+    request's)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,19 +50,21 @@ def load_audio(spec: str, settings: Settings) -> AudioTrack:
         data = decode_base64(spec, max_bytes, FIELD)
     if not data:
         raise InputError(FIELD, "is an empty file")
-    facts = _probe(data, settings.comfy_python)
+    media = probe(data, settings.comfy_python, FIELD)
+    facts = media.get("audio") or media
     if "error" in facts:
         raise InputError(FIELD, f"must be {FORMATS} audio, and this file {facts['error']}")
-    extension = CONTAINERS.get(facts["container"])
+    extension = CONTAINERS.get(media["container"])
     if extension is None:
-        raise InputError(FIELD, f"must be {FORMATS} audio, got a {facts['container']} file")
+        raise InputError(FIELD, f"must be {FORMATS} audio, got a {media['container']} file")
     if facts["seconds"] > settings.max_audio_seconds:
         raise InputError(FIELD, f"lasts {facts['seconds']:.1f} s, more than MAX_AUDIO_SECONDS "
                                 f"({settings.max_audio_seconds:g} s)")
     return AudioTrack(data, extension, facts["seconds"], facts["sample_rate"], facts["channels"])
 
 
-def _probe(data: bytes, python: str) -> dict:
+def probe(data: bytes, python: str, field: str) -> dict:
+    """media_probe.py's answer for `data`, run by ComfyUI's Python (`field` names the request's field)."""
     with tempfile.NamedTemporaryFile(prefix="ltx2-audio-") as f:
         f.write(data)
         f.flush()
@@ -71,12 +74,12 @@ def _probe(data: bytes, python: str) -> dict:
         except subprocess.TimeoutExpired:
             return {"error": f"took more than {PROBE_TIMEOUT_S:g} s to decode"}
         except OSError as exc:
-            raise AudioCheckUnavailable(f"audio_input cannot be checked: ComfyUI's Python (COMFY_PYTHON={python}) "
+            raise ProbeUnavailable(f"{field} cannot be checked: ComfyUI's Python (COMFY_PYTHON={python}) "
                                         f"does not run: {exc}") from None
     try:
         return json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        raise AudioCheckUnavailable(f"audio_input cannot be checked: ComfyUI's Python (COMFY_PYTHON={python}) "
+        raise ProbeUnavailable(f"{field} cannot be checked: ComfyUI's Python (COMFY_PYTHON={python}) "
                                     f"failed: {(out.stderr or out.stdout).strip()[-300:]}") from None
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import health
-from .audio_input import AudioCheckUnavailable, fit_clip, load_audio
+from .audio_input import ProbeUnavailable, fit_clip, load_audio
 from .camera import camera_lora
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files, output_text
 from .failures import ProvisionError
@@ -187,7 +187,7 @@ class Worker:
                 message = dead.message if dead else message
             log.error("job %s failed: %s", job_id, message)
             return _error(message, exc.refresh_worker)
-        except (DeliveryError, LoraCacheUnusable, AudioCheckUnavailable) as exc:
+        except (DeliveryError, LoraCacheUnusable, ProbeUnavailable) as exc:
             log.error("job %s failed: %s", job_id, exc)
             return {"error": str(exc)}
         finally:
