@@ -56,7 +56,8 @@ def load_audio(spec: str, settings: Settings) -> AudioTrack:
         raise InputError(FIELD, f"must be {FORMATS} audio, and this file {facts['error']}")
     extension = CONTAINERS.get(media["container"])
     if extension is None:
-        raise InputError(FIELD, f"must be {FORMATS} audio, got a {media['container']} file")
+        raise InputError(FIELD, f"must be {FORMATS} audio; this file is {media['container']} (FFmpeg's name for "
+                                "its format)")
     if facts["seconds"] > settings.max_audio_seconds:
         raise InputError(FIELD, f"lasts {facts['seconds']:.1f} s, more than MAX_AUDIO_SECONDS "
                                 f"({settings.max_audio_seconds:g} s)")

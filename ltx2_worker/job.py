@@ -17,8 +17,10 @@ ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21", "3:2", "2:
 FIELDS = (
     "prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps", "seed",
     "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength", "keyframes", "loras",
-    "camera_motion", "camera_strength", "enhance_prompt", "audio_input",
+    "camera_motion", "camera_strength", "enhance_prompt", "audio_input", "video", "control", "control_strength",
 )
+# video-to-video: what guides the clip from the source video (ltx2_worker.control), fal's `preprocessor`
+CONTROLS = ("canny", "depth", "pose")
 KEYFRAME_FIELDS = ("image", "frame", "strength")
 LORA_FIELDS = ("url", "strength")
 LORA_STRENGTH = (-2.0, 2.0)
@@ -86,6 +88,11 @@ class VideoRequest:
     # the user's track, base64 or https URL (ltx2_worker.audio_input); never in repr(), so never in a log line
     audio_input: str | None = dataclasses.field(default=None, repr=False)
     frames_from_audio: bool = False  # audio_input without frame_count: the clip lasts as long as the track
+    video: str | None = dataclasses.field(default=None, repr=False)  # the source clip (ltx2_worker.video_input)
+    control: str | None = None  # one of CONTROLS, with `video`
+    control_strength: float = 1.0
+    frames_from_video: bool = False  # video without frame_count: the clip lasts as long as the source
+    fps_from_video: bool = False  # video without fps: the source's frame rate
 
     @property
     def duration_seconds(self) -> float:
@@ -145,9 +152,24 @@ def parse_request(raw: Any, settings: Settings, memory_class: ClipLimits = EVERY
     if audio_input is not None and raw.get("frame_count") is None and any(k.frame for k in keyframes):
         raise InputError("keyframes", "with audio_input and no frame_count the clip's length comes from the track; "
                                       "give frame_count too, so the keyframes' frames are counted within it")
+    video = None if raw.get("video") is None else _image_spec(raw["video"], "video")
+    if video is None:
+        for field in ("control", "control_strength"):
+            if raw.get(field) is not None:
+                raise InputError(field, "needs a video (the source clip whose motion the control follows)")
+    control = _choice(raw, "control", CONTROLS, "canny") if video else None
+    control_strength = _number(raw, "control_strength", 1.0, 0.0, 1.0)
+    if video is not None and any(k.frame for k in keyframes):
+        raise InputError("keyframes", "are not taken with a video: the source's control guides every frame "
+                                      "(an image for frame 0 is)")
+    if video is not None and audio_input is not None and raw.get("frame_count") is None:
+        raise InputError("frame_count", "is needed with both video and audio_input: each would set the clip's "
+                                        "length")
+    no_frames = raw.get("frame_count") is None
     return VideoRequest(prompt, negative, width, height, frame_count, fps, seed, steps, cfg, audio, delivery,
                         mode, keyframes, loras, camera, camera_strength, enhance, audio_input,
-                        audio_input is not None and raw.get("frame_count") is None)
+                        audio_input is not None and no_frames, video, control, control_strength,
+                        video is not None and no_frames, video is not None and raw.get("fps") is None)
 
 
 def _image_spec(value: Any, field: str) -> str:

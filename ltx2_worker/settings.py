@@ -163,6 +163,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_image_pixels", "limits", "max_image_pixels", "MAX_IMAGE_PIXELS", _ranged(int, 4096, 1_000_000_000)),
     Setting("max_audio_mb", "limits", "max_audio_mb", "MAX_AUDIO_MB", _ranged(float, 0.01, 500)),
     Setting("max_audio_seconds", "limits", "max_audio_seconds", "MAX_AUDIO_SECONDS", _ranged(float, 1, 3600)),
+    Setting("max_video_mb", "limits", "max_video_mb", "MAX_VIDEO_MB", _ranged(float, 0.01, 5000)),
+    Setting("max_video_seconds", "limits", "max_video_seconds", "MAX_VIDEO_SECONDS", _ranged(float, 1, 600)),
+    Setting("max_video_pixels", "limits", "max_video_pixels", "MAX_VIDEO_PIXELS", _ranged(int, 4096, 100_000_000)),
     Setting("max_keyframes", "limits", "max_keyframes", "MAX_KEYFRAMES", _ranged(int, 1, 16)),
     Setting("max_loras", "loras", "max_loras", "MAX_LORAS", _ranged(int, 0, 8)),
     Setting("max_lora_mb", "loras", "max_lora_mb", "MAX_LORA_MB", _ranged(float, 1, 50_000)),
@@ -232,6 +235,9 @@ class Settings:
     max_image_pixels: int
     max_audio_mb: float
     max_audio_seconds: float
+    max_video_mb: float
+    max_video_seconds: float
+    max_video_pixels: int
     max_keyframes: int
     max_loras: int
     max_lora_mb: float

@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import health
+from . import health, video_input
 from .audio_input import ProbeUnavailable, fit_clip, load_audio
 from .camera import camera_lora
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files, output_text
+from .control import check_available, ic_lora
 from .failures import ProvisionError
 from .gpu import GpuError, Profile, detect_gpu, profile_for
 from .image_input import load_image
@@ -149,6 +150,13 @@ class Worker:
                       for k in req.keyframes]
             if images:
                 timings["image"] = time.monotonic() - mark
+            source = control_report = None
+            if req.video is not None:
+                check_available(req.control)
+                mark = time.monotonic()
+                source = video_input.load_video(req.video, s)
+                req, control_report = video_input.fit_clip(req, source, s, self.profile.clip)
+                timings["video"] = time.monotonic() - mark
             track = audio_report = None
             if req.audio_input is not None:
                 mark = time.monotonic()
@@ -157,7 +165,7 @@ class Worker:
                 timings["audio_input"] = time.monotonic() - mark
             mark = time.monotonic()
             specs = list(req.loras) + ([camera_lora(req.camera_motion, req.camera_strength)]
-                                       if req.camera_motion else [])
+                                       if req.camera_motion else []) + ([ic_lora(req.control)] if req.video else [])
             loras = [self.loras.get(spec, deadline) for spec in specs]
             if loras:
                 timings["loras"] = time.monotonic() - mark
@@ -172,8 +180,14 @@ class Worker:
                 audio = (self.client.upload_image(
                     track.data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{track.extension}"), audio_report)
                 image_names.append(audio[0])
+            video = None
+            if source is not None:
+                video = (self.client.upload_image(
+                    source.data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{source.extension}"),
+                    control_report)
+                image_names.append(video[0])
             return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes,
-                                           image_names[:len(images)], loras, audio)
+                                           image_names[:len(images)], loras, audio, video)
         except InputError as exc:
             log.info("job %s rejected: %s", job_id, exc)
             return {"error": str(exc)}
@@ -261,7 +275,8 @@ class Worker:
 
     def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
                            started: float, prefixes: list[str], image_names: list[str],
-                           loras: list[CachedLora], audio: tuple[str, dict] | None = None) -> dict[str, Any]:
+                           loras: list[CachedLora], audio: tuple[str, dict] | None = None,
+                           video: tuple[str, dict] | None = None) -> dict[str, Any]:
         """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
         s = self.settings
         self._check_comfyui_setup()
@@ -282,10 +297,12 @@ class Worker:
             try:
                 graph = self.workflow.build(current, prefix, image_names, self.profile.graph, self.encoding,
                                             [lora.name for lora in loras], s.enhance_max_tokens,
-                                            audio[0] if audio else None)
+                                            audio[0] if audio else None, video[0] if video else None)
                 out = self._run(job_id, current, graph, deadline, timings, started, loras)
                 if audio:
                     out["audio_input"] = {**audio[1], "used_seconds": round(current.frame_count / current.fps, 3)}
+                if video:
+                    out["control"] = {**out["control"], **video[1], "used_frames": current.frame_count}
             except ExecutionFailed as exc:
                 if not exc.out_of_memory:
                     raise
@@ -332,7 +349,9 @@ class Worker:
         conditioning: dict[str, Any] = {}
         if req.keyframes:
             conditioning["keyframes"] = [{"frame": k.frame, "strength": k.strength} for k in req.keyframes]
-        requested, camera = loras[:len(req.loras)], loras[len(req.loras):]  # the camera move's LoRA comes last
+        # the request's LoRAs, then the camera move's, then the control's IC-LoRA
+        requested = loras[:len(req.loras)]
+        camera = loras[len(req.loras):len(req.loras) + bool(req.camera_motion)]
         if req.loras:
             conditioning["loras"] = [{"url": spec.url, "sha256": lora.sha256, "strength": spec.strength}
                                      for spec, lora in zip(req.loras, requested, strict=True)]
@@ -340,6 +359,9 @@ class Worker:
             (camera_file,) = camera
             conditioning["camera_motion"] = {"move": req.camera_motion, "strength": req.camera_strength,
                                              "sha256": camera_file.sha256}
+        if req.video:
+            conditioning["control"] = {"kind": req.control, "strength": req.control_strength,
+                                       "ic_lora_sha256": loras[-1].sha256}
         return {
             **payload,
             "seed": req.seed,

@@ -70,6 +70,8 @@ LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
 ENHANCE_NODE = "TextGenerateLTX2Prompt"
 ENHANCED_PROMPT_NODE = "ltx2:enhanced_prompt"  # the PreviewAny node that reports the text
 ENHANCE_SAMPLING = {"temperature": 0.7, "top_k": 64, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.05}
+# the Canny thresholds of ComfyUI's LTX-2 canny blueprint (its node's defaults)
+CANNY_LOW, CANNY_HIGH = 0.4, 0.8
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -164,16 +166,20 @@ class Workflow:
 
     def build(self, req: VideoRequest, filename_prefix: str, images: Sequence[str] = (),
               choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None,
-              loras: Sequence[str] = (), enhance_max_tokens: int = 512, audio: str | None = None) -> dict[str, Any]:
+              loras: Sequence[str] = (), enhance_max_tokens: int = 512, audio: str | None = None,
+              video: str | None = None) -> dict[str, Any]:
         """A patched copy of the graph for one request; the loaded graph is never changed. `images[i]` is
         req.keyframes[i]'s image, already uploaded to ComfyUI's input folder; `loras` are the files of
         req.loras, then of the camera move's LoRA if any, as ComfyUI's `loras` folder lists them. Without
         `encoding` the MP4 is written by ComfyUI's SaveVideo as exported. `enhance_max_tokens`: the most the
         prompt writer may write (ENHANCE_MAX_TOKENS), when the request asks for it. `audio`: req.audio_input's
-        file, already uploaded to ComfyUI's input folder."""
-        if (audio is None) != (req.audio_input is None):
-            raise ValueError("an audio file goes with a request's audio_input, and only with it")
-        strengths = [spec.strength for spec in req.loras] + ([req.camera_strength] if req.camera_motion else [])
+        file, already uploaded to ComfyUI's input folder; `video` likewise req.video's. `loras` then ends with the
+        control's IC-LoRA when there is a video."""
+        if (audio is None) != (req.audio_input is None) or (video is None) != (req.video is None):
+            raise ValueError("an audio file goes with a request's audio_input and a video with its video, and only "
+                             "with them")
+        strengths = [spec.strength for spec in req.loras] + ([req.camera_strength] if req.camera_motion else []) \
+            + ([1.0] if req.video else [])  # the IC-LoRA at full strength, as the blueprints apply it
         if len(images) != len(req.keyframes) or len(loras) != len(strengths):
             raise ValueError(f"{len(images)} images for {len(req.keyframes)} keyframes, {len(loras)} LoRA files "
                              f"for {len(strengths)} LoRAs (the camera move's included)")
@@ -206,6 +212,8 @@ class Workflow:
             self._keyframes(graph, list(zip(images, req.keyframes, strict=True)))
         if audio is not None:
             self._audio_input(graph, audio, req.frame_count / req.fps)
+        if video is not None:
+            self._control_video(graph, video, req)
         if req.enhance_prompt:
             first = [n for n, k in enumerate(req.keyframes) if k.frame == 0]
             self._enhance_prompt(graph, req, f"ltx2:keyframe_{first[0]}" if first else None, enhance_max_tokens)
@@ -266,6 +274,30 @@ class Workflow:
         else:
             self.node(graph, "video_decode")["samples"] = stage2_video
         del self.node(graph, "create_video")["audio"]
+
+    def _control_video(self, graph: dict[str, Any], name: str, req: VideoRequest) -> None:
+        """Video-to-video, as ComfyUI's "Canny to Video (LTX 2.0)" blueprint wires it: the source's first
+        frame_count frames, at the generation size, turned into Canny edges, are one guide at frame 0 of stage 1's
+        latent (LTXVAddGuide, at control_strength), which the IC-LoRA (among `loras`) teaches the model to follow;
+        LTXVCropGuides takes the guide off after stage 1, and stage 2 refines with the IC-LoRA alone."""
+        gen_w, gen_h = generation_size(req.width, req.height)
+        load = self._add(graph, "control_video", "LoadVideo", {"file": name})
+        parts = self._add(graph, "control_video_parts", "GetVideoComponents", {"video": [load, 0]})
+        frames = self._add(graph, "control_video_frames", "ImageFromBatch",
+                           {"image": [parts, 0], "batch_index": 0, "length": req.frame_count})
+        sized = self._add(graph, "control_video_sized", "ImageScale",
+                          {"image": [frames, 0], "upscale_method": "bilinear", "width": gen_w, "height": gen_h,
+                           "crop": "center"})
+        edges = self._add(graph, "control_video_canny", "Canny",
+                          {"image": [sized, 0], "low_threshold": CANNY_LOW, "high_threshold": CANNY_HIGH})
+        stage1, guider = self.node(graph, "av_latent_stage1"), self.node(graph, "guider_stage1")
+        guide = self._add(graph, "control_guide", "LTXVAddGuide",
+                          {"positive": guider["positive"], "negative": guider["negative"],
+                           "vae": [self.node_ids["checkpoint"], 2], "latent": stage1["video_latent"],
+                           "image": [edges, 0], "frame_idx": 0, "strength": req.control_strength})
+        stage1["video_latent"] = [guide, 2]
+        guider.update(positive=[guide, 0], negative=[guide, 1])
+        self.node(graph, "crop_guides").update(positive=[guide, 0], negative=[guide, 1])
 
     def _audio_input(self, graph: dict[str, Any], name: str, seconds: float) -> None:
         """Audio-to-video, wired as ComfyUI's LTX-2 image+audio-to-video template does: the user's track, cut to

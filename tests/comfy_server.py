@@ -831,7 +831,7 @@ def validate_inputs(prompt: dict, nid: str, validated: dict, schemas: dict, inpu
     inputs = node["inputs"]
     spec = schemas[node["class_type"]]["input"]
     # inputs LoadImage.VALIDATE_INPUTS and LoadAudio.validate_inputs take instead of the COMBO check
-    custom = {"LoadImage": {"image"}, "LoadAudio": {"audio"}}.get(node["class_type"], set())
+    custom = {"LoadImage": {"image"}, "LoadAudio": {"audio"}, "LoadVideo": {"file"}}.get(node["class_type"], set())
     errors, valid = [], True
     for section in ("required", "optional"):
         for name, (input_type, *rest) in spec.get(section, {}).items():
@@ -879,8 +879,9 @@ def validate_inputs(prompt: dict, nid: str, validated: dict, schemas: dict, inpu
                 errors += _check_dynamic_combo(inputs, name, extra)
     for name in custom:
         if isinstance(inputs.get(name), str) and not (input_dir / inputs[name]).is_file():
+            kind = {"file": "video"}.get(name, name)
             errors.append(_error("custom_validation_failed", "Custom validation failed for node",
-                                 f"{name} - Invalid {name} file: {inputs[name]}", input_name=name))
+                                 f"{name} - Invalid {kind} file: {inputs[name]}", input_name=name))
     previous = validated.get(nid, (True, [], nid))
     validated[nid] = (previous[0] and valid and not errors, previous[1] + [e for e in errors if e not in previous[1]],
                       nid)
@@ -1119,6 +1120,19 @@ def _load_audio(path: Path) -> dict:
             "path": str(path), "start": 0.0}
 
 
+def _load_video(path: Path) -> dict:
+    """LoadVideo and its components: every frame of the first video stream, decoded with PyAV."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise NodeFailure("ValueError", "No video stream found in the file.")
+        stream = container.streams.video[0]
+        frames = [f for f in container.decode(video=0)]
+        fps = float(stream.average_rate or stream.guessed_rate)
+    colour = tuple(frames[0].to_ndarray(format="rgb24")[0, 0].tolist())
+    return {"type": "VIDEO", "images": _image(frames[0].width, frames[0].height, len(frames), colour), "fps": fps,
+            "audio": None}
+
+
 def _audio_samples(audio: dict, channels: int) -> np.ndarray:
     """The samples an AUDIO carries, as `channels` x n float32: a loaded file's (from `start`, `seconds` long),
     else silence (the audio VAE's decode of a random latent is noise; silence is enough here)."""
@@ -1242,6 +1256,17 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return _load_image(run, i["image"]), None
         case "LoadAudio":
             return [_load_audio(run.server.input_dir / i["audio"])], None
+        case "LoadVideo":
+            return [_load_video(run.server.input_dir / i["file"])], None
+        case "GetVideoComponents":
+            v = i["video"]
+            return [v["images"], v.get("audio"), v["fps"], v["images"]["frames"]], None
+        case "ImageFromBatch":
+            img = i["image"]
+            start = min(i["batch_index"], img["frames"] - 1)
+            return [{**img, "frames": min(i["length"], img["frames"] - start)}], None
+        case "Canny":
+            return [{**i["image"], "colour": (255, 255, 255)}], None
         case "TrimAudioDuration":
             start = i["start_index"]
             return [{**i["audio"], "start": i["audio"].get("start", 0.0) + start,

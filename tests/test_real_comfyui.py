@@ -150,6 +150,49 @@ def test_real_comfyui_accepts_keyframes_and_a_requests_lora(comfy, mode):
     assert r.json()["node_errors"] == {}
 
 
+def test_real_comfyui_accepts_enhance_prompt_audio_input_and_a_control_video(comfy, tmp_path):
+    """The graphs of enhance_prompt (TextGenerateLTX2Prompt's DynamicCombo inputs, PreviewAny), audio_input
+    (LoadAudio, TrimAudioDuration, LTXVAudioVAEEncode, SolidMask, SetLatentNoiseMask) and video with its IC-LoRA
+    (LoadVideo, GetVideoComponents, ImageFromBatch, Canny, LTXVAddGuide) pass the pinned ComfyUI's validation,
+    together with a first frame (the files are real: LoadAudio and LoadVideo check them; the IC-LoRA is a
+    placeholder, as validation lists names)."""
+    import wave
+
+    import av
+
+    client = ComfyClient(comfy.comfy_url)
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 360), (10, 120, 200)).save(buf, "PNG")
+    image = client.upload_image(buf.getvalue(), "tier2-v2v-first.png")
+    sound = io.BytesIO()
+    with wave.open(sound, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24000)
+        w.writeframes(b"\0\0" * 24000)
+    track = client.upload_image(sound.getvalue(), "tier2-track.wav")
+    clip = tmp_path / "source.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(17):
+            out.mux(stream.encode(av.VideoFrame(64, 64, "yuv420p")))
+        out.mux(stream.encode())
+    video = client.upload_image(clip.read_bytes(), "tier2-source.mp4")
+    comfy.lora_cache_dir.mkdir(parents=True, exist_ok=True)
+    (comfy.lora_cache_dir / "tier2-ic.safetensors").write_bytes(b"\0" * 64)
+    first = base64.b64encode(buf.getvalue()).decode()
+    for job, kwargs in (
+            ({"enhance_prompt": True, "image": first}, {"images": [image]}),
+            ({"audio_input": "t", "frame_count": 17, "image": first}, {"images": [image], "audio": track}),
+            ({"video": "v", "frame_count": 17, "image": first, "control_strength": 0.6},
+             {"images": [image], "video": video, "loras": ["tier2-ic.safetensors"]})):
+        graph = Workflow.load().build(parse_request({"prompt": "x", **job}, comfy), "ltx2/tier2-new", **kwargs)
+        r = _validate(comfy, graph)
+        assert r.status_code == 200, (job, r.text)
+        assert r.json()["node_errors"] == {}
+
+
 def test_real_comfyui_rejects_a_bad_value_the_way_the_worker_reports(comfy):
     graph = Workflow.load().build(parse_request({"prompt": "x"}, comfy), "ltx2/tier2")
     graph["75"]["inputs"]["codec"] = "vp9"

@@ -1,0 +1,143 @@
+"""Video-to-video (`video`, `control`, `control_strength`) against the protocol ComfyUI: the source clip checked
+by ComfyUI's own decoder before ComfyUI is asked, the clip fitted to it (its frames and frame rate), Canny edges of
+its frames as one guide at frame 0 of stage 1 under the IC-LoRA fetched from Lightricks' repo on HF_ENDPOINT,
+the guide cropped before the decode."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import sys
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from test_loras import _lora, _settings, web  # noqa: F401  (web: the loopback hub, a fixture)
+
+from ltx2_worker.worker import Worker
+
+from comfy_server import ProtocolComfy
+from helpers import decode_video_field, files_under
+
+SMALL = {"prompt": "a dancer in a red coat", "width": 512, "height": 288, "seed": 4}
+IC_CANNY = "/Lightricks/LTX-2-19b-IC-LoRA-Canny-Control/resolve/main/ltx-2-19b-ic-lora-canny-control.safetensors"
+
+
+def clip(frames: int, fps: int = 30, size=(320, 180), fmt: str = "mp4") -> bytes:
+    """A real video: a white square moving across a dark frame."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream("libx264" if fmt == "mp4" else "libvpx-vp9", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(frames):
+            img = np.full((size[1], size[0], 3), 20, np.uint8)
+            x = (i * 7) % (size[0] - 40)
+            img[60:100, x:x + 40] = 255
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def stack(tmp_path, web):  # noqa: F811
+    comfy_dir = tmp_path / "comfyui"
+    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"),
+                         COMFY_PYTHON=sys.executable)
+    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input",
+                          model_dirs={"loras": [settings.lora_cache_dir]}).start()
+    web["routes"][IC_CANNY] = _lora(tmp_path / "ic-canny.safetensors")
+    yield comfy, Worker(settings.replace(comfy_url=comfy.url)), web
+    comfy.stop()
+
+
+def by_title(comfy) -> dict[str, tuple[str, dict]]:
+    return {n["_meta"]["title"]: (nid, n) for nid, n in comfy.submitted[-1]["prompt"].items()}
+
+
+def test_a_canny_job_follows_the_source_at_its_length_and_rate(stack):
+    comfy, worker, hub = stack
+    out = worker.handle({"id": "v2v", "input": {**SMALL, "video": b64(clip(60, fps=30)), "control_strength": 0.7}})
+    assert "error" not in out, out
+    # 60 source frames: the most 8k+1 within them is 57, at the source's 30 fps
+    assert (out["frame_count"], out["fps"]) == (57, 30)
+    assert decode_video_field(out) == {"width": 512, "height": 288, "frames": 57, "fps": 30.0, "audio": True}
+    assert out["control"] == {"kind": "canny", "strength": 0.7,
+                              "ic_lora_sha256": hashlib.sha256(hub["routes"][IC_CANNY]).hexdigest(),
+                              "source_frames": 60, "source_fps": 30.0, "source_size": [320, 180], "cut_by": None,
+                              "used_frames": 57}
+    nodes = by_title(comfy)
+    guide_id, guide = nodes["control_guide"]
+    assert guide["inputs"]["frame_idx"] == 0 and guide["inputs"]["strength"] == 0.7
+    assert nodes["control_video_frames"][1]["inputs"]["length"] == 57
+    assert nodes["control_video_sized"][1]["inputs"]["width"] == 512, "at the generation size (512 x 320)"
+    assert nodes["av_latent_stage1"][1]["inputs"]["video_latent"] == [guide_id, 2]
+    assert nodes["crop_guides"][1]["inputs"]["positive"] == [guide_id, 0], "the guide comes off after stage 1"
+    ic = [n for n in comfy.submitted[-1]["prompt"].values() if n["class_type"] == "LoraLoaderBypassModelOnly"
+          and n["inputs"]["lora_name"] != "ltx-2-19b-distilled-lora-384.safetensors"]
+    assert len(ic) == 1 and ic[0]["inputs"]["strength_model"] == 1.0, "the IC-LoRA, in both stages"
+    assert IC_CANNY in hub["site"].hits and files_under(comfy.input_dir) == []
+
+
+def test_frame_count_and_fps_given_are_kept_and_checked_against_the_source(stack):
+    comfy, worker, _ = stack
+    source = b64(clip(40, fps=25))
+    ok = worker.handle({"id": "ok", "input": {**SMALL, "video": source, "frame_count": 33, "fps": 24}})
+    assert "error" not in ok and (ok["frame_count"], ok["fps"]) == (33, 24), ok
+    long = worker.handle({"id": "long", "input": {**SMALL, "video": source, "frame_count": 41}})
+    assert long["error"].startswith("frame_count: is 41, more than the video's 40 frames"), long
+    assert len(comfy.submitted) == 1
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"video": b64(b"no video here")}, "video: must be an MP4, MOV or WebM video, and this file cannot be decoded"),
+    ({"video": b64(clip(5))}, "video: has 5 frames; a clip needs at least 9"),
+    ({"control": "canny"}, "control: needs a video"),
+    ({"control_strength": 0.5}, "control_strength: needs a video"),
+    ({"video": "x", "control": "edges"}, "control: must be one of canny, depth, pose, got 'edges'"),
+    ({"video": b64(clip(20)), "control": "depth"}, "control: depth needs a depth map of every source frame"),
+    ({"video": b64(clip(20)), "control": "pose"}, "control: pose needs a pose map of every source frame"),
+    ({"video": "x", "keyframes": [{"image": "https://example.com/a.png", "frame": -1}], "frame_count": 9},
+     "keyframes: are not taken with a video"),
+    ({"video": "x", "audio_input": "y"}, "frame_count: is needed with both video and audio_input"),
+])
+def test_a_bad_source_or_control_is_answered_before_comfyui(stack, change, expected):
+    comfy, worker, hub = stack
+    out = worker.handle({"id": "bad", "input": {**SMALL, **change}})
+    assert out["error"].startswith(expected), out
+    assert comfy.submitted == [] and files_under(comfy.input_dir) == []
+    assert IC_CANNY not in hub["site"].hits, "nothing fetched for a refused job"
+
+
+def test_an_image_is_not_a_video(stack):
+    comfy, worker, _ = stack
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "PNG")
+    out = worker.handle({"id": "png", "input": {**SMALL, "video": b64(buf.getvalue())}})
+    assert out["error"] == "video: must be an MP4, MOV or WebM video; this file is png_pipe (FFmpeg's name for its " \
+                           "format)", out
+    assert comfy.submitted == []
+
+
+@pytest.mark.parametrize("limit, expected", [
+    ({"max_video_seconds": 1.0}, "video: lasts 2.0 s, more than MAX_VIDEO_SECONDS (1 s)"),
+    ({"max_video_pixels": 10000}, "video: has 320x180 frames, more than MAX_VIDEO_PIXELS (10000) pixels"),
+    ({"max_video_mb": 0.001}, "video: must be at most 0.001 MB"),
+])
+def test_the_source_limits_are_settings(stack, limit, expected):
+    comfy, worker, _ = stack
+    out = Worker(worker.settings.replace(**limit)).handle({"id": "lim", "input": {**SMALL, "video": b64(clip(60))}})
+    assert out["error"].startswith(expected), out
+    assert comfy.submitted == []
+
+
+def test_a_webm_source_works_too(stack):
+    _, worker, _ = stack
+    out = worker.handle({"id": "webm", "input": {**SMALL, "video": b64(clip(17, fps=24, fmt="webm"))}})
+    assert "error" not in out and out["frame_count"] == 17, out
