@@ -517,6 +517,7 @@ def test_n8n_request_is_one_the_worker_accepts_and_it_reads_fields_the_worker_re
     assert _valid({**{field: config[source] for field, source in fields.items()}, "camera_motion": "jib_up",
                    "enhance_prompt": True}).enhance_prompt
     assert config["audio_url"] == "" and "{ audio_input: $json.audio_url }" in optional
+    assert config["video_url"] == "" and "{ video: $json.video_url }" in optional
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "ltx2_worker").glob("*.py"))
     for field in set(re.findall(r"output\??\.(\w+)", json.dumps(flow))):
         assert f'"{field}"' in source, f"the n8n flow reads output.{field}, which the worker never returns"
@@ -526,5 +527,5 @@ def test_n8n_request_is_one_the_worker_accepts_and_it_reads_fields_the_worker_re
 def test_each_request_example_is_one_the_worker_accepts(path):
     body = _json(str(path.relative_to(ROOT)))
     req = _valid(body["input"])
-    assert req.keyframes or req.loras or req.camera_motion or req.enhance_prompt or req.audio_input, \
+    assert req.keyframes or req.loras or req.camera_motion or req.enhance_prompt or req.audio_input or req.video, \
         "each example shows a feature beyond plain text-to-video"
