@@ -7,29 +7,19 @@ fitted to it. ComfyUI's LoadAudio decodes it with PyAV in ComfyUI's Python, so t
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import tempfile
-from pathlib import Path
 
 from .https_fetch import fetch_bytes
 from .image_input import decode_base64
 from .job import InputError, VideoRequest, generation_size
+from .media import probe
 from .settings import LONGEST_CLIP_S, ClipLimits, Settings
 
 FIELD = "audio_input"
 FETCH_TIMEOUT_S = 30.0
-PROBE_TIMEOUT_S = 60.0
-PROBE = Path(__file__).resolve().parent / "media_probe.py"
 # PyAV's container names for the accepted formats -> the extension the file is handed to ComfyUI under
 CONTAINERS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg", "aac": "aac",
               "mov,mp4,m4a,3gp,3g2,mj2": "m4a"}
 FORMATS = "WAV, MP3, FLAC, OGG, M4A or AAC"
-
-
-class ProbeUnavailable(Exception):
-    """ComfyUI's Python cannot run the check of a track or a video (a worker configuration problem, not the
-    request's)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,26 +52,6 @@ def load_audio(spec: str, settings: Settings) -> AudioTrack:
         raise InputError(FIELD, f"lasts {facts['seconds']:.1f} s, more than MAX_AUDIO_SECONDS "
                                 f"({settings.max_audio_seconds:g} s)")
     return AudioTrack(data, extension, facts["seconds"], facts["sample_rate"], facts["channels"])
-
-
-def probe(data: bytes, python: str, field: str) -> dict:
-    """media_probe.py's answer for `data`, run by ComfyUI's Python (`field` names the request's field)."""
-    with tempfile.NamedTemporaryFile(prefix="ltx2-audio-") as f:
-        f.write(data)
-        f.flush()
-        try:
-            out = subprocess.run([python, str(PROBE), f.name], capture_output=True, text=True,
-                                 timeout=PROBE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return {"error": f"took more than {PROBE_TIMEOUT_S:g} s to decode"}
-        except OSError as exc:
-            raise ProbeUnavailable(f"{field} cannot be checked: ComfyUI's Python (COMFY_PYTHON={python}) "
-                                        f"does not run: {exc}") from None
-    try:
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise ProbeUnavailable(f"{field} cannot be checked: ComfyUI's Python (COMFY_PYTHON={python}) "
-                                    f"failed: {(out.stderr or out.stdout).strip()[-300:]}") from None
 
 
 def fit_clip(req: VideoRequest, track: AudioTrack, settings: Settings,

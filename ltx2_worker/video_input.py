@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .audio_input import probe
 from .https_fetch import fetch_bytes
 from .image_input import decode_base64
 from .job import InputError, VideoRequest, generation_size
+from .media import probe
 from .settings import LONGEST_CLIP_S, ClipLimits, Settings
 
 FIELD = "video"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import health, video_input
-from .audio_input import ProbeUnavailable, fit_clip, load_audio
+from .audio_input import fit_clip, load_audio
 from .camera import camera_lora
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files, output_text
 from .control import check_available, ic_lora
@@ -25,6 +25,7 @@ from .ladder import step_down
 from .launch import CACHE_FLAG
 from .lora_cache import CachedLora, LoraCache, LoraCacheUnusable, checkpoint_layers
 from .manifest import load_manifest
+from .media import ProbeUnavailable
 from .output import (
     BUCKET_ENV,
     OUTPUT_DIR_FIX,

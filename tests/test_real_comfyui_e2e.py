@@ -427,6 +427,60 @@ def test_4j_audio_to_video_keeps_the_users_track_and_its_length_sets_the_clip(st
     assert best > 0.95, best
 
 
+def test_4k_video_to_video_runs_canny_under_the_ic_lora_and_crops_the_guide(stack, tmp_path, monkeypatch):
+    """video with control canny through the real graph: LoadVideo, Canny, LTXVAddGuide at frame 0 under the IC-LoRA
+    (a tiny stand-in from the loopback hub), LTXVCropGuides: the clip has exactly the asked frames and size (the
+    guide came off) at the source's rate. With random weights the clip cannot be said to follow the source; the
+    correlation of its frame-to-frame changes with the source's is printed beside a text-only clip's, as a record."""
+    import av
+
+    settings = stack["settings"]
+    ic = "/Lightricks/LTX-2-19b-IC-LoRA-Canny-Control/resolve/main/ltx-2-19b-ic-lora-canny-control.safetensors"
+    _tiny_lora(settings, tmp_path / "ic.safetensors")
+    paths = certificates(tmp_path, ["hub.example"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site = Site("127.0.0.1", port, paths, {ic: (tmp_path / "ic.safetensors").read_bytes()})
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, *a, **k: real("127.0.0.1" if host == "hub.example" else host, *a, **k))
+    monkeypatch.setattr(https_fetch, "_address_allowed", lambda a: str(a) == "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
+    monkeypatch.setenv("HF_ENDPOINT", f"https://hub.example:{port}")
+    source = tmp_path / "source.mp4"
+    moves = []
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
+        for i in range(20):
+            img = np.full((256, 256, 3), 30, np.uint8)
+            x = (i * 11) % 200
+            img[100:160, x:x + 50] = 250
+            moves.append(img.astype(np.float64))
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    try:
+        worker = Worker(settings)
+        plain = worker.handle({"id": "v2v-none", "input": {**SMALL, "seed": 7, "frame_count": 17, "fps": 25}})
+        v2v = worker.handle({"id": "v2v", "input": {**SMALL, "seed": 7, "frame_count": None,
+                                                    "video": base64.b64encode(source.read_bytes()).decode()}})
+    finally:
+        site.close()
+    assert "error" not in plain and "error" not in v2v, (plain, v2v)
+    assert (v2v["frame_count"], v2v["fps"]) == (17, 25) and v2v["control"]["source_frames"] == 20
+    assert decode_video_field(v2v) == {"width": 256, "height": 256, "frames": 17, "fps": 25.0, "audio": True}
+    assert site.hits == [ic]
+
+    def changes(frames):
+        return np.array([np.abs(b - a).mean() for a, b in zip(frames, frames[1:], strict=False)])
+
+    src = changes(moves[:17])
+    follow = {name: float(np.corrcoef(changes(list(video_field_frames(out))), src)[0, 1])
+              for name, out in (("video-to-video", v2v), ("text only", plain))}
+    print(f"correlation of frame-to-frame change with the source's: {follow}")
+
+
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
     settings = stack["settings"]
     lora = stack["volume"] / "models" / "loras" / "ltx-2-19b-distilled-lora-384.safetensors"
