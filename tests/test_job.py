@@ -205,7 +205,7 @@ def test_fields_list_is_the_documented_contract():
     assert set(FIELDS) == {"prompt", "negative_prompt", "width", "height", "aspect_ratio", "frame_count", "fps",
                            "seed", "steps", "cfg", "audio", "delivery", "mode", "image", "image_strength",
                            "keyframes", "loras", "camera_motion", "camera_strength", "enhance_prompt",
-                           "audio_input"}
+                           "audio_input", "video", "control", "control_strength"}
 
 
 def test_modes_and_image_fields():
