@@ -217,6 +217,10 @@ def test_modes_and_image_fields():
     track = parse_request({"prompt": "x", "audio_input": "https://example.com/a.wav"}, S)
     assert track.audio_input == "https://example.com/a.wav" and track.frames_from_audio
     assert "example.com" not in repr(track), "nor a base64 track"
+    source = parse_request({"prompt": "x", "video": "https://example.com/a.mp4"}, S)
+    assert (source.video, source.control, source.frames_from_video, source.fps_from_video) == (
+        "https://example.com/a.mp4", "canny", True, True)
+    assert "example.com" not in repr(source), "nor a base64 video"
 
 
 def test_keyframes_resolve_negative_indexes_and_fold_in_the_image():
