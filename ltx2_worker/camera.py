@@ -9,16 +9,12 @@ ComfyUI-Manager's model list: about 327 MB for the dollies, 2.21 GB for the jibs
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 
-from .job import CAMERA_MOVES, InputError, LoraSpec
-from .lora_cache import LoraCache, LoraCacheUnusable
+from .job import CAMERA_MOVES, LoraSpec
+from .lora_cache import LoraCache, fetch_at_boot
 from .manifest import CAMERA_PREFIX, enabled_names
 from .settings import Settings, SettingsError
-
-log = logging.getLogger(__name__)
 
 REPO = "Lightricks/LTX-2-19b-LoRA-Camera-Control-{title}"
 FILE = "ltx-2-19b-lora-camera-control-{slug}.safetensors"
@@ -47,15 +43,7 @@ def enabled_moves(settings: Settings) -> list[str]:
 
 
 def fetch_enabled(settings: Settings, cache: LoraCache, timeout_s: float) -> list[str]:
-    """At boot: each enabled move's LoRA into the cache, so no job waits for its download; the moves fetched.
-    A move that cannot be fetched is logged and left for its first job (which then says why)."""
-    done = []
-    for move in enabled_moves(settings):
-        try:
-            cached = cache.get(camera_lora(move, 1.0), time.monotonic() + timeout_s)
-        except (InputError, LoraCacheUnusable, OSError) as exc:
-            log.warning("camera move %s not fetched at boot (its first job tries again): %s", move, exc)
-            continue
-        log.info("camera move %s: %s (%.2f GB) in the LoRA cache", move, cached.name, cached.size / 1e9)
-        done.append(move)
-    return done
+    """At boot: each enabled move's LoRA into the cache (lora_cache.fetch_at_boot); the moves fetched."""
+    moves = enabled_moves(settings)
+    done = fetch_at_boot(cache, [(f"camera move {m}", camera_lora(m, 1.0)) for m in moves], timeout_s)
+    return [m for m in moves if f"camera move {m}" in done]

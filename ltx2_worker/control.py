@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 
-from .job import InputError, LoraSpec
+from .job import CONTROLS, InputError, LoraSpec
+from .lora_cache import LoraCache, fetch_at_boot
+from .manifest import CONTROL_PREFIX, enabled_names
+from .settings import Settings, SettingsError
 
 REPO = "Lightricks/LTX-2-19b-IC-LoRA-{title}-Control"
 FILE = "ltx-2-19b-ic-lora-{kind}-control.safetensors"
@@ -38,3 +41,22 @@ def ic_lora(kind: str) -> LoraSpec:
     endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
     url = f"{endpoint}/{REPO.format(title=kind.capitalize())}/resolve/{REVISION}/{FILE.format(kind=kind)}"
     return LoraSpec("control", url, 1.0, MAX_MB)
+
+
+def enabled_controls(settings: Settings) -> list[str]:
+    """The controls ENABLE_MODELS names as control_<kind> whose IC-LoRA is fetched at boot; a kind this worker
+    cannot run, or does not know, is a configuration error."""
+    kinds = sorted(n[len(CONTROL_PREFIX):] for n in enabled_names(settings) if n.startswith(CONTROL_PREFIX))
+    for kind in kinds:
+        if kind not in CONTROLS or kind in MISSING_PREPROCESSOR:
+            runnable = [k for k in CONTROLS if k not in MISSING_PREPROCESSOR]
+            raise SettingsError(f"ENABLE_MODELS names control_{kind}; this worker runs "
+                                f"{', '.join(CONTROL_PREFIX + k for k in runnable)}")
+    return kinds
+
+
+def fetch_enabled(settings: Settings, cache: LoraCache, timeout_s: float) -> list[str]:
+    """At boot: each enabled control's IC-LoRA into the cache (lora_cache.fetch_at_boot); the kinds fetched."""
+    kinds = enabled_controls(settings)
+    done = fetch_at_boot(cache, [(f"control {k}", ic_lora(k)) for k in kinds], timeout_s)
+    return [k for k in kinds if f"control {k}" in done]

@@ -43,6 +43,22 @@ def checkpoint_layers(settings: Settings) -> dict[str, tuple[int, ...]]:
     return transformer_layers(model_path(settings, checkpoint, cached_files(settings, models)))
 
 
+def fetch_at_boot(cache: LoraCache, named: list[tuple[str, LoraSpec]], timeout_s: float) -> list[str]:
+    """At boot: the worker's own LoRAs that ENABLE_MODELS names (camera moves, controls' IC-LoRAs) into the cache,
+    so no job waits for their download; the names fetched. One that cannot be fetched is logged and left for its
+    first job, which then says why."""
+    done = []
+    for name, spec in named:
+        try:
+            cached = cache.get(spec, time.monotonic() + timeout_s)
+        except (InputError, LoraCacheUnusable, OSError) as exc:
+            log.warning("%s not fetched at boot (its first job tries again): %s", name, exc)
+            continue
+        log.info("%s: %s (%.2f GB) in the LoRA cache", name, cached.name, cached.size / 1e9)
+        done.append(name)
+    return done
+
+
 class LoraCacheUnusable(Exception):
     """The worker's LoRA cache cannot be used (a configuration or volume problem, not the request's)."""
 

@@ -32,6 +32,7 @@ class ModelFile:
 
 
 CAMERA_PREFIX = "camera_"  # ENABLE_MODELS=camera_<move>: a camera move's LoRA (ltx2_worker.camera), not a role
+CONTROL_PREFIX = "control_"  # ENABLE_MODELS=control_<kind>: a control's IC-LoRA (ltx2_worker.control), not a role
 
 
 def enabled_names(settings: Settings) -> set[str]:
@@ -40,8 +41,8 @@ def enabled_names(settings: Settings) -> set[str]:
 
 
 def enabled_roles(settings: Settings) -> set[str]:
-    """The optional manifest roles ENABLE_MODELS names (camera moves aside)."""
-    return {r for r in enabled_names(settings) if not r.startswith(CAMERA_PREFIX)}
+    """The optional manifest roles ENABLE_MODELS names (camera moves and controls aside)."""
+    return {r for r in enabled_names(settings) if not r.startswith((CAMERA_PREFIX, CONTROL_PREFIX))}
 
 
 def load_manifest(settings: Settings, config_file: Path | None = None) -> list[ModelFile]:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .camera import enabled_moves, fetch_enabled
+from . import camera, control
 from .download import download, hub_url, part_path
 from .failures import ProvisionError, endpoint_of, failure, volume_cause
 from .health import record_boot_failure
@@ -154,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"OK all {len(models)} model files are valid: {where}")
             return 0
         provision(settings, models, sha256=args.sha256)
-        if enabled_moves(settings):  # camera moves ENABLE_MODELS names: into the LoRA cache now, not at a job
-            fetch_enabled(settings, LoraCache(settings, lambda: checkpoint_layers(settings)),
-                          settings.lora_fetch_timeout_s)
+        # the camera moves and controls' IC-LoRAs ENABLE_MODELS names: into the LoRA cache now, not at a job
+        if camera.enabled_moves(settings) or control.enabled_controls(settings):
+            cache = LoraCache(settings, lambda: checkpoint_layers(settings))
+            camera.fetch_enabled(settings, cache, settings.lora_fetch_timeout_s)
+            control.fetch_enabled(settings, cache, settings.lora_fetch_timeout_s)
         return 0
     except (ProvisionError, SettingsError, OSError) as exc:
         message = f"model provisioning failed: {exc}"

@@ -141,3 +141,26 @@ def test_a_webm_source_works_too(stack):
     _, worker, _ = stack
     out = worker.handle({"id": "webm", "input": {**SMALL, "video": b64(clip(17, fps=24, fmt="webm"))}})
     assert "error" not in out and out["frame_count"] == 17, out
+
+
+def test_enable_models_fetches_the_canny_ic_lora_at_boot(tmp_path, web, caplog):  # noqa: F811
+    import time
+
+    from test_loras import _cache
+
+    from ltx2_worker.control import enabled_controls, fetch_enabled, ic_lora
+    from ltx2_worker.manifest import enabled_roles
+    from ltx2_worker.settings import SettingsError
+
+    web["routes"][IC_CANNY] = _lora(tmp_path / "ic.safetensors")
+    settings = _settings(tmp_path, ENABLE_MODELS="checkpoint_distilled, control_canny")
+    assert enabled_roles(settings) == {"checkpoint_distilled"}, "controls are no manifest roles"
+    for kind in ("depth", "edges"):
+        with pytest.raises(SettingsError, match=f"ENABLE_MODELS names control_{kind}; this worker runs control_canny"):
+            enabled_controls(settings.replace(enable_models=f"control_{kind}"))
+    cache = _cache(settings)
+    assert fetch_enabled(settings, cache, 30) == ["canny"]
+    hits = list(web["site"].hits)
+    assert cache.get(ic_lora("canny"), time.monotonic() + 30).sha256 == hashlib.sha256(
+        web["routes"][IC_CANNY]).hexdigest()
+    assert web["site"].hits == hits == [IC_CANNY], "a job finds the IC-LoRA in the cache"
