@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .https_fetch import fetch_bytes
-from .image_input import decode_base64
 from .job import InputError, VideoRequest, generation_size
-from .media import probe
+from .media import read_media
 from .settings import LONGEST_CLIP_S, ClipLimits, Settings
 
 FIELD = "audio_input"
@@ -33,21 +31,9 @@ class AudioTrack:
 
 def load_audio(spec: str, settings: Settings) -> AudioTrack:
     """The track of `spec` (base64 or https URL), decoded once to check it, or InputError naming audio_input."""
-    max_bytes = int(settings.max_audio_mb * 1_000_000)
-    if spec.startswith(("https://", "http://")):
-        data = fetch_bytes(spec, FIELD, max_bytes, FETCH_TIMEOUT_S)
-    else:
-        data = decode_base64(spec, max_bytes, FIELD)
-    if not data:
-        raise InputError(FIELD, "is an empty file")
-    media = probe(data, settings.comfy_python, FIELD)
-    facts = media.get("audio") or media
-    if "error" in facts:
-        raise InputError(FIELD, f"must be {FORMATS} audio, and this file {facts['error']}")
-    extension = CONTAINERS.get(media["container"])
-    if extension is None:
-        raise InputError(FIELD, f"must be {FORMATS} audio; this file is {media['container']} (FFmpeg's name for "
-                                "its format)")
+    data, extension, facts = read_media(spec, FIELD, "audio", f"{FORMATS} audio", CONTAINERS,
+                                        int(settings.max_audio_mb * 1_000_000), FETCH_TIMEOUT_S,
+                                        settings.comfy_python)
     if facts["seconds"] > settings.max_audio_seconds:
         raise InputError(FIELD, f"lasts {facts['seconds']:.1f} s, more than MAX_AUDIO_SECONDS "
                                 f"({settings.max_audio_seconds:g} s)")

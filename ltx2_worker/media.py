@@ -10,6 +10,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .https_fetch import fetch_bytes
+from .image_input import decode_base64
+from .job import InputError
+
 PROBE_TIMEOUT_S = 60.0
 PROBE = Path(__file__).resolve().parent / "media_probe.py"
 
@@ -17,6 +21,27 @@ PROBE = Path(__file__).resolve().parent / "media_probe.py"
 class ProbeUnavailable(Exception):
     """ComfyUI's Python cannot run the check of a track or a video (a worker configuration problem, not the
     request's)."""
+
+
+def read_media(spec: str, field: str, stream: str, what: str, containers: dict[str, str], max_bytes: int,
+               fetch_timeout_s: float, python: str) -> tuple[bytes, str, dict]:
+    """The file of `spec` (base64 or https URL) as (bytes, the extension ComfyUI gets it under, the probe's facts
+    of its `stream`, "audio" or "video"), or InputError naming `field`: empty, undecodable, no such stream, or a
+    container outside `containers` (PyAV's container name -> extension); `what` describes the formats taken."""
+    if spec.startswith(("https://", "http://")):
+        data = fetch_bytes(spec, field, max_bytes, fetch_timeout_s)
+    else:
+        data = decode_base64(spec, max_bytes, field)
+    if not data:
+        raise InputError(field, "is an empty file")
+    media = probe(data, python, field)
+    facts = media.get(stream) or media
+    if "error" in facts:
+        raise InputError(field, f"must be {what}, and this file {facts['error']}")
+    extension = containers.get(media["container"])
+    if extension is None:
+        raise InputError(field, f"must be {what}; this file is {media['container']} (FFmpeg's name for its format)")
+    return data, extension, facts
 
 
 def probe(data: bytes, python: str, field: str) -> dict:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .https_fetch import fetch_bytes
-from .image_input import decode_base64
 from .job import InputError, VideoRequest, generation_size
-from .media import probe
+from .media import read_media
 from .settings import LONGEST_CLIP_S, ClipLimits, Settings
 
 FIELD = "video"
@@ -37,21 +35,9 @@ class SourceVideo:
 
 def load_video(spec: str, settings: Settings) -> SourceVideo:
     """The source clip of `spec` (base64 or https URL), decoded once to check it, or InputError naming video."""
-    max_bytes = int(settings.max_video_mb * 1_000_000)
-    if spec.startswith(("https://", "http://")):
-        data = fetch_bytes(spec, FIELD, max_bytes, FETCH_TIMEOUT_S)
-    else:
-        data = decode_base64(spec, max_bytes, FIELD)
-    if not data:
-        raise InputError(FIELD, "is an empty file")
-    media = probe(data, settings.comfy_python, FIELD)
-    facts = media.get("video") or media
-    if "error" in facts:
-        raise InputError(FIELD, f"must be an {FORMATS} video, and this file {facts['error']}")
-    extension = CONTAINERS.get(media["container"])
-    if extension is None:
-        raise InputError(FIELD, f"must be an {FORMATS} video; this file is {media['container']} (FFmpeg's name for "
-                                "its format)")
+    data, extension, facts = read_media(spec, FIELD, "video", f"an {FORMATS} video", CONTAINERS,
+                                        int(settings.max_video_mb * 1_000_000), FETCH_TIMEOUT_S,
+                                        settings.comfy_python)
     source = SourceVideo(data, extension, facts["frames"], facts["fps"], facts["width"], facts["height"])
     if source.width * source.height > settings.max_video_pixels:
         raise InputError(FIELD, f"has {source.width}x{source.height} frames, more than MAX_VIDEO_PIXELS "

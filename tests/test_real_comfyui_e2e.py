@@ -354,6 +354,22 @@ def _png_bytes() -> bytes:
     return buf.getvalue()
 
 
+def _loopback_hub(tmp_path, monkeypatch, routes: dict) -> Site:
+    """A TLS site on 127.0.0.1 as hub.example, which HF_ENDPOINT then names (the test's DNS and CA), serving
+    `routes`; the worker's own LoRAs (camera moves, IC-LoRAs) come from it."""
+    paths = certificates(tmp_path, ["hub.example"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, *a, **k: real("127.0.0.1" if host == "hub.example" else host, *a, **k))
+    monkeypatch.setattr(https_fetch, "_address_allowed", lambda a: str(a) == "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
+    monkeypatch.setenv("HF_ENDPOINT", f"https://hub.example:{port}")
+    return Site("127.0.0.1", port, paths, routes)
+
+
 def test_4i_a_camera_move_comes_from_the_hub_and_changes_the_clip(stack, tmp_path, monkeypatch):
     """camera_motion: the move's file (a tiny stand-in keyed as Lightricks' LoRAs are) from its repo on
     HF_ENDPOINT's hub, over TLS, into the LoRA cache; ComfyUI loads every key (no "lora key not loaded") and the
@@ -362,17 +378,7 @@ def test_4i_a_camera_move_comes_from_the_hub_and_changes_the_clip(stack, tmp_pat
     move = "/Lightricks/LTX-2-19b-LoRA-Camera-Control-Jib-Up/resolve/main/ltx-2-19b-lora-camera-control-jib-up" \
            ".safetensors"
     _tiny_lora(settings, tmp_path / "jib.safetensors")
-    paths = certificates(tmp_path, ["hub.example"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    site = Site("127.0.0.1", port, paths, {move: (tmp_path / "jib.safetensors").read_bytes()})
-    real = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo",
-                        lambda host, *a, **k: real("127.0.0.1" if host == "hub.example" else host, *a, **k))
-    monkeypatch.setattr(https_fetch, "_address_allowed", lambda a: str(a) == "127.0.0.1")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
-    monkeypatch.setenv("HF_ENDPOINT", f"https://hub.example:{port}")
+    site = _loopback_hub(tmp_path, monkeypatch, {move: (tmp_path / "jib.safetensors").read_bytes()})
     log_start = settings.comfy_log_file.stat().st_size
     try:
         worker = Worker(settings)
@@ -437,17 +443,7 @@ def test_4k_video_to_video_runs_canny_under_the_ic_lora_and_crops_the_guide(stac
     settings = stack["settings"]
     ic = "/Lightricks/LTX-2-19b-IC-LoRA-Canny-Control/resolve/main/ltx-2-19b-ic-lora-canny-control.safetensors"
     _tiny_lora(settings, tmp_path / "ic.safetensors")
-    paths = certificates(tmp_path, ["hub.example"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    site = Site("127.0.0.1", port, paths, {ic: (tmp_path / "ic.safetensors").read_bytes()})
-    real = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo",
-                        lambda host, *a, **k: real("127.0.0.1" if host == "hub.example" else host, *a, **k))
-    monkeypatch.setattr(https_fetch, "_address_allowed", lambda a: str(a) == "127.0.0.1")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
-    monkeypatch.setenv("HF_ENDPOINT", f"https://hub.example:{port}")
+    site = _loopback_hub(tmp_path, monkeypatch, {ic: (tmp_path / "ic.safetensors").read_bytes()})
     source = tmp_path / "source.mp4"
     moves = []
     with av.open(str(source), "w") as out:
