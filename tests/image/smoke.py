@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import configparser
+import io
 import json
 import re
 import shutil
@@ -31,6 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import wave
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +54,17 @@ with av.open(sys.argv[1]) as c:
     print(json.dumps({"width": v.codec_context.width, "height": v.codec_context.height, "frames": frames,
                       "audio": bool(c.streams.audio)}))
 """
+
+
+def wav(seconds: float, rate: int = 24000) -> str:
+    """A silent mono WAV, base64."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * round(seconds * rate))
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 class SmokeFailure(Exception):
@@ -227,6 +240,14 @@ def run(engine: str, image: str, work: Path) -> None:
             check(bad.get("status") == "FAILED" and str(bad.get("error", "")).startswith("frame_count: "),
                   f"a frame_count of 120 was answered {bad}")
             t = step("bad input answered", t)
+            # audio_input is checked by ComfyUI's Python in the image (ltx2_worker/media_probe.py), then generated to
+            bad = first.runsync({**JOB, "audio_input": base64.b64encode(b"not audio").decode()}, timeout=60)
+            check(bad.get("status") == "FAILED" and str(bad.get("error", "")).startswith("audio_input: must be WAV"),
+                  f"an undecodable audio_input was answered {bad}")
+            out = first.runsync({**JOB, "frame_count": None, "audio_input": wav(0.5)}, timeout=JOB_DEADLINE_S)
+            check(out.get("status") == "COMPLETED" and out["output"]["frame_count"] == 9,
+                  f"a 0.5 s audio_input was answered {json.dumps(out)[:1000]}")
+            t = step("audio_input checked in the image and a clip made to it", t)
         before = volume_files(volume)
         downloads = len([r for r in hub.requests if r["method"] == "GET"])
 
