@@ -22,7 +22,7 @@ FORMATS = "WAV, MP3, FLAC, OGG, M4A or AAC"
 
 @dataclasses.dataclass(frozen=True)
 class AudioTrack:
-    data: bytes
+    data: bytes = dataclasses.field(repr=False)  # megabytes: never in a log line
     extension: str
     seconds: float
     sample_rate: int
