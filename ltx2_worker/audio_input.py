@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from .job import InputError, VideoRequest, generation_size
+from .job import InputError, VideoRequest, longest_clip
 from .media import read_media
-from .settings import LONGEST_CLIP_S, ClipLimits, Settings
+from .settings import ClipLimits, Settings
 
 FIELD = "audio_input"
 FETCH_TIMEOUT_S = 30.0
@@ -57,15 +57,8 @@ def fit_clip(req: VideoRequest, track: AudioTrack, settings: Settings,
                                             f"{track.seconds:.2f} s: ask fewer frames, or leave frame_count out to "
                                             "match the track")
         return req, {**report, "used_seconds": round(req.frame_count / req.fps, 3)}
-    limits = settings.clip_limits(memory_class)
-    gen_w, gen_h = generation_size(req.width, req.height)
-    caps = {"the track": frames_in_track, "MAX_FRAMES": limits.max_frames,
-            "MAX_CLIP_PIXELS": limits.max_clip_pixels // (gen_w * gen_h),
-            f"LTX-2's {LONGEST_CLIP_S} s": LONGEST_CLIP_S * req.fps + 1}
-    cap = min(caps.values())
-    frames = (cap - 1) // 8 * 8 + 1
-    limit = min(caps, key=caps.get)
+    frames, cut_by = longest_clip(req.width, req.height, req.fps, settings.clip_limits(memory_class), "the track",
+                                  frames_in_track)
     req = dataclasses.replace(req, frame_count=frames)
-    report.update(used_seconds=round(frames / req.fps, 3),
-                  cut_by=None if limit == "the track" else limit)
+    report.update(used_seconds=round(frames / req.fps, 3), cut_by=cut_by)
     return req, report

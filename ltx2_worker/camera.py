@@ -9,8 +9,7 @@ ComfyUI-Manager's model list: about 327 MB for the dollies, 2.21 GB for the jibs
 
 from __future__ import annotations
 
-import os
-
+from .download import hub_file_url
 from .job import CAMERA_MOVES, LoraSpec
 from .lora_cache import LoraCache, fetch_at_boot
 from .manifest import CAMERA_PREFIX, enabled_names
@@ -20,15 +19,12 @@ REPO = "Lightricks/LTX-2-19b-LoRA-Camera-Control-{title}"
 FILE = "ltx-2-19b-lora-camera-control-{slug}.safetensors"
 REVISION = "main"
 MAX_MB = 2400  # the largest move's file (2.21 GB) with room; above MAX_LORA_MB's default, these are the worker's own
-HUB = "https://huggingface.co"
 
 
 def camera_lora(move: str, strength: float) -> LoraSpec:
     """The LoRA of `move` (job.CAMERA_MOVES) at `strength`, from HF_ENDPOINT's hub (huggingface.co unless set)."""
     title = "-".join(part.capitalize() for part in move.split("_"))
-    endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
-    url = (f"{endpoint}/{REPO.format(title=title)}/resolve/{REVISION}/"
-           f"{FILE.format(slug=move.replace('_', '-'))}")
+    url = hub_file_url(REPO.format(title=title), FILE.format(slug=move.replace("_", "-")), REVISION)
     return LoraSpec("camera_motion", url, strength, MAX_MB)
 
 

@@ -10,8 +10,7 @@ pose a pose estimator (SDPose): files this worker does not provision, so those k
 
 from __future__ import annotations
 
-import os
-
+from .download import hub_file_url
 from .job import CONTROLS, InputError, LoraSpec
 from .lora_cache import LoraCache, fetch_at_boot
 from .manifest import CONTROL_PREFIX, enabled_names
@@ -21,7 +20,6 @@ REPO = "Lightricks/LTX-2-19b-IC-LoRA-{title}-Control"
 FILE = "ltx-2-19b-ic-lora-{kind}-control.safetensors"
 REVISION = "main"
 MAX_MB = 1500  # about 0.65 GB each (the issue's figure; ComfyUI-Manager lists them), with room
-HUB = "https://huggingface.co"
 MISSING_PREPROCESSOR = {
     "depth": "depth needs a depth map of every source frame, made by the Lotus depth model "
              "(lotus-depth-d-v1-1.safetensors) with an SD VAE, which this worker does not provision yet",
@@ -38,9 +36,8 @@ def check_available(kind: str) -> None:
 
 def ic_lora(kind: str) -> LoraSpec:
     """The IC-LoRA of `kind` (job.CONTROLS) at strength 1, as the blueprints apply it, from HF_ENDPOINT's hub."""
-    endpoint = (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
-    url = f"{endpoint}/{REPO.format(title=kind.capitalize())}/resolve/{REVISION}/{FILE.format(kind=kind)}"
-    return LoraSpec("control", url, 1.0, MAX_MB)
+    return LoraSpec("control", hub_file_url(REPO.format(title=kind.capitalize()), FILE.format(kind=kind), REVISION),
+                    1.0, MAX_MB)
 
 
 def enabled_controls(settings: Settings) -> list[str]:

@@ -41,6 +41,15 @@ def hub_url(model: ModelFile) -> str:
     return hf_hub_url(model.repo, model.path, revision=model.revision)
 
 
+def hub_file_url(repo: str, path: str, revision: str) -> str:
+    """A file on HF_ENDPOINT's hub (huggingface.co unless set), read at each call: the worker's own LoRAs (camera
+    moves, controls' IC-LoRAs) are fetched by this URL through the LoRA cache, not provisioned by hub_url."""
+    from huggingface_hub import hf_hub_url
+
+    endpoint = os.environ.get("HF_ENDPOINT")
+    return hf_hub_url(repo, path, revision=revision, endpoint=endpoint.rstrip("/") if endpoint else None)
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size

@@ -256,6 +256,19 @@ def _loras(raw: dict, max_loras: int) -> tuple[LoraSpec, ...]:
     return tuple(found)
 
 
+def longest_clip(width: int, height: int, fps: int, limits: ClipLimits, source: str,
+                 source_frames: int) -> tuple[int, str | None]:
+    """The most frames (8k+1) a clip at this size and fps may have when a source (a track, a video) of
+    `source_frames` frames sets its length: within the source, MAX_FRAMES, MAX_CLIP_PIXELS and LTX-2's 20 s; and
+    which of those cut it (None: the source itself)."""
+    gen_w, gen_h = generation_size(width, height)
+    caps = {source: source_frames, "MAX_FRAMES": limits.max_frames,
+            "MAX_CLIP_PIXELS": limits.max_clip_pixels // (gen_w * gen_h),
+            f"LTX-2's {LONGEST_CLIP_S} s": LONGEST_CLIP_S * fps + 1}
+    limit = min(caps, key=caps.get)
+    return (caps[limit] - 1) // 8 * 8 + 1, None if limit == source else limit
+
+
 def _check_clip_pixels(width: int, height: int, frame_count: int, max_clip_pixels: int) -> None:
     """MAX_CLIP_PIXELS bounds the clip the graph renders (the size rounded up to GENERATION_MULTIPLE), which is
     what every memory class was measured to finish."""

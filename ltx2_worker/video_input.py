@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .job import InputError, VideoRequest, generation_size
+from .job import InputError, VideoRequest, longest_clip
 from .media import read_media
 from .settings import LONGEST_CLIP_S, ClipLimits, Settings
 
@@ -68,12 +68,6 @@ def fit_clip(req: VideoRequest, source: SourceVideo, settings: Settings,
             raise InputError("frame_count", f"{req.frame_count} frames at the video's {fps} fps span more than "
                                             f"LTX-2's {LONGEST_CLIP_S} s: ask fewer, or give fps")
         return dataclasses.replace(req, fps=fps), {**report, "cut_by": None}
-    limits = settings.clip_limits(memory_class)
-    gen_w, gen_h = generation_size(req.width, req.height)
-    caps = {"the video": source.frames, "MAX_FRAMES": limits.max_frames,
-            "MAX_CLIP_PIXELS": limits.max_clip_pixels // (gen_w * gen_h),
-            f"LTX-2's {LONGEST_CLIP_S} s": LONGEST_CLIP_S * fps + 1}
-    limit = min(caps, key=caps.get)
-    frames = (caps[limit] - 1) // 8 * 8 + 1
-    return (dataclasses.replace(req, fps=fps, frame_count=frames),
-            {**report, "cut_by": None if limit == "the video" else limit})
+    frames, cut_by = longest_clip(req.width, req.height, fps, settings.clip_limits(memory_class), "the video",
+                                  source.frames)
+    return dataclasses.replace(req, fps=fps, frame_count=frames), {**report, "cut_by": cut_by}

@@ -47,6 +47,7 @@ from .workflow import (
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
     ENHANCED_PROMPT_NODE,
+    ENHANCER_NODE,
     LORA_BYPASS_NODE,
     SAVE_VIDEO_NODE,
     TILE_DECODE_NODE,
@@ -134,7 +135,7 @@ class Worker:
             log.error("job %s refused: %s", job_id, problem.message)
             return _error(problem.message, problem.refresh_worker)
         prefixes: list[str] = []  # every output prefix this job used, all removed at the end
-        image_names: list[str] = []  # every image this job uploaded to ComfyUI's input folder, removed at the end
+        uploads: list[str] = []  # every file this job put in ComfyUI's input folder, all removed at the end
         try:
             req = parse_request(raw_input, s, self.profile.clip)
             if req.delivery == "url" and self.bucket is None:  # known now: never generate a clip that cannot go
@@ -173,22 +174,17 @@ class Worker:
             self._wait_ready(deadline, timings)
             if req.mode == "distilled":
                 self._check_distilled_available()
-            for data, ext in images:
-                image_names.append(self.client.upload_image(
-                    data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{ext}"))
-            audio = None
-            if track is not None:  # into ComfyUI's input folder beside the images, and removed with them
-                audio = (self.client.upload_image(
-                    track.data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{track.extension}"), audio_report)
-                image_names.append(audio[0])
-            video = None
-            if source is not None:
-                video = (self.client.upload_image(
-                    source.data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{source.extension}"),
-                    control_report)
-                image_names.append(video[0])
-            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes,
-                                           image_names[:len(images)], loras, audio, video)
+
+            def upload(data: bytes, extension: str) -> str:
+                name = self.client.upload_image(data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{extension}")
+                uploads.append(name)
+                return name
+
+            image_names = [upload(data, ext) for data, ext in images]
+            audio = (upload(track.data, track.extension), audio_report) if track is not None else None
+            video = (upload(source.data, source.extension), control_report) if source is not None else None
+            return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_names, loras,
+                                           audio, video)
         except InputError as exc:
             log.info("job %s rejected: %s", job_id, exc)
             return {"error": str(exc)}
@@ -207,7 +203,7 @@ class Worker:
             return {"error": str(exc)}
         finally:
             removed = sum(len(remove_outputs(s.comfy_output_dir, prefix)) for prefix in prefixes)
-            for name in image_names:
+            for name in uploads:
                 (s.comfy_input_dir / name).unlink(missing_ok=True)
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
@@ -326,7 +322,7 @@ class Worker:
         timings["generate"] = time.monotonic() - mark
         enhanced: dict[str, Any] = {}
         if req.enhance_prompt:  # the writer's seconds are part of "generate"; shown apart as well
-            timings["enhance_prompt"] = clock.seconds("ltx2:prompt_enhancer", time.monotonic())
+            timings["enhance_prompt"] = clock.seconds(ENHANCER_NODE, time.monotonic())
             enhanced["prompt_enhanced"] = output_text(entry, ENHANCED_PROMPT_NODE)
             if enhanced["prompt_enhanced"] is None:
                 log.warning("job %s: ComfyUI reported no text from the prompt enhancer (node %s)", job_id,

@@ -68,6 +68,7 @@ LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
 # prompt with LTX-2's own system prompts (comfy_extras/nodes_textgen.py), sampled with the node's defaults and the
 # request's seed, so the same request gives the same text; PreviewAny reports the text in /history.
 ENHANCE_NODE = "TextGenerateLTX2Prompt"
+ENHANCER_NODE = "ltx2:prompt_enhancer"  # the writer's node id, whose seconds the response reports
 ENHANCED_PROMPT_NODE = "ltx2:enhanced_prompt"  # the PreviewAny node that reports the text
 ENHANCE_SAMPLING = {"temperature": 0.7, "top_k": 64, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.05}
 # the Canny thresholds of ComfyUI's LTX-2 canny blueprint (its node's defaults)
@@ -325,7 +326,7 @@ class Workflow:
                   "thinking": False, "use_default_template": True}
         if first_frame is not None:
             inputs["image"] = [first_frame, 0]
-        enhancer = self._add(graph, "prompt_enhancer", ENHANCE_NODE, inputs)
+        enhancer = self._add(graph, ENHANCER_NODE.removeprefix("ltx2:"), ENHANCE_NODE, inputs)
         self.node(graph, "positive_prompt")["text"] = [enhancer, 0]
         self._add(graph, ENHANCED_PROMPT_NODE.removeprefix("ltx2:"), "PreviewAny", {"source": [enhancer, 0]})
 

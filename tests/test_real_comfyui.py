@@ -156,21 +156,14 @@ def test_real_comfyui_accepts_enhance_prompt_audio_input_and_a_control_video(com
     (LoadVideo, GetVideoComponents, ImageFromBatch, Canny, LTXVAddGuide) pass the pinned ComfyUI's validation,
     together with a first frame (the files are real: LoadAudio and LoadVideo check them; the IC-LoRA is a
     placeholder, as validation lists names)."""
-    import wave
-
     import av
+    from test_audio_input import wav
 
     client = ComfyClient(comfy.comfy_url)
     buf = io.BytesIO()
     Image.new("RGB", (640, 360), (10, 120, 200)).save(buf, "PNG")
     image = client.upload_image(buf.getvalue(), "tier2-v2v-first.png")
-    sound = io.BytesIO()
-    with wave.open(sound, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(24000)
-        w.writeframes(b"\0\0" * 24000)
-    track = client.upload_image(sound.getvalue(), "tier2-track.wav")
+    track = client.upload_image(wav(1.0, channels=1), "tier2-track.wav")
     clip = tmp_path / "source.mp4"
     with av.open(str(clip), "w") as out:
         stream = out.add_stream("libx264", rate=24)

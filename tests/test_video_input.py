@@ -169,21 +169,15 @@ def test_enable_models_fetches_the_canny_ic_lora_at_boot(tmp_path, web, caplog):
 def test_video_with_a_first_frame_a_track_and_a_requests_lora(stack, tmp_path):
     """The source's control beside what else a request brings: `image` at frame 0, `audio_input` (frame_count then
     given) and a user LoRA, which comes before the IC-LoRA in the chain."""
-    import wave
+    from test_audio_input import wav
 
     comfy, worker, hub = stack
     hub["routes"]["/style.safetensors"] = _lora(tmp_path / "style.safetensors")
     buf = io.BytesIO()
     Image.new("RGB", (512, 288), (200, 100, 0)).save(buf, "PNG")
-    sound = io.BytesIO()
-    with wave.open(sound, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(24000)
-        w.writeframes(b"\0\1" * 48000)
     out = worker.handle({"id": "all", "input": {
         **SMALL, "video": b64(clip(40, fps=24)), "frame_count": 33, "image": b64(buf.getvalue()),
-        "audio_input": b64(sound.getvalue()), "loras": [{"url": f"{hub['base']}/style.safetensors"}]}})
+        "audio_input": b64(wav(2.0, channels=1)), "loras": [{"url": f"{hub['base']}/style.safetensors"}]}})
     assert "error" not in out, out
     assert (out["frame_count"], out["fps"]) == (33, 24) and out["audio_input"]["used_seconds"] == round(33 / 24, 3)
     graph = comfy.submitted[-1]["prompt"]
