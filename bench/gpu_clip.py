@@ -107,6 +107,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--camera", default="", metavar="MOVE",
                    help="worker and class configs: then jobs with camera_motion MOVE (its first use, cached, and a "
                         "plain job after them), its LoRA a stand-in of the real file's size served locally")
+    p.add_argument("--enhance", type=int, nargs="?", const=2, default=0, metavar="N",
+                   help="worker configs: then N jobs with enhance_prompt (the stand-in Gemma samples to "
+                   "ENHANCE_MAX_TOKENS: no end-of-text comes from random weights, the longest case)")
+    p.add_argument("--a2v", type=float, default=0, metavar="SECONDS",
+                   help="worker configs: then two audio-to-video jobs to a track of SECONDS (a chord with beats, "
+                   "WAV), its length setting the frame count")
+    p.add_argument("--v2v", default="", metavar="KIND",
+                   help="worker configs: then video-to-video jobs with control KIND (its first use, cached) on a "
+                   "moving source clip of the command line's size (a stand-in IC-LoRA of the real file's size)")
     p.add_argument("--keyframes", type=int, nargs="?", const=2, default=0, metavar="N",
                    help="worker and class configs: then N first-and-last-frame jobs (default 2)")
     p.add_argument("--distilled", type=int, nargs="?", const=1, default=0, metavar="N",
@@ -436,6 +445,49 @@ LORA_URL = "https://bench.invalid/{}.safetensors"  # the bench's LoRAs: served f
 LORA_RANK = 16  # Lightricks' camera LoRAs are ~0.33 GB: rank 16 on all 1,344 block linears is that size
 # the stand-in camera LoRA's rank for each move: the dollies' files are ~0.33 GB, the jibs' and static's 2.21 GB
 CAMERA_RANKS = {"dolly_in": 16, "dolly_out": 16, "dolly_left": 16, "dolly_right": 16, "jib": 108}
+IC_LORA_RANK = 32  # Lightricks' IC-LoRAs are ~0.65 GB: rank 32 on every block linear
+
+
+def track_wav(seconds: float, rate: int = 48000) -> str:
+    """A stereo WAV of `seconds`: a chord whose loudness beats twice a second (something for the audio VAE to
+    encode), base64."""
+    import io
+    import wave
+
+    import numpy as np
+
+    t = np.arange(round(seconds * rate)) / rate
+    chord = sum(np.sin(2 * np.pi * hz * t) for hz in (220.0, 277.2, 329.6)) / 3
+    pcm = (chord * (0.3 + 0.3 * np.abs(np.sin(2 * np.pi * t))) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.repeat(pcm[:, None], 2, axis=1).tobytes())
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def source_clip(width: int, height: int, frames: int, fps: int = 24) -> str:
+    """An H.264 MP4 with motion that edges can follow: a bright disc crossing a striped field, base64."""
+    import io
+
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        yy, xx = np.mgrid[0:height, 0:width]
+        for i in range(frames):
+            img = np.zeros((height, width, 3), np.uint8)
+            img[..., 1] = ((xx // 64 + i // 6) % 2) * 90
+            cx, cy = width * (0.15 + 0.7 * i / max(frames - 1, 1)), height / 2 + height / 4 * np.sin(i / 12)
+            img[(xx - cx) ** 2 + (yy - cy) ** 2 < (height / 6) ** 2] = 230
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def make_loras(volume: Path, out: Path, names=("lora-a", "lora-b"), rank: int = LORA_RANK) -> None:
@@ -619,9 +671,10 @@ class Run:
         self.client.record = record
         if self.name == "reference":
             out = self._reference_job(request)
-        else:
+        else:  # an extra field of None leaves the request's out (frame_count, to follow a track or a video)
+            merged = {**request, "mode": mode, **(extra or {})}
             out = self.worker.handle({"id": f"{self.name}-{label}",
-                                      "input": {**request, "mode": mode, **(extra or {})}})
+                                      "input": {k: v for k, v in merged.items() if v is not None}})
         wall = time.monotonic() - started
         lines = self.log_lines()[before:]
         executed = [float(m.group(1)) for line in lines if (m := re.search(r"Prompt executed in ([\d.]+) seconds",
@@ -639,6 +692,11 @@ class Run:
                                 or "loaded partially" in line][:12],
                "nodes": node_seconds(record.get("marks", [])),
                "output_files_left": sum(1 for _ in Path(self.settings.comfy_output_dir).rglob("*") if _.is_file())}
+        for key in ("timings", "audio_input", "control"):
+            if isinstance(out.get(key), dict):
+                fig[key] = out[key]
+        if out.get("prompt_enhanced") is not None:
+            fig["prompt_enhanced_chars"] = len(out["prompt_enhanced"])
         if "error" in out:
             fig["error"] = out["error"][:600]
             return fig, None
@@ -695,9 +753,13 @@ def main(argv: list[str] | None = None) -> int:
     from ltx2_worker.settings import load_settings
 
     reserve = load_settings(env={}).comfy_reserve_vram_gb
-    if args.loras or args.camera:
+    if args.loras or args.camera or args.v2v:
         started = time.monotonic()
         make_loras(args.volume, tmp / "loras")
+        if args.v2v:  # named as the real file, which is what the worker's URL for the kind ends in
+            from ltx2_worker.control import ic_lora
+
+            make_loras(args.volume, tmp / "loras", [ic_lora(args.v2v).url.rsplit("/", 1)[1][:-12]], IC_LORA_RANK)
         if args.camera:  # named as the real file, which is what the worker's URL for the move ends in
             from ltx2_worker.camera import camera_lora
 
@@ -783,6 +845,17 @@ def plan_for(name: str, args: argparse.Namespace) -> list[tuple]:
         plan.append(("no-audio", PROMPTS[0], 44, "standard", None, {"audio": False}))
     if args.i2v:
         plan.append(("i2v", PROMPTS[0], 45, "standard", None, {"image": i2v_image()}))
+    plan += [(f"enhance{i + 1}", PROMPTS[0], 60 + i, "standard", None, {"enhance_prompt": True})
+             for i in range(args.enhance)]
+    if args.a2v:
+        track = {"audio_input": track_wav(args.a2v), "frame_count": None}
+        plan += [("a2v-first", PROMPTS[0], 64, "standard", None, track),
+                 ("a2v-again", PROMPTS[0], 65, "standard", None, track)]
+    if args.v2v:
+        clip = {"video": source_clip(args.width, args.height, args.frames), "control": args.v2v}
+        plan += [("v2v-first", PROMPTS[0], 66, "standard", None, clip),
+                 ("v2v-again", PROMPTS[0], 67, "standard", None, clip),
+                 ("after-v2v", PROMPTS[0], 68, "standard", None, None)]
     if args.distilled:
         plan.append(("distilled-first", PROMPTS[0], 42, "distilled", None, None))
         plan += [(f"distilled-warm{i + 1}", PROMPTS[0], 43 + i, "distilled", None, None)

@@ -4,8 +4,10 @@ the source clip into that guide. The IC-LoRA is fetched like a camera move's LoR
 LoRA cache on first use, from `main` of its repo (no commit is recorded here; the cache pins what it got by sha256,
 reported in the response), and applied in both stages after the request's LoRAs.
 
-Canny edges come from ComfyUI's own `Canny` node, with no model. Depth needs the Lotus depth model and an SD VAE,
-pose a pose estimator (SDPose): files this worker does not provision, so those kinds are refused with the reason.
+Canny edges come from ComfyUI's own `Canny` node, with no model. Depth maps come from Lotus-D with the SD VAE
+(ComfyUI's "Image to Depth Map (Lotus)" subgraph, core nodes), files the manifest provisions only with
+ENABLE_MODELS=control_depth (manifest.CONTROL_ROLES): without them a depth request is refused, saying so. Pose
+needs a pose estimator (SDPose and a person detector), which this worker does not provision: refused likewise.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from .download import hub_file_url
 from .job import CONTROLS, InputError, LoraSpec
 from .lora_cache import LoraCache, fetch_at_boot
-from .manifest import CONTROL_PREFIX, enabled_names
+from .manifest import CONTROL_PREFIX, CONTROL_ROLES, enabled_names, enabled_roles, load_manifest
 from .settings import Settings, SettingsError
 
 REPO = "Lightricks/LTX-2-19b-IC-LoRA-{title}-Control"
@@ -21,17 +23,22 @@ FILE = "ltx-2-19b-ic-lora-{kind}-control.safetensors"
 REVISION = "main"
 MAX_MB = 1500  # about 0.65 GB each (the issue's figure; ComfyUI-Manager lists them), with room
 MISSING_PREPROCESSOR = {
-    "depth": "depth needs a depth map of every source frame, made by the Lotus depth model "
-             "(lotus-depth-d-v1-1.safetensors) with an SD VAE, which this worker does not provision yet",
-    "pose": "pose needs a pose map of every source frame, made by a pose estimator (SDPose), which this worker "
-            "does not provision yet",
+    "pose": "pose needs a pose map of every source frame, made by a pose estimator (SDPose with a person "
+            "detector), which this worker does not provision yet",
 }
 
 
-def check_available(kind: str) -> None:
-    """Refuse a control whose preprocessor cannot run on the provisioned files, saying why."""
+def check_available(kind: str, settings: Settings) -> dict[str, str]:
+    """The files of `kind`'s preprocessor (manifest role: file name, as ComfyUI lists it), or InputError saying
+    why it cannot run here."""
     if kind in MISSING_PREPROCESSOR:
         raise InputError("control", f"{MISSING_PREPROCESSOR[kind]}; canny runs on ComfyUI's Canny node alone")
+    roles = CONTROL_ROLES.get(kind, ())
+    if any(role not in enabled_roles(settings) for role in roles):
+        raise InputError("control", f"{kind} needs its preprocessor's files ({', '.join(roles)}) on the volume, "
+                         f"which this worker provisions only when ENABLE_MODELS lists control_{kind}; canny runs "
+                         "on ComfyUI's Canny node alone")
+    return {m.role: m.name for m in load_manifest(settings) if m.role in roles}
 
 
 def ic_lora(kind: str) -> LoraSpec:

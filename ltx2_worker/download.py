@@ -32,7 +32,7 @@ PROGRESS_EVERY_S = 30
 
 
 def part_path(volume: Path, model: ModelFile) -> Path:
-    return volume / "models" / ".downloads" / f"{model.role}-{model.sha256[:16]}.part"
+    return volume / "models" / ".downloads" / f"{model.role}-{model.sha256[:16] or model.size}.part"
 
 
 def hub_url(model: ModelFile) -> str:
@@ -77,7 +77,8 @@ def download(model: ModelFile, volume: Path, settings: Settings, check_sha256: b
     url = hub_url(model)
     _fetch_with_retries(model, part, url, settings)
     bad = problem(part, model)
-    if bad is None and check_sha256 and (digest := sha256_of(part)) != model.sha256:
+    digest = sha256_of(part) if bad is None and (check_sha256 or not model.sha256) else None
+    if digest and model.sha256 and digest != model.sha256:
         bad = f"has sha256 {digest}, not the manifest's {model.sha256}"
     if bad:
         part.unlink(missing_ok=True)
@@ -87,8 +88,8 @@ def download(model: ModelFile, volume: Path, settings: Settings, check_sha256: b
     target = model.target(volume)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, target)  # same file system: atomic
-    if check_sha256:
-        remember_hash(target, model.sha256)
+    if digest:  # an unpublished sha256 is pinned here: later --sha256 checks compare with what this got
+        remember_hash(target, digest)
     elapsed = time.monotonic() - started
     log.info("downloaded %s/%s in %.0f s (%.0f MB/s)%s", model.folder, model.name, elapsed,
              (model.size - resumed) / 1e6 / max(elapsed, 1e-3),

@@ -20,7 +20,7 @@ class ModelFile:
     path: str  # inside the hub repo
     folder: str  # ComfyUI model folder under <volume>/models/
     size: int
-    sha256: str
+    sha256: str  # "" where the hub publishes none (config.ini: `sha256 = unpublished`): the first download pins it
     required: bool
 
     @property
@@ -33,6 +33,9 @@ class ModelFile:
 
 CAMERA_PREFIX = "camera_"  # ENABLE_MODELS=camera_<move>: a camera move's LoRA (ltx2_worker.camera), not a role
 CONTROL_PREFIX = "control_"  # ENABLE_MODELS=control_<kind>: a control's IC-LoRA (ltx2_worker.control), not a role
+# the manifest roles a control's preprocessor needs, provisioned with ENABLE_MODELS=control_<kind>
+CONTROL_ROLES = {"depth": ("depth_model", "depth_vae")}
+UNPUBLISHED = "unpublished"  # config.ini's word for a sha256 the hub does not publish
 
 
 def enabled_names(settings: Settings) -> set[str]:
@@ -41,8 +44,14 @@ def enabled_names(settings: Settings) -> set[str]:
 
 
 def enabled_roles(settings: Settings) -> set[str]:
-    """The optional manifest roles ENABLE_MODELS names (camera moves and controls aside)."""
-    return {r for r in enabled_names(settings) if not r.startswith((CAMERA_PREFIX, CONTROL_PREFIX))}
+    """The optional manifest roles ENABLE_MODELS names (camera moves aside), a control's preprocessor files
+    (CONTROL_ROLES) among them."""
+    names = enabled_names(settings)
+    roles = {r for r in names if not r.startswith((CAMERA_PREFIX, CONTROL_PREFIX))}
+    for name in names:
+        if name.startswith(CONTROL_PREFIX):
+            roles.update(CONTROL_ROLES.get(name[len(CONTROL_PREFIX):], ()))
+    return roles
 
 
 def load_manifest(settings: Settings, config_file: Path | None = None) -> list[ModelFile]:
@@ -57,7 +66,7 @@ def load_manifest(settings: Settings, config_file: Path | None = None) -> list[M
         try:
             entries[match["role"]] = ModelFile(
                 role=match["role"], repo=s["repo"], revision=s["revision"], path=s["path"], folder=s["folder"],
-                size=int(s["size"]), sha256=s.get("sha256", "").strip().lower(), required=s.getboolean("required"))
+                size=int(s["size"]), sha256=_sha256(s.get("sha256", "")), required=s.getboolean("required"))
         except (KeyError, ValueError) as exc:
             raise SettingsError(f"[{section}] is incomplete or malformed: {exc}") from None
     wanted = enabled_roles(settings)
@@ -66,7 +75,14 @@ def load_manifest(settings: Settings, config_file: Path | None = None) -> list[M
         raise SettingsError(f"ENABLE_MODELS names unknown roles {sorted(unknown)}; known: {sorted(entries)}")
     chosen = [m for m in entries.values() if m.required or m.role in wanted]
     for m in chosen:
-        if m.size <= 0 or not re.fullmatch(r"[0-9a-f]{64}", m.sha256):
+        if m.size <= 0 or not (m.sha256 == "" or re.fullmatch(r"[0-9a-f]{64}", m.sha256)):
             raise SettingsError(f"[model.{m.role}] needs its exact size and sha256 before it can be provisioned "
-                                "(read them from the file's page on the hub)")
+                                f"(read them from the file's page on the hub; `sha256 = {UNPUBLISHED}` where it "
+                                "publishes none)")
     return chosen
+
+
+def _sha256(value: str) -> str:
+    """The manifest's sha256: `unpublished` is "" (pinned by the first download), a missing one stays invalid."""
+    value = value.strip().lower()
+    return "" if value == UNPUBLISHED else (value or "missing")

@@ -39,10 +39,12 @@ def problem(path: Path, model: ModelFile, sha256: bool = False, remember: bool =
             f.keys()
     except Exception as exc:  # safetensors raises its own error type for every malformed header
         return f"has an invalid safetensors header ({str(exc).strip()})"
-    if sha256 and not _hash_recorded(path, model.sha256):
+    expected = model.sha256 or _recorded(path).get("sha256")  # unpublished: what its download recorded
+    if sha256 and not _hash_recorded(path, expected):
         digest = sha256_of(path)
-        if digest != model.sha256:
-            return f"sha256 {digest} does not match the manifest's {model.sha256}"
+        if expected and digest != expected:
+            source = "the manifest's" if model.sha256 else "the one recorded when it was downloaded:"
+            return f"sha256 {digest} does not match {source} {expected}"
         if remember:
             remember_hash(path, digest)
     return None
@@ -65,13 +67,18 @@ def _fingerprint(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
 
 
-def _hash_recorded(path: Path, expected: str) -> bool:
-    """True when this very file (same size, mtime and inode) already passed a sha256 check."""
+def _recorded(path: Path) -> dict:
     try:
         record = json.loads(_record_path(path).read_text())
     except (OSError, ValueError):
-        return False
-    return record.get("sha256") == expected and record.get("file") == _fingerprint(path)
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _hash_recorded(path: Path, expected: str | None) -> bool:
+    """True when this very file (same size, mtime and inode) already passed a sha256 check."""
+    record = _recorded(path)
+    return bool(expected) and record.get("sha256") == expected and record.get("file") == _fingerprint(path)
 
 
 def remember_hash(path: Path, digest: str) -> None:

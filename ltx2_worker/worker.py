@@ -153,8 +153,9 @@ class Worker:
             if images:
                 timings["image"] = time.monotonic() - mark
             source = control_report = None
+            control_files: dict[str, str] = {}
             if req.video is not None:
-                check_available(req.control)
+                control_files = check_available(req.control, s)
                 mark = time.monotonic()
                 source = video_input.load_video(req.video, s)
                 req, control_report = video_input.fit_clip(req, source, s, self.profile.clip)
@@ -174,6 +175,7 @@ class Worker:
             self._wait_ready(deadline, timings)
             if req.mode == "distilled":
                 self._check_distilled_available()
+            self._check_control_files(control_files)
 
             def upload(data: bytes, extension: str) -> str:
                 name = self.client.upload_image(data, f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}.{extension}")
@@ -182,7 +184,8 @@ class Worker:
 
             image_names = [upload(data, ext) for data, ext in images]
             audio = (upload(track.data, track.extension), audio_report) if track is not None else None
-            video = (upload(source.data, source.extension), control_report) if source is not None else None
+            video = (upload(source.data, source.extension), control_report, control_files) \
+                if source is not None else None
             return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_names, loras,
                                            audio, video)
         except InputError as exc:
@@ -270,10 +273,20 @@ class Worker:
                                      "volume: set ENABLE_MODELS=checkpoint_distilled ([model.checkpoint_distilled] "
                                      "in config.ini) and provision it, another ~27 GB (README, Modes)")
 
+    def _check_control_files(self, files: dict[str, str]) -> None:
+        """A control's preprocessor files (control.check_available) as ComfyUI lists them: provisioning put them
+        on the volume, but a ComfyUI started before they were there does not list them."""
+        listed = {"depth_model": ("UNETLoader", "unet_name"), "depth_vae": ("VAELoader", "vae_name")}
+        for role, name in files.items():
+            node, field = listed[role]
+            if name not in self.client.options(node, field):
+                raise InputError("control", f"needs {name}, which ComfyUI does not list ({node}): provision it "
+                                            "with ENABLE_MODELS (README, Video-to-video) and restart the worker")
+
     def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
                            started: float, prefixes: list[str], image_names: list[str],
                            loras: list[CachedLora], audio: tuple[str, dict] | None = None,
-                           video: tuple[str, dict] | None = None) -> dict[str, Any]:
+                           video: tuple[str, dict, dict[str, str]] | None = None) -> dict[str, Any]:
         """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
         s = self.settings
         self._check_comfyui_setup()
@@ -294,7 +307,8 @@ class Worker:
             try:
                 graph = self.workflow.build(current, prefix, image_names, self.profile.graph, self.encoding,
                                             [lora.name for lora in loras], s.enhance_max_tokens,
-                                            audio[0] if audio else None, video[0] if video else None)
+                                            audio[0] if audio else None, video[0] if video else None,
+                                            video[2] if video else None)
                 out = self._run(job_id, current, graph, deadline, timings, started, loras)
                 if audio:
                     out["audio_input"] = {**audio[1], "used_seconds": round(current.frame_count / current.fps, 3)}

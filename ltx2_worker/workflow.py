@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,8 @@ ENHANCED_PROMPT_NODE = "ltx2:enhanced_prompt"  # the PreviewAny node that report
 ENHANCE_SAMPLING = {"temperature": 0.7, "top_k": 64, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.05}
 # the Canny thresholds of ComfyUI's LTX-2 canny blueprint (its node's defaults)
 CANNY_LOW, CANNY_HIGH = 0.4, 0.8
+# ComfyUI's "Image to Depth Map (Lotus)" subgraph: one Euler step of Lotus-D from the first sigma 999, no noise
+LOTUS_FIRST_SIGMA = 999.0000000000002
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -168,14 +170,15 @@ class Workflow:
     def build(self, req: VideoRequest, filename_prefix: str, images: Sequence[str] = (),
               choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None,
               loras: Sequence[str] = (), enhance_max_tokens: int = 512, audio: str | None = None,
-              video: str | None = None) -> dict[str, Any]:
+              video: str | None = None, control_files: Mapping[str, str] | None = None) -> dict[str, Any]:
         """A patched copy of the graph for one request; the loaded graph is never changed. `images[i]` is
         req.keyframes[i]'s image, already uploaded to ComfyUI's input folder; `loras` are the files of
         req.loras, then of the camera move's LoRA if any, as ComfyUI's `loras` folder lists them. Without
         `encoding` the MP4 is written by ComfyUI's SaveVideo as exported. `enhance_max_tokens`: the most the
         prompt writer may write (ENHANCE_MAX_TOKENS), when the request asks for it. `audio`: req.audio_input's
         file, already uploaded to ComfyUI's input folder; `video` likewise req.video's. `loras` then ends with the
-        control's IC-LoRA when there is a video."""
+        control's IC-LoRA when there is a video; `control_files` are its preprocessor's files by manifest role
+        (control.check_available)."""
         if (audio is None) != (req.audio_input is None) or (video is None) != (req.video is None):
             raise ValueError("an audio file goes with a request's audio_input and a video with its video, and only "
                              "with them")
@@ -214,7 +217,7 @@ class Workflow:
         if audio is not None:
             self._audio_input(graph, audio, req.frame_count / req.fps)
         if video is not None:
-            self._control_video(graph, video, req)
+            self._control_video(graph, video, req, control_files or {})
         if req.enhance_prompt:
             first = [n for n, k in enumerate(req.keyframes) if k.frame == 0]
             self._enhance_prompt(graph, req, f"ltx2:keyframe_{first[0]}" if first else None, enhance_max_tokens)
@@ -276,11 +279,12 @@ class Workflow:
             self.node(graph, "video_decode")["samples"] = stage2_video
         del self.node(graph, "create_video")["audio"]
 
-    def _control_video(self, graph: dict[str, Any], name: str, req: VideoRequest) -> None:
-        """Video-to-video, as ComfyUI's "Canny to Video (LTX 2.0)" blueprint wires it: the source's first
-        frame_count frames, at the generation size, turned into Canny edges, are one guide at frame 0 of stage 1's
-        latent (LTXVAddGuide, at control_strength), which the IC-LoRA (among `loras`) teaches the model to follow;
-        LTXVCropGuides takes the guide off after stage 1, and stage 2 refines with the IC-LoRA alone."""
+    def _control_video(self, graph: dict[str, Any], name: str, req: VideoRequest, files: Mapping[str, str]) -> None:
+        """Video-to-video, as ComfyUI's "Canny to Video" and "Depth to Video (LTX 2.0)" blueprints wire it: the
+        source's first frame_count frames, at the generation size, turned into Canny edges or depth maps, are one
+        guide at frame 0 of stage 1's latent (LTXVAddGuide, at control_strength), which the IC-LoRA (among
+        `loras`) teaches the model to follow; LTXVCropGuides takes the guide off after stage 1, and stage 2
+        refines with the IC-LoRA alone."""
         gen_w, gen_h = generation_size(req.width, req.height)
         load = self._add(graph, "control_video", "LoadVideo", {"file": name})
         parts = self._add(graph, "control_video_parts", "GetVideoComponents", {"video": [load, 0]})
@@ -289,8 +293,11 @@ class Workflow:
         sized = self._add(graph, "control_video_sized", "ImageScale",
                           {"image": [frames, 0], "upscale_method": "bilinear", "width": gen_w, "height": gen_h,
                            "crop": "center"})
-        edges = self._add(graph, "control_video_canny", "Canny",
-                          {"image": [sized, 0], "low_threshold": CANNY_LOW, "high_threshold": CANNY_HIGH})
+        if req.control == "depth":
+            edges = self._depth_maps(graph, [sized, 0], files["depth_model"], files["depth_vae"])
+        else:
+            edges = self._add(graph, "control_video_canny", "Canny",
+                              {"image": [sized, 0], "low_threshold": CANNY_LOW, "high_threshold": CANNY_HIGH})
         stage1, guider = self.node(graph, "av_latent_stage1"), self.node(graph, "guider_stage1")
         guide = self._add(graph, "control_guide", "LTXVAddGuide",
                           {"positive": guider["positive"], "negative": guider["negative"],
@@ -299,6 +306,28 @@ class Workflow:
         stage1["video_latent"] = [guide, 2]
         guider.update(positive=[guide, 0], negative=[guide, 1])
         self.node(graph, "crop_guides").update(positive=[guide, 0], negative=[guide, 1])
+
+    def _depth_maps(self, graph: dict[str, Any], frames: list, model_file: str, vae_file: str) -> str:
+        """ComfyUI's "Image to Depth Map (Lotus)" subgraph on every frame: the frames encoded by the SD VAE, one
+        noiseless Euler step of Lotus-D from sigma 999 under its fixed conditioning, decoded and inverted (near is
+        bright). Returns the node whose output 0 is the depth maps, at the frames' size."""
+        unet = self._add(graph, "depth_model", "UNETLoader", {"unet_name": model_file, "weight_dtype": "default"})
+        vae = self._add(graph, "depth_vae", "VAELoader", {"vae_name": vae_file})
+        latent = self._add(graph, "depth_encode", "VAEEncode", {"pixels": frames, "vae": [vae, 0]})
+        cond = self._add(graph, "depth_conditioning", "LotusConditioning", {})
+        guider = self._add(graph, "depth_guider", "BasicGuider", {"model": [unet, 0], "conditioning": [cond, 0]})
+        sigmas = self._add(graph, "depth_scheduler", "BasicScheduler",
+                           {"model": [unet, 0], "scheduler": "normal", "steps": 1, "denoise": 1.0})
+        first = self._add(graph, "depth_first_sigma", "SetFirstSigma",
+                          {"sigmas": [sigmas, 0], "sigma": LOTUS_FIRST_SIGMA})
+        sample = self._add(graph, "depth_sampler", "SamplerCustomAdvanced",
+                           {"noise": [self._add(graph, "depth_noise", "DisableNoise", {}), 0],
+                            "guider": [guider, 0],
+                            "sampler": [self._add(graph, "depth_sampler_select", "KSamplerSelect",
+                                                  {"sampler_name": "euler"}), 0],
+                            "sigmas": [first, 0], "latent_image": [latent, 0]})
+        decoded = self._add(graph, "depth_decode", "VAEDecode", {"samples": [sample, 0], "vae": [vae, 0]})
+        return self._add(graph, "depth_maps", "ImageInvert", {"image": [decoded, 0]})
 
     def _audio_input(self, graph: dict[str, Any], name: str, seconds: float) -> None:
         """Audio-to-video, wired as ComfyUI's LTX-2 image+audio-to-video template does: the user's track, cut to

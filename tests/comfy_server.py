@@ -1267,6 +1267,17 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [{**img, "frames": min(i["length"], img["frames"] - start)}], None
         case "Canny":
             return [{**i["image"], "colour": (255, 255, 255)}], None
+        case "LotusConditioning":
+            return [{"type": "CONDITIONING", "lotus": True}], None
+        case "BasicGuider":
+            return [{"type": "GUIDER", "model": i["model"], "conditioning": i["conditioning"]}], None
+        case "DisableNoise":
+            return [{"type": "NOISE", "seed": None}], None
+        case "SetFirstSigma":
+            return [{**i["sigmas"], "first": i["sigma"]}], None
+        case "ImageInvert":
+            img = i["image"]
+            return [{**img, "colour": tuple(255 - c for c in img["colour"])}], None
         case "TrimAudioDuration":
             start = i["start_index"]
             return [{**i["audio"], "start": i["audio"].get("start", 0.0) + start,
@@ -1319,8 +1330,16 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [{**latent, "w": latent["w"] * 2, "h": latent["h"] * 2}], None
         case "VAEEncode":
             img = i["pixels"]
+            if "vae_name" in i["vae"]:  # an image VAE (VAELoader): 8-pixel units, every frame its own image
+                return [{"type": "LATENT", "kind": "image", "w": img["w"] // 8, "h": img["h"] // 8,
+                         "frames": img["frames"], "seeds": ()}], None
             return [_latent(img["w"] // 32, img["h"] // 32, (img["frames"] - 1) // 8 + 1)], None
         case "VAEDecode" | "VAEDecodeTiled" | "LTX2VAEDecodeTiled":
+            if i["samples"].get("kind") == "image":
+                if "vae_name" not in i["vae"]:
+                    raise NodeFailure("RuntimeError", "an image latent decoded by a video VAE")
+                lat = i["samples"]
+                return [_image(lat["w"] * 8, lat["h"] * 8, lat["frames"], _seed_colour(lat["seeds"]))], None
             return _decode(i["samples"]), None
         case "LTXVAudioVAEDecode":
             return _audio_decode(i["samples"]), None

@@ -298,11 +298,11 @@ def test_load_image_gives_the_uploaded_images_real_size(comfy):
 
 def test_a_class_it_does_not_model_fails_the_prompt_saying_so(comfy):
     graph = copy.deepcopy(SMOKE)
-    graph["5"] = {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}
+    graph["5"] = {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["1", 0]}}
     graph["3"]["inputs"]["images"] = ["5", 0]
     messages, entry = run(comfy, graph)
     error = next(m["data"] for m in messages if m["type"] == "execution_error")
-    assert error["node_type"] == "ImageInvert" and "does not model ImageInvert" in error["exception_message"]
+    assert error["node_type"] == "ImageBatch" and "does not model ImageBatch" in error["exception_message"]
 
 
 def test_view_serves_the_mp4_and_refuses_paths_outside_the_output_folder(comfy):

@@ -274,3 +274,27 @@ def test_a_camera_move_that_cannot_be_fetched_at_boot_does_not_fail_the_boot(tmp
     assert health.worker_problem(load_settings(env=env)) is None
     bad = run_cli({**env, "ENABLE_MODELS": "camera_pan"}, "--boot")
     assert bad.returncode == 1 and "unknown camera moves ['pan']" in bad.stderr
+
+
+def test_an_unpublished_sha256_is_pinned_by_the_first_download(tmp_path, setup, volume, monkeypatch):
+    """`sha256 = unpublished` (a file whose hub page gives none): provisioned by exact size and header, the
+    download's own sha256 recorded and held to by later --sha256 checks; a missing sha256 stays an error."""
+    from ltx2_worker.settings import SettingsError
+
+    settings, _ = setup
+    config = Path(os.environ["LTX2_CONFIG"])
+    text = config.read_text()
+    config.write_text(text.replace(f"sha256 = {sha256(FILES['lora'][3])}", "sha256 = unpublished"))
+    models = load_manifest(settings, config)
+    assert next(m for m in models if m.role == "lora").sha256 == ""
+    provision(settings, models)
+    assert target(volume, "lora").read_bytes() == FILES["lora"][3]
+    assert check(settings, models, sha256=True) == []
+    data = FILES["lora"][3]
+    write(target(volume, "lora"), data[:-8] + data[:8])  # same size, same header, other bytes
+    lines = check(settings, models, sha256=True)
+    assert len(lines) == 1 and "does not match the one recorded when it was downloaded: " \
+        f"{sha256(data)}" in lines[0], lines
+    config.write_text(text.replace(f"sha256 = {sha256(FILES['lora'][3])}", "sha256 ="))
+    with pytest.raises(SettingsError, match=r"\[model.lora\] needs its exact size and sha256"):
+        load_manifest(settings, config)

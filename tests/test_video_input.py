@@ -101,7 +101,8 @@ def test_frame_count_and_fps_given_are_kept_and_checked_against_the_source(stack
     ({"control": "canny"}, "control: needs a video"),
     ({"control_strength": 0.5}, "control_strength: needs a video"),
     ({"video": "x", "control": "edges"}, "control: must be one of canny, depth, pose, got 'edges'"),
-    ({"video": b64(clip(20)), "control": "depth"}, "control: depth needs a depth map of every source frame"),
+    ({"video": b64(clip(20)), "control": "depth"}, "control: depth needs its preprocessor's files (depth_model, "
+     "depth_vae) on the volume, which this worker provisions only when ENABLE_MODELS lists control_depth"),
     ({"video": b64(clip(20)), "control": "pose"}, "control: pose needs a pose map of every source frame"),
     ({"video": "x", "keyframes": [{"image": "https://example.com/a.png", "frame": -1}], "frame_count": 9},
      "keyframes: are not taken with a video"),
@@ -154,9 +155,11 @@ def test_enable_models_fetches_the_canny_ic_lora_at_boot(tmp_path, web, caplog):
 
     web["routes"][IC_CANNY] = _lora(tmp_path / "ic.safetensors")
     settings = _settings(tmp_path, ENABLE_MODELS="checkpoint_distilled, control_canny")
-    assert enabled_roles(settings) == {"checkpoint_distilled"}, "controls are no manifest roles"
-    for kind in ("depth", "edges"):
-        with pytest.raises(SettingsError, match=f"ENABLE_MODELS names control_{kind}; this worker runs control_canny"):
+    assert enabled_roles(settings) == {"checkpoint_distilled"}, "canny needs no manifest file"
+    assert enabled_roles(settings.replace(enable_models="control_depth")) == {"depth_model", "depth_vae"}
+    for kind in ("pose", "edges"):
+        with pytest.raises(SettingsError, match=f"ENABLE_MODELS names control_{kind}; this worker runs "
+                                                "control_canny, control_depth"):
             enabled_controls(settings.replace(enable_models=f"control_{kind}"))
     cache = _cache(settings)
     assert fetch_enabled(settings, cache, 30) == ["canny"]
@@ -185,3 +188,42 @@ def test_video_with_a_first_frame_a_track_and_a_requests_lora(stack, tmp_path):
         n["class_type"] for n in graph.values()}
     assert graph["ltx2:user_lora_1"]["inputs"]["model"] == ["ltx2:user_lora_0", 0], "the IC-LoRA after the user's"
     assert out["loras"][0]["url"].endswith("/style.safetensors") and out["control"]["kind"] == "canny"
+
+
+IC_DEPTH = "/Lightricks/LTX-2-19b-IC-LoRA-Depth-Control/resolve/main/ltx-2-19b-ic-lora-depth-control.safetensors"
+DEPTH_FILES = {"diffusion_models": "lotus-depth-d-v1-1.safetensors", "vae": "vae-ft-mse-840000-ema-pruned.safetensors"}
+
+
+def test_a_depth_job_runs_lotus_on_every_frame_under_the_depth_ic_lora(tmp_path, web):  # noqa: F811
+    """control depth with its files provisioned (ENABLE_MODELS=control_depth): ComfyUI's Lotus subgraph turns the
+    sized source frames into depth maps, the guide; without ComfyUI listing the files the job is refused."""
+    comfy_dir = tmp_path / "comfyui"
+    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"),
+                         COMFY_PYTHON=sys.executable, ENABLE_MODELS="control_depth")
+    folders = {}
+    for folder, name in DEPTH_FILES.items():
+        folders[folder] = [tmp_path / folder]
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_bytes(b"x")
+    web["routes"][IC_DEPTH] = _lora(tmp_path / "ic-depth.safetensors")
+    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input",
+                          model_dirs={"loras": [settings.lora_cache_dir], **folders}).start()
+    try:
+        worker = Worker(settings.replace(comfy_url=comfy.url))
+        out = worker.handle({"id": "depth", "input": {**SMALL, "video": b64(clip(30, fps=24)), "control": "depth"}})
+        assert "error" not in out, out
+        assert out["frame_count"] == 25 and out["control"]["kind"] == "depth", out
+        assert decode_video_field(out)["frames"] == 25
+        nodes = by_title(comfy)
+        assert nodes["depth_model"][1]["inputs"]["unet_name"] == DEPTH_FILES["diffusion_models"]
+        assert nodes["depth_vae"][1]["inputs"]["vae_name"] == DEPTH_FILES["vae"]
+        assert nodes["depth_encode"][1]["inputs"]["pixels"] == [nodes["control_video_sized"][0], 0]
+        assert nodes["depth_first_sigma"][1]["inputs"]["sigma"] == 999.0000000000002
+        assert nodes["depth_scheduler"][1]["inputs"]["steps"] == 1
+        assert nodes["control_guide"][1]["inputs"]["image"] == [nodes["depth_maps"][0], 0]
+        assert "control_video_canny" not in nodes and IC_DEPTH in web["site"].hits
+        (tmp_path / "vae" / DEPTH_FILES["vae"]).unlink()  # provisioned, but not what ComfyUI lists
+        gone = worker.handle({"id": "gone", "input": {**SMALL, "video": b64(clip(30)), "control": "depth"}})
+        assert gone["error"].startswith(f"control: needs {DEPTH_FILES['vae']}, which ComfyUI does not list"), gone
+    finally:
+        comfy.stop()

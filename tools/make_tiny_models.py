@@ -49,6 +49,7 @@ import io
 import json
 import math
 import os
+import struct
 import sys
 import time
 from pathlib import Path
@@ -137,6 +138,31 @@ def tokenizer_model(seed: int) -> bytes:
                                    hard_vocab_limit=False, model_type="unigram", pad_id=0, eos_id=1, bos_id=2, unk_id=3,
                                    character_coverage=1.0, num_threads=1, minloglevel=2)
     return out.getvalue()
+
+
+def _proto_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def full_vocab_tokenizer(seed: int, pieces: int) -> bytes:
+    """tokenizer_model with `pieces` ids in all, so that every id the full-size Gemma can generate decodes (its
+    prompt enhancer samples from all of them). The extra pieces ("<tN>", scored far below the real ones, so no
+    prompt is encoded with them) are appended as serialized ModelProto `pieces` entries: protobuf appends a
+    repeated field's entries when messages are concatenated."""
+    base = tokenizer_model(seed)
+    extra = bytearray()
+    for i in range(48, pieces):  # tokenizer_model's pieces are ids 0-47
+        text = f"<t{i}>".encode()
+        body = (b"\x0a" + _proto_varint(len(text)) + text  # piece (1, bytes)
+                + b"\x15" + struct.pack("<f", -1000.0)  # score (2, float)
+                + b"\x18\x01")  # type (3) NORMAL
+        extra += b"\x0a" + _proto_varint(len(body)) + body  # ModelProto.pieces (1, message)
+    return base + bytes(extra)
 
 
 def fill_to(need: int, items) -> list:
@@ -314,7 +340,9 @@ def build_full(comfyui_dir: Path, out: Path, seed: int) -> dict[str, dict]:
     written["lora"] = _save(out, "lora", lora, None, digest=False)
     lora.clear()  # frees its tensors (add_lora still refers to the dict)
 
-    text_encoder = {"spiece_model": torch.frombuffer(bytearray(tokenizer_model(seed)), dtype=torch.uint8)}
+    vocab = next(t.shape[0] for k, t in gemma.state_dict().items() if k.endswith("embed_tokens.weight"))
+    tokenizer = full_vocab_tokenizer(seed, vocab)
+    text_encoder = {"spiece_model": torch.frombuffer(bytearray(tokenizer), dtype=torch.uint8)}
     keep_bf16 = gemma_bf16_linears(gemma.state_dict(), len(text_encoder["spiece_model"]), torch, draw, quant_tag,
                                    QuantizedTensor, TensorCoreNVFP4Layout)
     for name, meta in sorted(gemma.state_dict().items()):
