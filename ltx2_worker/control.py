@@ -5,9 +5,10 @@ LoRA cache on first use, from `main` of its repo (no commit is recorded here; th
 reported in the response), and applied in both stages after the request's LoRAs.
 
 Canny edges come from ComfyUI's own `Canny` node, with no model. Depth maps come from Lotus-D with the SD VAE
-(ComfyUI's "Image to Depth Map (Lotus)" subgraph, core nodes), files the manifest provisions only with
-ENABLE_MODELS=control_depth (manifest.CONTROL_ROLES): without them a depth request is refused, saying so. Pose
-needs a pose estimator (SDPose and a person detector), which this worker does not provision: refused likewise.
+(ComfyUI's "Image to Depth Map (Lotus)" subgraph), pose maps from SDPose (its "Image to Pose Map (SDPose-OOD)":
+whole-body keypoints of one figure per frame, drawn as an OpenPose skeleton), all core nodes, on files the
+manifest provisions only with ENABLE_MODELS=control_depth / control_pose (manifest.CONTROL_ROLES): without them
+such a request is refused, saying so.
 """
 
 from __future__ import annotations
@@ -22,17 +23,9 @@ REPO = "Lightricks/LTX-2-19b-IC-LoRA-{title}-Control"
 FILE = "ltx-2-19b-ic-lora-{kind}-control.safetensors"
 REVISION = "main"
 MAX_MB = 1500  # about 0.65 GB each (the issue's figure; ComfyUI-Manager lists them), with room
-MISSING_PREPROCESSOR = {
-    "pose": "pose needs a pose map of every source frame, made by a pose estimator (SDPose with a person "
-            "detector), which this worker does not provision yet",
-}
-
-
 def check_available(kind: str, settings: Settings) -> dict[str, str]:
     """The files of `kind`'s preprocessor (manifest role: file name, as ComfyUI lists it), or InputError saying
     why it cannot run here."""
-    if kind in MISSING_PREPROCESSOR:
-        raise InputError("control", f"{MISSING_PREPROCESSOR[kind]}; canny runs on ComfyUI's Canny node alone")
     roles = CONTROL_ROLES.get(kind, ())
     if any(role not in enabled_roles(settings) for role in roles):
         raise InputError("control", f"{kind} needs its preprocessor's files ({', '.join(roles)}) on the volume, "
@@ -49,13 +42,12 @@ def ic_lora(kind: str) -> LoraSpec:
 
 def enabled_controls(settings: Settings) -> list[str]:
     """The controls ENABLE_MODELS names as control_<kind> whose IC-LoRA is fetched at boot; a kind this worker
-    cannot run, or does not know, is a configuration error."""
+    does not know is a configuration error."""
     kinds = sorted(n[len(CONTROL_PREFIX):] for n in enabled_names(settings) if n.startswith(CONTROL_PREFIX))
     for kind in kinds:
-        if kind not in CONTROLS or kind in MISSING_PREPROCESSOR:
-            runnable = [k for k in CONTROLS if k not in MISSING_PREPROCESSOR]
+        if kind not in CONTROLS:
             raise SettingsError(f"ENABLE_MODELS names control_{kind}; this worker runs "
-                                f"{', '.join(CONTROL_PREFIX + k for k in runnable)}")
+                                f"{', '.join(CONTROL_PREFIX + k for k in CONTROLS)}")
     return kinds
 
 

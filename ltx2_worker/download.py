@@ -12,8 +12,10 @@ DOWNLOAD_RETRY_WINDOW_S), each attempt's cause logged; the last one ends in one 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -32,13 +34,36 @@ PROGRESS_EVERY_S = 30
 
 
 def part_path(volume: Path, model: ModelFile) -> Path:
-    return volume / "models" / ".downloads" / f"{model.role}-{model.sha256[:16] or model.size}.part"
+    return volume / "models" / ".downloads" / f"{model.role}-{model.sha256[:16]}.part"
 
 
 def hub_url(model: ModelFile) -> str:
     from huggingface_hub import hf_hub_url
 
     return hf_hub_url(model.repo, model.path, revision=model.revision)
+
+
+def pin_from_hub(model: ModelFile) -> ModelFile:
+    """`model` with the size and sha256 the hub gives for its file (config.ini's `unpublished`): the file's Git
+    LFS object id is its sha256. Raises ProvisionError when the hub cannot say, or gives no LFS id."""
+    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub.utils import HfHubHTTPError
+
+    url = hub_url(model)
+    try:
+        meta = get_hf_file_metadata(url, timeout=30)
+    except (HfHubHTTPError, requests.RequestException, OSError) as exc:
+        raise ProvisionError(f"cannot read the size and sha256 of {model.folder}/{model.name} from the hub "
+                             f"({describe(model, endpoint_of(url))}): {str(exc).splitlines()[0][:200]}; config.ini "
+                             f"leaves them to the hub ([model.{model.role}]: unpublished)") from None
+    etag = (meta.etag or "").strip('"').lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", etag) or not meta.size:
+        raise ProvisionError(f"the hub gives no sha256 (Git LFS object id) for {model.folder}/{model.name} "
+                             f"({describe(model, endpoint_of(url))}); write its size and sha256 into "
+                             f"[model.{model.role}] in config.ini")
+    log.info("%s/%s: size %d and sha256 %s read from the hub (config.ini: unpublished)", model.folder, model.name,
+             meta.size, etag)
+    return dataclasses.replace(model, size=int(meta.size), sha256=etag)
 
 
 def hub_file_url(repo: str, path: str, revision: str) -> str:
@@ -77,8 +102,8 @@ def download(model: ModelFile, volume: Path, settings: Settings, check_sha256: b
     url = hub_url(model)
     _fetch_with_retries(model, part, url, settings)
     bad = problem(part, model)
-    digest = sha256_of(part) if bad is None and (check_sha256 or not model.sha256) else None
-    if digest and model.sha256 and digest != model.sha256:
+    digest = sha256_of(part) if bad is None and check_sha256 else None
+    if digest and digest != model.sha256:
         bad = f"has sha256 {digest}, not the manifest's {model.sha256}"
     if bad:
         part.unlink(missing_ok=True)
@@ -88,7 +113,7 @@ def download(model: ModelFile, volume: Path, settings: Settings, check_sha256: b
     target = model.target(volume)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, target)  # same file system: atomic
-    if digest:  # an unpublished sha256 is pinned here: later --sha256 checks compare with what this got
+    if digest:
         remember_hash(target, digest)
     elapsed = time.monotonic() - started
     log.info("downloaded %s/%s in %.0f s (%.0f MB/s)%s", model.folder, model.name, elapsed,

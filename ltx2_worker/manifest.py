@@ -19,8 +19,8 @@ class ModelFile:
     revision: str
     path: str  # inside the hub repo
     folder: str  # ComfyUI model folder under <volume>/models/
-    size: int
-    sha256: str  # "" where the hub publishes none (config.ini: `sha256 = unpublished`): the first download pins it
+    size: int  # 0 and
+    sha256: str  # "" where config.ini says `unpublished`: provisioning reads them from the hub (provision.pinned)
     required: bool
 
     @property
@@ -34,8 +34,8 @@ class ModelFile:
 CAMERA_PREFIX = "camera_"  # ENABLE_MODELS=camera_<move>: a camera move's LoRA (ltx2_worker.camera), not a role
 CONTROL_PREFIX = "control_"  # ENABLE_MODELS=control_<kind>: a control's IC-LoRA (ltx2_worker.control), not a role
 # the manifest roles a control's preprocessor needs, provisioned with ENABLE_MODELS=control_<kind>
-CONTROL_ROLES = {"depth": ("depth_model", "depth_vae")}
-UNPUBLISHED = "unpublished"  # config.ini's word for a sha256 the hub does not publish
+CONTROL_ROLES = {"depth": ("depth_model", "depth_vae"), "pose": ("pose_model",)}
+UNPUBLISHED = "unpublished"  # config.ini's word for a size and sha256 left to the hub's file metadata
 
 
 def enabled_names(settings: Settings) -> set[str]:
@@ -66,7 +66,7 @@ def load_manifest(settings: Settings, config_file: Path | None = None) -> list[M
         try:
             entries[match["role"]] = ModelFile(
                 role=match["role"], repo=s["repo"], revision=s["revision"], path=s["path"], folder=s["folder"],
-                size=int(s["size"]), sha256=_sha256(s.get("sha256", "")), required=s.getboolean("required"))
+                size=_size(s["size"]), sha256=_sha256(s.get("sha256", "")), required=s.getboolean("required"))
         except (KeyError, ValueError) as exc:
             raise SettingsError(f"[{section}] is incomplete or malformed: {exc}") from None
     wanted = enabled_roles(settings)
@@ -75,14 +75,19 @@ def load_manifest(settings: Settings, config_file: Path | None = None) -> list[M
         raise SettingsError(f"ENABLE_MODELS names unknown roles {sorted(unknown)}; known: {sorted(entries)}")
     chosen = [m for m in entries.values() if m.required or m.role in wanted]
     for m in chosen:
-        if m.size <= 0 or not (m.sha256 == "" or re.fullmatch(r"[0-9a-f]{64}", m.sha256)):
+        unpublished = m.size == 0 and m.sha256 == ""
+        if not unpublished and (m.size <= 0 or not re.fullmatch(r"[0-9a-f]{64}", m.sha256)):
             raise SettingsError(f"[model.{m.role}] needs its exact size and sha256 before it can be provisioned "
-                                f"(read them from the file's page on the hub; `sha256 = {UNPUBLISHED}` where it "
-                                "publishes none)")
+                                f"(read them from the file's page on the hub), or both `{UNPUBLISHED}` to read "
+                                "them from the hub's file metadata when it is provisioned")
     return chosen
 
 
+def _size(value: str) -> int:
+    return 0 if value.strip().lower() == UNPUBLISHED else int(value)
+
+
 def _sha256(value: str) -> str:
-    """The manifest's sha256: `unpublished` is "" (pinned by the first download), a missing one stays invalid."""
+    """The manifest's sha256: `unpublished` is "" (read from the hub), a missing one stays invalid."""
     value = value.strip().lower()
     return "" if value == UNPUBLISHED else (value or "missing")

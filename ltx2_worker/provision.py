@@ -13,13 +13,15 @@ job reports it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import re
 import sys
 import time
 from pathlib import Path
 
 from . import camera, control
-from .download import download, hub_url, part_path
+from .download import download, hub_url, part_path, pin_from_hub
 from .failures import ProvisionError, endpoint_of, failure, volume_cause
 from .health import record_boot_failure
 from .locking import VolumeLock
@@ -27,7 +29,7 @@ from .lora_cache import LoraCache, checkpoint_layers
 from .manifest import ModelFile, load_manifest
 from .model_cache import cached_files, model_path
 from .settings import Settings, SettingsError, load_settings
-from .verify import problem
+from .verify import problem, recorded
 
 log = logging.getLogger(__name__)
 WAIT_POLL_S = 2.0
@@ -50,6 +52,20 @@ def volume_root(settings: Settings) -> Path:
     return volume
 
 
+def pinned(model: ModelFile, volume: Path | None, ask_hub: bool) -> ModelFile | None:
+    """`model` with its exact size and sha256 where config.ini leaves them to the hub (`unpublished`): those its
+    verified download recorded beside it on the volume, else (ask_hub) the hub's file metadata; None when
+    neither is known."""
+    if model.size and model.sha256:
+        return model
+    if volume is not None:
+        record = recorded(model.target(volume))
+        size, digest = (record.get("file") or {}).get("size"), record.get("sha256")
+        if isinstance(size, int) and size > 0 and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest):
+            return dataclasses.replace(model, size=size, sha256=digest)
+    return pin_from_hub(model) if ask_hub else None
+
+
 def check(settings: Settings, models: list[ModelFile], sha256: bool = False,
           cached: dict[str, Path] | None = None) -> list[str]:
     """One line per bad or missing file; empty when the volume (and the model cache) are ready."""
@@ -60,6 +76,13 @@ def check(settings: Settings, models: list[ModelFile], sha256: bool = False,
     for model in models:
         started = time.perf_counter()
         in_cache = model.role in cached
+        if not in_cache:
+            known = pinned(model, settings.volume_path if settings.volume_path.is_dir() else None, ask_hub=False)
+            if known is None:
+                lines.append(f"{model.folder}/{model.name}: missing (config.ini leaves its size and sha256 to the "
+                             "hub, read when it is provisioned)")
+                continue
+            model = known
         bad = problem(model_path(settings, model, cached), model, sha256=sha256, remember=not in_cache)
         if bad:
             lines.append(f"{model.folder}/{model.name}: {bad}")
@@ -83,7 +106,8 @@ def provision(settings: Settings, models: list[ModelFile], sha256: bool = False)
     volume = volume_root(settings)
     for model in missing:
         try:
-            ensure(settings, volume, model, sha256)
+            known = pinned(model, volume, ask_hub=True)
+            ensure(settings, volume, known, sha256 or known is not model)  # the hub's pin: its sha256 is checked
         except ProvisionError:
             raise
         except OSError as exc:  # the volume's own errors: read-only, full, no permission

@@ -39,12 +39,10 @@ def problem(path: Path, model: ModelFile, sha256: bool = False, remember: bool =
             f.keys()
     except Exception as exc:  # safetensors raises its own error type for every malformed header
         return f"has an invalid safetensors header ({str(exc).strip()})"
-    expected = model.sha256 or _recorded(path).get("sha256")  # unpublished: what its download recorded
-    if sha256 and not _hash_recorded(path, expected):
+    if sha256 and not _hash_recorded(path, model.sha256):
         digest = sha256_of(path)
-        if expected and digest != expected:
-            source = "the manifest's" if model.sha256 else "the one recorded when it was downloaded:"
-            return f"sha256 {digest} does not match {source} {expected}"
+        if digest != model.sha256:
+            return f"sha256 {digest} does not match the manifest's {model.sha256}"
         if remember:
             remember_hash(path, digest)
     return None
@@ -67,7 +65,8 @@ def _fingerprint(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
 
 
-def _recorded(path: Path) -> dict:
+def recorded(path: Path) -> dict:
+    """What the last passed sha256 check of `path` recorded: {"sha256", "file": {"size", "mtime_ns", "inode"}}."""
     try:
         record = json.loads(_record_path(path).read_text())
     except (OSError, ValueError):
@@ -75,9 +74,9 @@ def _recorded(path: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def _hash_recorded(path: Path, expected: str | None) -> bool:
+def _hash_recorded(path: Path, expected: str) -> bool:
     """True when this very file (same size, mtime and inode) already passed a sha256 check."""
-    record = _recorded(path)
+    record = recorded(path)
     return bool(expected) and record.get("sha256") == expected and record.get("file") == _fingerprint(path)
 
 

@@ -276,7 +276,8 @@ class Worker:
     def _check_control_files(self, files: dict[str, str]) -> None:
         """A control's preprocessor files (control.check_available) as ComfyUI lists them: provisioning put them
         on the volume, but a ComfyUI started before they were there does not list them."""
-        listed = {"depth_model": ("UNETLoader", "unet_name"), "depth_vae": ("VAELoader", "vae_name")}
+        listed = {"depth_model": ("UNETLoader", "unet_name"), "depth_vae": ("VAELoader", "vae_name"),
+                  "pose_model": ("CheckpointLoaderSimple", "ckpt_name")}
         for role, name in files.items():
             node, field = listed[role]
             if name not in self.client.options(node, field):

@@ -75,6 +75,10 @@ ENHANCE_SAMPLING = {"temperature": 0.7, "top_k": 64, "top_p": 0.95, "min_p": 0.0
 CANNY_LOW, CANNY_HIGH = 0.4, 0.8
 # ComfyUI's "Image to Depth Map (Lotus)" subgraph: one Euler step of Lotus-D from the first sigma 999, no noise
 LOTUS_FIRST_SIGMA = 999.0000000000002
+# ComfyUI's "Image to Pose Map (SDPose-OOD)" blueprint: frames per SDPose pass, and how its skeletons are drawn
+POSE_BATCH = 16
+POSE_DRAWING = {"draw_body": True, "draw_hands": True, "draw_face": True, "draw_feet": True, "stick_width": 4,
+                "face_point_size": 2, "score_threshold": 0.5, "draw_head": True}
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -280,11 +284,11 @@ class Workflow:
         del self.node(graph, "create_video")["audio"]
 
     def _control_video(self, graph: dict[str, Any], name: str, req: VideoRequest, files: Mapping[str, str]) -> None:
-        """Video-to-video, as ComfyUI's "Canny to Video" and "Depth to Video (LTX 2.0)" blueprints wire it: the
-        source's first frame_count frames, at the generation size, turned into Canny edges or depth maps, are one
-        guide at frame 0 of stage 1's latent (LTXVAddGuide, at control_strength), which the IC-LoRA (among
-        `loras`) teaches the model to follow; LTXVCropGuides takes the guide off after stage 1, and stage 2
-        refines with the IC-LoRA alone."""
+        """Video-to-video, as ComfyUI's "Canny", "Depth" and "Pose to Video (LTX 2.0)" blueprints wire it: the
+        source's first frame_count frames, at the generation size, turned into Canny edges, depth maps or pose
+        skeletons, are one guide at frame 0 of stage 1's latent (LTXVAddGuide, at control_strength), which the
+        IC-LoRA (among `loras`) teaches the model to follow; LTXVCropGuides takes the guide off after stage 1,
+        and stage 2 refines with the IC-LoRA alone."""
         gen_w, gen_h = generation_size(req.width, req.height)
         load = self._add(graph, "control_video", "LoadVideo", {"file": name})
         parts = self._add(graph, "control_video_parts", "GetVideoComponents", {"video": [load, 0]})
@@ -295,6 +299,8 @@ class Workflow:
                            "crop": "center"})
         if req.control == "depth":
             edges = self._depth_maps(graph, [sized, 0], files["depth_model"], files["depth_vae"])
+        elif req.control == "pose":
+            edges = self._pose_maps(graph, [sized, 0], files["pose_model"])
         else:
             edges = self._add(graph, "control_video_canny", "Canny",
                               {"image": [sized, 0], "low_threshold": CANNY_LOW, "high_threshold": CANNY_HIGH})
@@ -328,6 +334,14 @@ class Workflow:
                             "sigmas": [first, 0], "latent_image": [latent, 0]})
         decoded = self._add(graph, "depth_decode", "VAEDecode", {"samples": [sample, 0], "vae": [vae, 0]})
         return self._add(graph, "depth_maps", "ImageInvert", {"image": [decoded, 0]})
+
+    def _pose_maps(self, graph: dict[str, Any], frames: list, model_file: str) -> str:
+        """ComfyUI's "Image to Pose Map (SDPose-OOD)" on every frame: SDPose's whole-body keypoints (one figure a
+        frame, the whole frame its box), drawn as OpenPose skeletons on black at the frames' size."""
+        sdpose = self._add(graph, "pose_model", "CheckpointLoaderSimple", {"ckpt_name": model_file})
+        points = self._add(graph, "pose_keypoints", "SDPoseKeypointExtractor",
+                           {"model": [sdpose, 0], "vae": [sdpose, 2], "image": frames, "batch_size": POSE_BATCH})
+        return self._add(graph, "pose_maps", "SDPoseDrawKeypoints", {"keypoints": [points, 0], **POSE_DRAWING})
 
     def _audio_input(self, graph: dict[str, Any], name: str, seconds: float) -> None:
         """Audio-to-video, wired as ComfyUI's LTX-2 image+audio-to-video template does: the user's track, cut to

@@ -1267,6 +1267,15 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [{**img, "frames": min(i["length"], img["frames"] - start)}], None
         case "Canny":
             return [{**i["image"], "colour": (255, 255, 255)}], None
+        case "SDPoseKeypointExtractor":
+            if "sdpose" not in i["model"].get("ckpt", "").lower():  # the file name stands in for its keys
+                raise NodeFailure("ValueError", "The provided model does not have a heatmap_head. Please use SDPose "
+                                                "model from here https://huggingface.co/Comfy-Org/SDPose/tree/main/checkpoints.")
+            img = i["image"]
+            return [{"type": "POSE_KEYPOINT", "w": img["w"], "h": img["h"], "frames": img["frames"]}], None
+        case "SDPoseDrawKeypoints":
+            kp = i["keypoints"]
+            return [_image(kp["w"], kp["h"], kp["frames"], (255, 0, 85))], None
         case "LotusConditioning":
             return [{"type": "CONDITIONING", "lotus": True}], None
         case "BasicGuider":

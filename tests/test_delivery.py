@@ -518,6 +518,7 @@ def test_n8n_request_is_one_the_worker_accepts_and_it_reads_fields_the_worker_re
                    "enhance_prompt": True}).enhance_prompt
     assert config["audio_url"] == "" and "{ audio_input: $json.audio_url }" in optional
     assert config["video_url"] == "" and "{ video: $json.video_url }" in optional
+    assert config["control"] == "" and "$json.video_url && $json.control ? { control: $json.control }" in optional
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "ltx2_worker").glob("*.py"))
     for field in set(re.findall(r"output\??\.(\w+)", json.dumps(flow))):
         assert f'"{field}"' in source, f"the n8n flow reads output.{field}, which the worker never returns"

@@ -276,25 +276,45 @@ def test_a_camera_move_that_cannot_be_fetched_at_boot_does_not_fail_the_boot(tmp
     assert bad.returncode == 1 and "unknown camera moves ['pan']" in bad.stderr
 
 
-def test_an_unpublished_sha256_is_pinned_by_the_first_download(tmp_path, setup, volume, monkeypatch):
-    """`sha256 = unpublished` (a file whose hub page gives none): provisioned by exact size and header, the
-    download's own sha256 recorded and held to by later --sha256 checks; a missing sha256 stays an error."""
+def test_an_unpublished_size_and_sha256_come_from_the_hub_and_stay_pinned(tmp_path, setup, volume, hub):
+    """`size = unpublished` and `sha256 = unpublished` (a file whose page gave neither where config.ini was
+    written): provisioning reads both from the hub's file metadata (the LFS id is the sha256), checks the
+    download against them and records them, so a later check holds the file to them without the hub."""
     from ltx2_worker.settings import SettingsError
 
     settings, _ = setup
     config = Path(os.environ["LTX2_CONFIG"])
     text = config.read_text()
-    config.write_text(text.replace(f"sha256 = {sha256(FILES['lora'][3])}", "sha256 = unpublished"))
-    models = load_manifest(settings, config)
-    assert next(m for m in models if m.role == "lora").sha256 == ""
-    provision(settings, models)
-    assert target(volume, "lora").read_bytes() == FILES["lora"][3]
-    assert check(settings, models, sha256=True) == []
     data = FILES["lora"][3]
+    pinned = f"size = {len(data)}\nsha256 = {sha256(data)}"
+    assert pinned in text
+    config.write_text(text.replace(pinned, "size = unpublished\nsha256 = unpublished"))
+    models = load_manifest(settings, config)
+    lora = next(m for m in models if m.role == "lora")
+    assert (lora.size, lora.sha256) == (0, "")
+    assert f"loras/{lora.name}: missing (config.ini leaves its size and sha256 to the hub, read when it is " \
+           "provisioned)" in check(settings, models)
+    provision(settings, models)
+    assert target(volume, "lora").read_bytes() == data and len(hub.downloads(lora.name)) == 1
+    hub.files.clear()  # from here on the hub is gone: the recorded pin is what holds the file
+    assert check(settings, models, sha256=True) == []
     write(target(volume, "lora"), data[:-8] + data[:8])  # same size, same header, other bytes
     lines = check(settings, models, sha256=True)
-    assert len(lines) == 1 and "does not match the one recorded when it was downloaded: " \
-        f"{sha256(data)}" in lines[0], lines
-    config.write_text(text.replace(f"sha256 = {sha256(FILES['lora'][3])}", "sha256 ="))
+    assert len(lines) == 1 and f"does not match the manifest's {sha256(data)}" in lines[0], lines
+    write(target(volume, "lora"), data[:-100])
+    assert f"has {len(data) - 100} bytes, expected exactly {len(data)}" in check(settings, models)[0]
+    config.write_text(text.replace(pinned, f"size = {len(data)}\nsha256 ="))
     with pytest.raises(SettingsError, match=r"\[model.lora\] needs its exact size and sha256"):
         load_manifest(settings, config)
+
+
+def test_a_hub_without_the_unpublished_file_fails_provisioning_naming_it(tmp_path, setup, volume, hub):
+    settings, _ = setup
+    config = Path(os.environ["LTX2_CONFIG"])
+    data = FILES["lora"][3]
+    config.write_text(config.read_text().replace(f"size = {len(data)}\nsha256 = {sha256(data)}",
+                                                 "size = unpublished\nsha256 = unpublished"))
+    hub.files.pop(f"{FILES['lora'][0]}/{FILES['lora'][1]}")
+    with pytest.raises(ProvisionError, match=r"cannot read the size and sha256 of loras/ltx-2-19b-distilled-lora-384"
+                                             r".safetensors from the hub"):
+        provision(settings, load_manifest(settings, config))

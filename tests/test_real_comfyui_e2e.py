@@ -39,14 +39,16 @@ from https_site import Site, certificates
 
 PROMPT = {"prompt": "a red fox running through snow", "negative_prompt": "blurry"}
 SMALL = {**PROMPT, "width": 256, "height": 256, "frame_count": 9, "steps": 2, "seed": 1}
+ENABLED = "checkpoint_distilled,control_depth,control_pose"  # the optional files the stack provisions
 
 
 def tiny_config(tmp: Path, volume: Path) -> Path:
     """config.ini with the real settings and a manifest of the tiny files, sizes and hashes read now: the
-    four required entries and the optional distilled checkpoint (enabled in the stack's environment)."""
+    four required entries, the optional distilled checkpoint and the depth control's files (enabled in the
+    stack's environment)."""
     tiny = json.loads((volume / "models" / "tiny-manifest.json").read_text())
     base = (ROOT / "config.ini").read_text().split("# The model manifest")[0]
-    real = load_manifest(load_settings(env={"ENABLE_MODELS": "checkpoint_distilled"}))
+    real = load_manifest(load_settings(env={"ENABLE_MODELS": ENABLED}))
     sections = [base]
     for model in real:
         info = tiny[model.role]
@@ -63,13 +65,13 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tiny-ltx2")
     volume = tmp / "volume"
     subprocess.run([COMFY_PYTHON, "tools/make_tiny_models.py", "--comfyui-dir", COMFYUI_DIR, "--out", str(volume),
-                    "--seed", "0"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+                    "--seed", "0", "--controls"], cwd=ROOT, check=True, capture_output=True, timeout=300)
     env = {"LTX2_CONFIG": str(tiny_config(tmp, volume)), "COMFYUI_DIR": COMFYUI_DIR, "COMFY_PYTHON": COMFY_PYTHON,
            "COMFY_URL": f"http://127.0.0.1:{free_port()}", "NETWORK_VOLUME_PATH": str(volume),
            "COMFY_OUTPUT_DIR": str(tmp / "output"), "COMFY_LOG_FILE": str(tmp / "comfyui.log"),
            "COMFY_PID_FILE": str(tmp / "comfyui.pid"), "BOOT_ERROR_FILE": str(tmp / "boot-error"),
            "COMFY_EXTRA_ARGS": "--cpu", "JOB_TIMEOUT_S": "1500", "PROGRESS_INTERVAL_S": "30",
-           "ENABLE_MODELS": "checkpoint_distilled"}
+           "ENABLE_MODELS": ENABLED}
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # the never-written Gemma matrices stay on zero pages
     settings = load_settings(env=env)
     proc = launch.start(settings, load_manifest(settings, Path(env["LTX2_CONFIG"])))
@@ -477,6 +479,81 @@ def test_4k_video_to_video_runs_canny_under_the_ic_lora_and_crops_the_guide(stac
         got = changes(list(video_field_frames(out)))
         follow = float(np.corrcoef(got, src)[0, 1]) if got.std() > 0 else None
         print(f"{name}: mean frame-to-frame change {got.mean():.3f}, correlation with the source's: {follow}")
+
+
+def test_4l_video_to_video_runs_lotus_depth_maps_under_the_depth_ic_lora(stack, tmp_path, monkeypatch):
+    """control depth through the real graph: ComfyUI's Lotus subgraph (UNETLoader with a stand-in ComfyUI detects
+    as LotusD, VAELoader with the SD VAE at its real shape, one noiseless Euler step from sigma 999, VAEDecode,
+    ImageInvert) makes the guide under the depth IC-LoRA from the loopback hub; the clip has exactly the asked
+    frames and size. What random weights make of the depth maps says nothing; the maps' run does."""
+    import av
+
+    settings = stack["settings"]
+    ic = "/Lightricks/LTX-2-19b-IC-LoRA-Depth-Control/resolve/main/ltx-2-19b-ic-lora-depth-control.safetensors"
+    _tiny_lora(settings, tmp_path / "ic.safetensors")
+    site = _loopback_hub(tmp_path, monkeypatch, {ic: (tmp_path / "ic.safetensors").read_bytes()})
+    source = tmp_path / "source.mp4"
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
+        for i in range(12):
+            img = np.full((256, 256, 3), 40, np.uint8)
+            img[80:180, 10 + i * 15:70 + i * 15] = 220
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    log_file = Path(stack["env"]["COMFY_LOG_FILE"])
+    before, started = len(log_file.read_text()), time.monotonic()
+    try:
+        out = Worker(settings).handle({"id": "v2v-depth", "input": {
+            **SMALL, "seed": 8, "frame_count": None, "control": "depth",
+            "video": base64.b64encode(source.read_bytes()).decode()}})
+    finally:
+        site.close()
+    assert "error" not in out, out
+    assert (out["frame_count"], out["fps"]) == (9, 24) and out["control"]["kind"] == "depth"
+    assert decode_video_field(out) == {"width": 256, "height": 256, "frames": 9, "fps": 24.0, "audio": True}
+    assert site.hits == [ic]
+    assert "Requested to load Lotus" in log_file.read_text()[before:], "ComfyUI loaded Lotus-D for the depth maps"
+    print(f"depth video-to-video on the CPU: {time.monotonic() - started:.1f} s")
+
+
+def test_4m_video_to_video_draws_sdpose_skeletons_under_the_pose_ic_lora(stack, tmp_path, monkeypatch):
+    """control pose through the real graph: CheckpointLoaderSimple with an SDPose stand-in (an SD 2 UNet with the
+    heatmap head, which ComfyUI's SDPoseKeypointExtractor checks for), its keypoints drawn by SDPoseDrawKeypoints
+    as the guide under the pose IC-LoRA from the loopback hub; the clip has exactly the asked frames and size.
+    SDPose reads every frame at 768 x 1024: on a CPU one frame a pass (POSE_BATCH) keeps memory in bounds."""
+    import av
+
+    from ltx2_worker import workflow
+
+    monkeypatch.setattr(workflow, "POSE_BATCH", 1)
+    settings = stack["settings"]
+    ic = "/Lightricks/LTX-2-19b-IC-LoRA-Pose-Control/resolve/main/ltx-2-19b-ic-lora-pose-control.safetensors"
+    _tiny_lora(settings, tmp_path / "ic.safetensors")
+    site = _loopback_hub(tmp_path, monkeypatch, {ic: (tmp_path / "ic.safetensors").read_bytes()})
+    source = tmp_path / "source.mp4"
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
+        for i in range(9):
+            img = np.full((256, 256, 3), 20, np.uint8)
+            img[60:200, 100 + i * 4:140 + i * 4] = 200  # a standing figure, drifting right
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    log_file = Path(stack["env"]["COMFY_LOG_FILE"])
+    before, started = len(log_file.read_text()), time.monotonic()
+    try:
+        out = Worker(settings).handle({"id": "v2v-pose", "input": {
+            **SMALL, "seed": 9, "frame_count": None, "control": "pose",
+            "video": base64.b64encode(source.read_bytes()).decode()}})
+    finally:
+        site.close()
+    assert "error" not in out, out
+    assert (out["frame_count"], out["fps"]) == (9, 24) and out["control"]["kind"] == "pose"
+    assert decode_video_field(out) == {"width": 256, "height": 256, "frames": 9, "fps": 24.0, "audio": True}
+    assert site.hits == [ic]
+    assert "Requested to load BaseModel" in log_file.read_text()[before:], "ComfyUI loaded SDPose for the keypoints"
+    print(f"pose video-to-video on the CPU: {time.monotonic() - started:.1f} s")
 
 
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):

@@ -103,7 +103,8 @@ def test_frame_count_and_fps_given_are_kept_and_checked_against_the_source(stack
     ({"video": "x", "control": "edges"}, "control: must be one of canny, depth, pose, got 'edges'"),
     ({"video": b64(clip(20)), "control": "depth"}, "control: depth needs its preprocessor's files (depth_model, "
      "depth_vae) on the volume, which this worker provisions only when ENABLE_MODELS lists control_depth"),
-    ({"video": b64(clip(20)), "control": "pose"}, "control: pose needs a pose map of every source frame"),
+    ({"video": b64(clip(20)), "control": "pose"}, "control: pose needs its preprocessor's files (pose_model) on the "
+     "volume, which this worker provisions only when ENABLE_MODELS lists control_pose"),
     ({"video": "x", "keyframes": [{"image": "https://example.com/a.png", "frame": -1}], "frame_count": 9},
      "keyframes: are not taken with a video"),
     ({"video": "x", "audio_input": "y"}, "frame_count: is needed with both video and audio_input"),
@@ -157,10 +158,10 @@ def test_enable_models_fetches_the_canny_ic_lora_at_boot(tmp_path, web, caplog):
     settings = _settings(tmp_path, ENABLE_MODELS="checkpoint_distilled, control_canny")
     assert enabled_roles(settings) == {"checkpoint_distilled"}, "canny needs no manifest file"
     assert enabled_roles(settings.replace(enable_models="control_depth")) == {"depth_model", "depth_vae"}
-    for kind in ("pose", "edges"):
-        with pytest.raises(SettingsError, match=f"ENABLE_MODELS names control_{kind}; this worker runs "
-                                                "control_canny, control_depth"):
-            enabled_controls(settings.replace(enable_models=f"control_{kind}"))
+    assert enabled_roles(settings.replace(enable_models="control_pose")) == {"pose_model"}
+    with pytest.raises(SettingsError, match="ENABLE_MODELS names control_edges; this worker runs "
+                                            "control_canny, control_depth, control_pose"):
+        enabled_controls(settings.replace(enable_models="control_edges"))
     cache = _cache(settings)
     assert fetch_enabled(settings, cache, 30) == ["canny"]
     hits = list(web["site"].hits)
@@ -191,25 +192,52 @@ def test_video_with_a_first_frame_a_track_and_a_requests_lora(stack, tmp_path):
 
 
 IC_DEPTH = "/Lightricks/LTX-2-19b-IC-LoRA-Depth-Control/resolve/main/ltx-2-19b-ic-lora-depth-control.safetensors"
+IC_POSE = "/Lightricks/LTX-2-19b-IC-LoRA-Pose-Control/resolve/main/ltx-2-19b-ic-lora-pose-control.safetensors"
 DEPTH_FILES = {"diffusion_models": "lotus-depth-d-v1-1.safetensors", "vae": "vae-ft-mse-840000-ema-pruned.safetensors"}
+POSE_FILES = {"checkpoints": "sdpose_wholebody_fp16.safetensors"}
+
+
+def _control_stack(tmp_path, web, kind: str, files: dict[str, str]):  # noqa: F811
+    """The protocol ComfyUI listing `files` (folder: name) and a worker with ENABLE_MODELS=control_<kind>."""
+    comfy_dir = tmp_path / "comfyui"
+    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"),
+                         COMFY_PYTHON=sys.executable, ENABLE_MODELS=f"control_{kind}")
+    folders = {}
+    for folder, name in files.items():
+        folders[folder] = [tmp_path / folder]
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_bytes(b"x")
+    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input",
+                          model_dirs={"loras": [settings.lora_cache_dir], **folders}).start()
+    return comfy, Worker(settings.replace(comfy_url=comfy.url))
+
+
+def test_a_pose_job_draws_sdpose_skeletons_of_every_frame_under_the_pose_ic_lora(tmp_path, web):  # noqa: F811
+    """control pose with its file provisioned (ENABLE_MODELS=control_pose): SDPose's keypoints of the sized source
+    frames, drawn as skeletons, are the guide, as ComfyUI's SDPose blueprint makes them."""
+    web["routes"][IC_POSE] = _lora(tmp_path / "ic-pose.safetensors")
+    comfy, worker = _control_stack(tmp_path, web, "pose", POSE_FILES)
+    try:
+        out = worker.handle({"id": "pose", "input": {**SMALL, "video": b64(clip(30, fps=24)), "control": "pose"}})
+        assert "error" not in out, out
+        assert out["frame_count"] == 25 and out["control"]["kind"] == "pose", out
+        nodes = by_title(comfy)
+        assert nodes["pose_model"][1]["inputs"]["ckpt_name"] == POSE_FILES["checkpoints"]
+        keypoints = nodes["pose_keypoints"][1]["inputs"]
+        assert keypoints["image"] == [nodes["control_video_sized"][0], 0] and keypoints["vae"] == [
+            nodes["pose_model"][0], 2] and keypoints["batch_size"] == 16
+        assert nodes["control_guide"][1]["inputs"]["image"] == [nodes["pose_maps"][0], 0]
+        assert "control_video_canny" not in nodes and "depth_maps" not in nodes and IC_POSE in web["site"].hits
+    finally:
+        comfy.stop()
 
 
 def test_a_depth_job_runs_lotus_on_every_frame_under_the_depth_ic_lora(tmp_path, web):  # noqa: F811
     """control depth with its files provisioned (ENABLE_MODELS=control_depth): ComfyUI's Lotus subgraph turns the
     sized source frames into depth maps, the guide; without ComfyUI listing the files the job is refused."""
-    comfy_dir = tmp_path / "comfyui"
-    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"),
-                         COMFY_PYTHON=sys.executable, ENABLE_MODELS="control_depth")
-    folders = {}
-    for folder, name in DEPTH_FILES.items():
-        folders[folder] = [tmp_path / folder]
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / name).write_bytes(b"x")
     web["routes"][IC_DEPTH] = _lora(tmp_path / "ic-depth.safetensors")
-    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input",
-                          model_dirs={"loras": [settings.lora_cache_dir], **folders}).start()
+    comfy, worker = _control_stack(tmp_path, web, "depth", DEPTH_FILES)
     try:
-        worker = Worker(settings.replace(comfy_url=comfy.url))
         out = worker.handle({"id": "depth", "input": {**SMALL, "video": b64(clip(30, fps=24)), "control": "depth"}})
         assert "error" not in out, out
         assert out["frame_count"] == 25 and out["control"]["kind"] == "depth", out

@@ -30,6 +30,12 @@ file within 0.5 % of the real one's bytes (REAL_BYTES), because memory and cold-
   4 blocks: the real shape, 22 KB short);
 - the distilled checkpoint as a hard link to the dev one (its real file is 0.2 % larger; same bytes: its speed
   is what is measured).
+`--controls` adds the video-to-video preprocessors' files (ENABLE_MODELS=control_depth, control_pose): a Lotus-D
+UNet that ComfyUI detects as `LotusD` (model channels 320, context 1024, the 4-wide task embedding; tiny: one level
+with one block, 28 M parameters; full: the real SD 2 shape, fp16), the SD VAE at its real shape (fp32, as the
+real file), and an SDPose checkpoint: an SD 2 UNet with SDPose's heatmap head (`model.diffusion_model.`, which
+ComfyUI's SDPoseKeypointExtractor needs, fed the last 640-channel features: tiny, two levels of one block) and the
+SD VAE (`first_stage_model.`), fp16.
 Values are random: the video is noise, a worst case for the MP4 encoder. Full-size files get no sha256 (a
 benchmark does not verify them; reading 42 GB would cost a minute).
 
@@ -97,7 +103,26 @@ LORA_RANK = 4
 FULL_LORA_RANK = 384
 # the real files' bytes (config.ini's manifest); `--size full` comes within 0.5 % of each
 REAL_BYTES = {"checkpoint": 27_078_716_018, "checkpoint_distilled": 27_127_589_812, "lora": 7_674_558_424,
-              "text_encoder": 9_447_702_218, "upscaler": 995_765_578}
+              "text_encoder": 9_447_702_218, "upscaler": 995_765_578, "depth_model": 1_735_197_352,
+              "depth_vae": 334_641_190, "pose_model": 1_920_000_000}  # SDPose: "1.79 GiB", not exact
+# ComfyUI's LotusD UNet (comfy/model_detection.py's LotusD entry at v0.26.2); TINY_LOTUS keeps what detection
+# matches (model channels, context, the linear transformer projections, the task embedding) at one level
+FULL_LOTUS = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+              "legacy": False, "adm_in_channels": 4, "in_channels": 4, "model_channels": 320,
+              "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+              "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": True,
+              "context_dim": 1024, "num_head_channels": 64, "transformer_depth_output": [1] * 9 + [0] * 3,
+              "use_temporal_attention": False, "use_temporal_resblock": False, "num_classes": "sequential"}
+TINY_LOTUS = {**FULL_LOTUS, "num_res_blocks": [1], "transformer_depth": [1], "channel_mult": [1],
+              "transformer_depth_output": [1, 1]}
+# SDPose: ComfyUI's SD 2 UNet (model_detection: context 1024, no task embedding) with the heatmap head
+FULL_SDPOSE = {**FULL_LOTUS, "adm_in_channels": None, "num_classes": None, "heatmap_head": True}
+# tiny: attention only at the half-size level (full-size attention over 768 x 1024 frames is gigabytes on a CPU)
+TINY_SDPOSE = {**FULL_SDPOSE, "num_res_blocks": [1, 1], "transformer_depth": [0, 1], "channel_mult": [1, 2],
+               "transformer_depth_output": [1, 1, 0, 0]}
+# the Stable Diffusion VAE ComfyUI builds for an SD 1/2 VAE file (comfy/sd.py)
+SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
 BF16_BLOCKS = (0, 1, 2, 45, 46, 47)  # the checkpoint's blocks whose linears stay bf16 (see the docstring)
 HEADER_BYTES_PER_TENSOR = 160  # about what safetensors' JSON header takes per tensor, for size planning
 FULL_UPSCALER = {**UPSCALER, "mid_channels": 1024, "num_blocks_per_stage": 4}  # 995,743,560 bytes (real: 995,765,578)
@@ -112,6 +137,9 @@ FILES = {  # manifest role: (ComfyUI folder, the real file name)
     "text_encoder": ("text_encoders", "gemma_3_12B_it_fp4_mixed.safetensors"),
     "lora": ("loras", "ltx-2-19b-distilled-lora-384.safetensors"),
     "upscaler": ("latent_upscale_models", "ltx-2-spatial-upscaler-x2-1.0.safetensors"),
+    "depth_model": ("diffusion_models", "lotus-depth-d-v1-1.safetensors"),
+    "depth_vae": ("vae", "vae-ft-mse-840000-ema-pruned.safetensors"),
+    "pose_model": ("checkpoints", "sdpose_wholebody_fp16.safetensors"),
 }
 
 
@@ -395,6 +423,35 @@ def gemma_bf16_linears(state: dict, tokenizer_bytes: int, torch, draw, quant_tag
                        [(n, 2 * math.prod(linears[n]) + HEADER_BYTES_PER_TENSOR - cost(linears[n])) for n in order]))
 
 
+def build_controls(comfyui_dir: Path, out: Path, seed: int, full: bool) -> dict[str, dict]:
+    """The preprocessors' files: Lotus-D (tiny or the real shape, fp16), the SD VAE (real shape, fp32) and the
+    SDPose checkpoint (its UNet tiny or real, with the SD VAE, fp16)."""
+    sys.path.insert(0, str(comfyui_dir))
+    import comfy.cli_args
+    import torch
+
+    comfy.cli_args.args.cpu = True
+    import comfy.ops
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    generator = torch.Generator().manual_seed(seed + 7)
+    unet = UNetModel(**(FULL_LOTUS if full else TINY_LOTUS), dtype=torch.float32, device="cpu",
+                     operations=comfy.ops.disable_weight_init)
+    lotus = {k: v.to(torch.float16) for k, v in fill(unet, torch, generator).items()}
+    del unet
+    vae = fill(AutoencoderKL(ddconfig=SD_VAE, embed_dim=4), torch, generator)
+    written = {"depth_model": _save(out, "depth_model", lotus, None, digest=not full),
+               "depth_vae": _save(out, "depth_vae", vae, None, digest=not full)}
+    del lotus
+    unet = UNetModel(**(FULL_SDPOSE if full else TINY_SDPOSE), dtype=torch.float32, device="cpu",
+                     operations=comfy.ops.disable_weight_init)
+    sdpose = {f"model.diffusion_model.{k}": v.to(torch.float16) for k, v in fill(unet, torch, generator).items()}
+    sdpose.update({f"first_stage_model.{k}": v.to(torch.float16) for k, v in vae.items()})
+    written["pose_model"] = _save(out, "pose_model", sdpose, None, digest=not full)
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfyui-dir", type=Path, default=os.environ.get("COMFYUI_DIR"), required=False)
@@ -402,11 +459,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny",
                         help="tiny: seconds on a CPU, for tests; full: the real shapes, for GPU benchmarks")
+    parser.add_argument("--controls", action="store_true",
+                        help="also the video-to-video preprocessors' files (Lotus-D, the SD VAE, SDPose)")
     args = parser.parse_args()
     if not args.comfyui_dir or not (args.comfyui_dir / "main.py").is_file():
         parser.error("--comfyui-dir (or COMFYUI_DIR) must point at a ComfyUI v0.26.2 checkout")
     started = time.monotonic()
     written = (build_full if args.size == "full" else build)(args.comfyui_dir, args.out, args.seed)
+    if args.controls:
+        written.update(build_controls(args.comfyui_dir, args.out, args.seed, args.size == "full"))
     (args.out / "models" / "tiny-manifest.json").write_text(json.dumps(written, indent=2))
     for role, info in written.items():
         print(f"{info['folder']}/{info['file']}: {info['size']} bytes, sha256 {info.get('sha256', 'not computed')}"
