@@ -481,79 +481,70 @@ def test_4k_video_to_video_runs_canny_under_the_ic_lora_and_crops_the_guide(stac
         print(f"{name}: mean frame-to-frame change {got.mean():.3f}, correlation with the source's: {follow}")
 
 
-def test_4l_video_to_video_runs_lotus_depth_maps_under_the_depth_ic_lora(stack, tmp_path, monkeypatch):
-    """control depth through the real graph: ComfyUI's Lotus subgraph (UNETLoader with a stand-in ComfyUI detects
-    as LotusD, VAELoader with the SD VAE at its real shape, one noiseless Euler step from sigma 999, VAEDecode,
-    ImageInvert) makes the guide under the depth IC-LoRA from the loopback hub; the clip has exactly the asked
-    frames and size. What random weights make of the depth maps says nothing; the maps' run does."""
+def _control_job(stack, tmp_path, monkeypatch, kind: str, frames: int, draw) -> tuple[dict, str, float]:
+    """One video-to-video job with control `kind` (frame_count left to the source: `frames` frames at 24 fps,
+    256 x 256, frame i drawn by draw(img, i)), its IC-LoRA a tiny stand-in from the loopback hub: (the result,
+    ComfyUI's log of the job, seconds)."""
     import av
 
     settings = stack["settings"]
-    ic = "/Lightricks/LTX-2-19b-IC-LoRA-Depth-Control/resolve/main/ltx-2-19b-ic-lora-depth-control.safetensors"
+    ic = f"/Lightricks/LTX-2-19b-IC-LoRA-{kind.capitalize()}-Control/resolve/main/ltx-2-19b-ic-lora-{kind}-" \
+         "control.safetensors"
     _tiny_lora(settings, tmp_path / "ic.safetensors")
     site = _loopback_hub(tmp_path, monkeypatch, {ic: (tmp_path / "ic.safetensors").read_bytes()})
     source = tmp_path / "source.mp4"
     with av.open(str(source), "w") as out:
         stream = out.add_stream("libx264", rate=24)
         stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
-        for i in range(12):
-            img = np.full((256, 256, 3), 40, np.uint8)
-            img[80:180, 10 + i * 15:70 + i * 15] = 220
+        for i in range(frames):
+            img = np.full((256, 256, 3), 30, np.uint8)
+            draw(img, i)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         out.mux(stream.encode())
     log_file = Path(stack["env"]["COMFY_LOG_FILE"])
     before, started = len(log_file.read_text()), time.monotonic()
     try:
-        out = Worker(settings).handle({"id": "v2v-depth", "input": {
-            **SMALL, "seed": 8, "frame_count": None, "control": "depth",
+        out = Worker(settings).handle({"id": f"v2v-{kind}", "input": {
+            **SMALL, "seed": 8, "frame_count": None, "control": kind,
             "video": base64.b64encode(source.read_bytes()).decode()}})
     finally:
         site.close()
     assert "error" not in out, out
+    assert site.hits == [ic]
+    return out, log_file.read_text()[before:], time.monotonic() - started
+
+
+def test_4l_video_to_video_runs_lotus_depth_maps_under_the_depth_ic_lora(stack, tmp_path, monkeypatch):
+    """control depth through the real graph: ComfyUI's Lotus subgraph (UNETLoader with a stand-in ComfyUI detects
+    as LotusD, VAELoader with the SD VAE at its real shape, one noiseless Euler step from sigma 999, VAEDecode,
+    ImageInvert) makes the guide under the depth IC-LoRA; the clip has exactly the asked frames and size. What
+    random weights make of the depth maps says nothing; the maps' run does."""
+    def block(img, i):
+        img[80:180, 10 + i * 15:70 + i * 15] = 220
+
+    out, log, seconds = _control_job(stack, tmp_path, monkeypatch, "depth", 12, block)
     assert (out["frame_count"], out["fps"]) == (9, 24) and out["control"]["kind"] == "depth"
     assert decode_video_field(out) == {"width": 256, "height": 256, "frames": 9, "fps": 24.0, "audio": True}
-    assert site.hits == [ic]
-    assert "Requested to load Lotus" in log_file.read_text()[before:], "ComfyUI loaded Lotus-D for the depth maps"
-    print(f"depth video-to-video on the CPU: {time.monotonic() - started:.1f} s")
+    assert "Requested to load Lotus" in log, "ComfyUI loaded Lotus-D for the depth maps"
+    print(f"depth video-to-video on the CPU: {seconds:.1f} s")
 
 
 def test_4m_video_to_video_draws_sdpose_skeletons_under_the_pose_ic_lora(stack, tmp_path, monkeypatch):
     """control pose through the real graph: CheckpointLoaderSimple with an SDPose stand-in (an SD 2 UNet with the
     heatmap head, which ComfyUI's SDPoseKeypointExtractor checks for), its keypoints drawn by SDPoseDrawKeypoints
-    as the guide under the pose IC-LoRA from the loopback hub; the clip has exactly the asked frames and size.
-    SDPose reads every frame at 768 x 1024: on a CPU one frame a pass (POSE_BATCH) keeps memory in bounds."""
-    import av
-
+    as the guide under the pose IC-LoRA; the clip has exactly the asked frames and size. SDPose reads every
+    frame at 768 x 1024: on a CPU one frame a pass (POSE_BATCH) keeps memory in bounds."""
     from ltx2_worker import workflow
 
+    def figure(img, i):  # a standing figure, drifting right
+        img[60:200, 100 + i * 4:140 + i * 4] = 200
+
     monkeypatch.setattr(workflow, "POSE_BATCH", 1)
-    settings = stack["settings"]
-    ic = "/Lightricks/LTX-2-19b-IC-LoRA-Pose-Control/resolve/main/ltx-2-19b-ic-lora-pose-control.safetensors"
-    _tiny_lora(settings, tmp_path / "ic.safetensors")
-    site = _loopback_hub(tmp_path, monkeypatch, {ic: (tmp_path / "ic.safetensors").read_bytes()})
-    source = tmp_path / "source.mp4"
-    with av.open(str(source), "w") as out:
-        stream = out.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
-        for i in range(9):
-            img = np.full((256, 256, 3), 20, np.uint8)
-            img[60:200, 100 + i * 4:140 + i * 4] = 200  # a standing figure, drifting right
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-        out.mux(stream.encode())
-    log_file = Path(stack["env"]["COMFY_LOG_FILE"])
-    before, started = len(log_file.read_text()), time.monotonic()
-    try:
-        out = Worker(settings).handle({"id": "v2v-pose", "input": {
-            **SMALL, "seed": 9, "frame_count": None, "control": "pose",
-            "video": base64.b64encode(source.read_bytes()).decode()}})
-    finally:
-        site.close()
-    assert "error" not in out, out
+    out, log, seconds = _control_job(stack, tmp_path, monkeypatch, "pose", 9, figure)
     assert (out["frame_count"], out["fps"]) == (9, 24) and out["control"]["kind"] == "pose"
     assert decode_video_field(out) == {"width": 256, "height": 256, "frames": 9, "fps": 24.0, "audio": True}
-    assert site.hits == [ic]
-    assert "Requested to load BaseModel" in log_file.read_text()[before:], "ComfyUI loaded SDPose for the keypoints"
-    print(f"pose video-to-video on the CPU: {time.monotonic() - started:.1f} s")
+    assert "Requested to load BaseModel" in log, "ComfyUI loaded SDPose for the keypoints"
+    print(f"pose video-to-video on the CPU: {seconds:.1f} s")
 
 
 def test_5_a_truncated_model_is_caught_before_comfyui_loads_it(stack, tmp_path):
