@@ -115,7 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "WAV), its length setting the frame count")
     p.add_argument("--v2v", default="", metavar="KIND",
                    help="worker configs: then video-to-video jobs with control KIND (its first use, cached) on a "
-                   "moving source clip of the command line's size (a stand-in IC-LoRA of the real file's size)")
+                   "moving source clip of the command line's size (a stand-in IC-LoRA of the real file's size; "
+                   "depth and pose need the stand-ins of make_tiny_models.py --controls)")
     p.add_argument("--keyframes", type=int, nargs="?", const=2, default=0, metavar="N",
                    help="worker and class configs: then N first-and-last-frame jobs (default 2)")
     p.add_argument("--distilled", type=int, nargs="?", const=1, default=0, metavar="N",
@@ -548,8 +549,10 @@ class Run:
         self.env.update({s.env: os.environ[s.env] for s in SETTINGS if s.env in os.environ and s.env not in self.env})
         if not args.sizes:  # the largest requests run with the worker's OOM ladder; other jobs must fit as they are
             self.env["OOM_LADDER"] = ""
-        if args.distilled:
-            self.env["ENABLE_MODELS"] = "checkpoint_distilled"
+        enabled = (["checkpoint_distilled"] if args.distilled else []) + (
+            [f"control_{args.v2v}"] if args.v2v in ("depth", "pose") else [])  # their files: --controls stand-ins
+        if enabled:
+            self.env["ENABLE_MODELS"] = ",".join(enabled)
         if args.profile:
             self.env.update(LTX2_PROFILE=args.profile, LTX2_PROFILE_DIR=str(self.tmp / "profile"))
         self.settings = load_settings(env=self.env)
