@@ -127,7 +127,7 @@ PROVISIONING_MESSAGES = (  # a fragment of each provisioning failure's message, 
     "reset or closed before the file was complete", "failed with a server error", "is rate-limiting this worker",
     "refused access", "has no such file", "is read-only", "is full (", "although the free-space check",
     "may not write to the volume", "not enough free space on", "no network volume at", "has sha256",
-    "(PROVISION_WAIT_S)",
+    "(PROVISION_WAIT_S)", "cannot read the size and sha256 of", "the hub gives no sha256 (Git LFS object id) for",
 )
 
 
