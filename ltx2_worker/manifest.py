@@ -19,8 +19,9 @@ class ModelFile:
     revision: str
     path: str  # inside the hub repo
     folder: str  # ComfyUI model folder under <volume>/models/
-    size: int  # 0 and
-    sha256: str  # "" where config.ini says `unpublished`: provisioning reads them from the hub (provision.pinned)
+    # size 0 and sha256 "" where config.ini says `unpublished`: provisioning reads both from the hub (provision.pinned)
+    size: int
+    sha256: str
     required: bool
 
     @property
