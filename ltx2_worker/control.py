@@ -23,6 +23,8 @@ REPO = "Lightricks/LTX-2-19b-IC-LoRA-{title}-Control"
 FILE = "ltx-2-19b-ic-lora-{kind}-control.safetensors"
 REVISION = "main"
 MAX_MB = 1500  # about 0.65 GB each (the issue's figure; ComfyUI-Manager lists them), with room
+
+
 def check_available(kind: str, settings: Settings) -> dict[str, str]:
     """The files of `kind`'s preprocessor (manifest role: file name, as ComfyUI lists it), or InputError saying
     why it cannot run here."""

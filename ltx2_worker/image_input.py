@@ -21,11 +21,16 @@ MIN_SIDE = 64
 
 def load_image(spec: str, max_bytes: int, max_pixels: int, field: str = "image") -> tuple[bytes, str]:
     """(image bytes, file extension) of a valid image, or InputError(field, ...)."""
-    if spec.startswith(("https://", "http://")):
-        data = fetch_bytes(spec, field, max_bytes, FETCH_TIMEOUT_S)
-    else:
-        data = decode_base64(spec, max_bytes, field)
+    data = read_spec(spec, field, max_bytes, FETCH_TIMEOUT_S)
     return data, _check(data, max_pixels, field)
+
+
+def read_spec(spec: str, field: str, max_bytes: int, fetch_timeout_s: float) -> bytes:
+    """The bytes of a file a request sends (an image, `audio_input`, `video`): fetched when `spec` is an http(s)
+    URL, else decoded from base64; at most `max_bytes`, or InputError naming `field`."""
+    if spec.startswith(("https://", "http://")):
+        return fetch_bytes(spec, field, max_bytes, fetch_timeout_s)
+    return decode_base64(spec, max_bytes, field)
 
 
 def decode_base64(text: str, max_bytes: int, field: str) -> bytes:

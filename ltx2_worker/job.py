@@ -123,11 +123,7 @@ def parse_request(raw: Any, settings: Settings, memory_class: ClipLimits = EVERY
         raise InputError("frame_count", f"must be 8k+1 (9, 17, ..., 121, ...), got {frame_count}")
     _check_clip_pixels(width, height, frame_count, limits.max_clip_pixels)
     fps = _whole_number(raw, "fps", settings.default_fps, settings.min_fps, settings.max_fps)
-    if (frame_count - 1) / fps > LONGEST_CLIP_S:
-        longest = LONGEST_CLIP_S * fps + 1
-        raise InputError("frame_count", f"{frame_count} frames at {fps} fps span {(frame_count - 1) / fps:.1f} s, "
-                                        f"more than the {LONGEST_CLIP_S} s LTX-2's positions cover: at {fps} fps at "
-                                        f"most {(longest - 1) // 8 * 8 + 1} frames, or a higher fps")
+    check_span(frame_count, fps)
     seed = _seed(raw)
     steps = _int(raw, "steps", None, 1, settings.max_steps)
     cfg = _number(raw, "cfg", None, 1.0, settings.max_cfg)
@@ -254,6 +250,15 @@ def _loras(raw: dict, max_loras: int) -> tuple[LoraSpec, ...]:
         strength = _number(item, "strength", 1.0, *LORA_STRENGTH, f"{where}.strength")
         found.append(LoraSpec(f"{where}.url", url, strength))
     return tuple(found)
+
+
+def check_span(frame_count: int, fps: int) -> None:
+    """A clip spans (frame_count - 1) / fps seconds, at most LONGEST_CLIP_S, or InputError naming frame_count."""
+    if (frame_count - 1) / fps > LONGEST_CLIP_S:
+        longest = LONGEST_CLIP_S * fps + 1
+        raise InputError("frame_count", f"{frame_count} frames at {fps} fps span {(frame_count - 1) / fps:.1f} s, "
+                                        f"more than the {LONGEST_CLIP_S} s LTX-2's positions cover: at {fps} fps at "
+                                        f"most {(longest - 1) // 8 * 8 + 1} frames, or a higher fps")
 
 
 def longest_clip(width: int, height: int, fps: int, limits: ClipLimits, source: str,

@@ -10,8 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .https_fetch import fetch_bytes
-from .image_input import decode_base64
+from .image_input import read_spec
 from .job import InputError
 
 PROBE_TIMEOUT_S = 60.0
@@ -28,10 +27,7 @@ def read_media(spec: str, field: str, stream: str, what: str, containers: dict[s
     """The file of `spec` (base64 or https URL) as (bytes, the extension ComfyUI gets it under, the probe's facts
     of its `stream`, "audio" or "video"), or InputError naming `field`: empty, undecodable, no such stream, or a
     container outside `containers` (PyAV's container name -> extension); `what` describes the formats taken."""
-    if spec.startswith(("https://", "http://")):
-        data = fetch_bytes(spec, field, max_bytes, fetch_timeout_s)
-    else:
-        data = decode_base64(spec, max_bytes, field)
+    data = read_spec(spec, field, max_bytes, fetch_timeout_s)
     if not data:
         raise InputError(field, "is an empty file")
     media = probe(data, python, field)

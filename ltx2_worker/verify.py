@@ -77,7 +77,7 @@ def recorded(path: Path) -> dict:
 def _hash_recorded(path: Path, expected: str) -> bool:
     """True when this very file (same size, mtime and inode) already passed a sha256 check."""
     record = recorded(path)
-    return bool(expected) and record.get("sha256") == expected and record.get("file") == _fingerprint(path)
+    return record.get("sha256") == expected and record.get("file") == _fingerprint(path)
 
 
 def remember_hash(path: Path, digest: str) -> None:

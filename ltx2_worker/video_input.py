@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from .job import InputError, VideoRequest, longest_clip
+from .job import InputError, VideoRequest, check_span, longest_clip
 from .media import read_media
-from .settings import LONGEST_CLIP_S, ClipLimits, Settings
+from .settings import ClipLimits, Settings
 
 FIELD = "video"
 FETCH_TIMEOUT_S = 60.0
@@ -64,9 +64,7 @@ def fit_clip(req: VideoRequest, source: SourceVideo, settings: Settings,
         if req.frame_count > source.frames:
             raise InputError("frame_count", f"is {req.frame_count}, more than the video's {source.frames} frames: "
                                             "ask fewer, or leave frame_count out to match the video")
-        if (req.frame_count - 1) / fps > LONGEST_CLIP_S:
-            raise InputError("frame_count", f"{req.frame_count} frames at the video's {fps} fps span more than "
-                                            f"LTX-2's {LONGEST_CLIP_S} s: ask fewer, or give fps")
+        check_span(req.frame_count, fps)  # at the source's fps, which parse_request did not know
         return dataclasses.replace(req, fps=fps), {**report, "cut_by": None}
     frames, cut_by = longest_clip(req.width, req.height, fps, settings.clip_limits(memory_class), "the video",
                                   source.frames)

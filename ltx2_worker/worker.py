@@ -49,6 +49,7 @@ from .workflow import (
     ENHANCED_PROMPT_NODE,
     ENHANCER_NODE,
     LORA_BYPASS_NODE,
+    PREPROCESSOR_LOADERS,
     SAVE_VIDEO_NODE,
     TILE_DECODE_NODE,
     UPSAMPLER_NODE,
@@ -276,10 +277,8 @@ class Worker:
     def _check_control_files(self, files: dict[str, str]) -> None:
         """A control's preprocessor files (control.check_available) as ComfyUI lists them: provisioning put them
         on the volume, but a ComfyUI started before they were there does not list them."""
-        listed = {"depth_model": ("UNETLoader", "unet_name"), "depth_vae": ("VAELoader", "vae_name"),
-                  "pose_model": ("CheckpointLoaderSimple", "ckpt_name")}
         for role, name in files.items():
-            node, field = listed[role]
+            node, field = PREPROCESSOR_LOADERS[role]
             if name not in self.client.options(node, field):
                 raise InputError("control", f"needs {name}, which ComfyUI does not list ({node}): provision it "
                                             "with ENABLE_MODELS (README, Video-to-video) and restart the worker")

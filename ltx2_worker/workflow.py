@@ -79,6 +79,9 @@ LOTUS_FIRST_SIGMA = 999.0000000000002
 POSE_BATCH = 16
 POSE_DRAWING = {"draw_body": True, "draw_hands": True, "draw_face": True, "draw_feet": True, "stick_width": 4,
                 "face_point_size": 2, "score_threshold": 0.5, "draw_head": True}
+# the node and input that load each preprocessor file (manifest role), as _depth_maps and _pose_maps wire them
+PREPROCESSOR_LOADERS = {"depth_model": ("UNETLoader", "unet_name"), "depth_vae": ("VAELoader", "vae_name"),
+                        "pose_model": ("CheckpointLoaderSimple", "ckpt_name")}
 # LTXVPreprocess's default: compresses the first frame like a video frame so motion starts naturally.
 I2V_IMAGE_COMPRESSION = 35
 
@@ -317,8 +320,8 @@ class Workflow:
         """ComfyUI's "Image to Depth Map (Lotus)" subgraph on every frame: the frames encoded by the SD VAE, one
         noiseless Euler step of Lotus-D from sigma 999 under its fixed conditioning, decoded and inverted (near is
         bright). Returns the node whose output 0 is the depth maps, at the frames' size."""
-        unet = self._add(graph, "depth_model", "UNETLoader", {"unet_name": model_file, "weight_dtype": "default"})
-        vae = self._add(graph, "depth_vae", "VAELoader", {"vae_name": vae_file})
+        unet = self._add(graph, "depth_model", *self._loader("depth_model", model_file, weight_dtype="default"))
+        vae = self._add(graph, "depth_vae", *self._loader("depth_vae", vae_file))
         latent = self._add(graph, "depth_encode", "VAEEncode", {"pixels": frames, "vae": [vae, 0]})
         cond = self._add(graph, "depth_conditioning", "LotusConditioning", {})
         guider = self._add(graph, "depth_guider", "BasicGuider", {"model": [unet, 0], "conditioning": [cond, 0]})
@@ -338,10 +341,16 @@ class Workflow:
     def _pose_maps(self, graph: dict[str, Any], frames: list, model_file: str) -> str:
         """ComfyUI's "Image to Pose Map (SDPose-OOD)" on every frame: SDPose's whole-body keypoints (one figure a
         frame, the whole frame its box), drawn as OpenPose skeletons on black at the frames' size."""
-        sdpose = self._add(graph, "pose_model", "CheckpointLoaderSimple", {"ckpt_name": model_file})
+        sdpose = self._add(graph, "pose_model", *self._loader("pose_model", model_file))
         points = self._add(graph, "pose_keypoints", "SDPoseKeypointExtractor",
                            {"model": [sdpose, 0], "vae": [sdpose, 2], "image": frames, "batch_size": POSE_BATCH})
         return self._add(graph, "pose_maps", "SDPoseDrawKeypoints", {"keypoints": [points, 0], **POSE_DRAWING})
+
+    @staticmethod
+    def _loader(role: str, file: str, **inputs: Any) -> tuple[str, dict[str, Any]]:
+        """(class_type, inputs) of the node that loads a preprocessor file (PREPROCESSOR_LOADERS)."""
+        node, field = PREPROCESSOR_LOADERS[role]
+        return node, {field: file, **inputs}
 
     def _audio_input(self, graph: dict[str, Any], name: str, seconds: float) -> None:
         """Audio-to-video, wired as ComfyUI's LTX-2 image+audio-to-video template does: the user's track, cut to

@@ -139,6 +139,15 @@ def test_the_source_limits_are_settings(stack, limit, expected):
     assert comfy.submitted == []
 
 
+def test_a_frame_count_past_20_s_at_the_sources_rate_is_refused(stack):
+    """parse_request checks the span at the default fps; the source's own rate (8 fps here) is known only later,
+    and the same rule applies to it."""
+    comfy, worker, _ = stack
+    out = worker.handle({"id": "span", "input": {**SMALL, "video": b64(clip(180, fps=8)), "frame_count": 169}})
+    assert out["error"].startswith("frame_count: 169 frames at 8 fps span 21.0 s, more than the 20 s"), out
+    assert "at 8 fps at most 161 frames" in out["error"] and comfy.submitted == []
+
+
 def test_a_webm_source_works_too(stack):
     _, worker, _ = stack
     out = worker.handle({"id": "webm", "input": {**SMALL, "video": b64(clip(17, fps=24, fmt="webm"))}})
