@@ -11,6 +11,9 @@ buffer per reader. It reads at most what the container's memory allows at start 
 usage, and the host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what
 it read a moment ago. A file that does not fit is read from its start up to the budget (the loader reads
 each file in full, so its first bytes found in memory are bytes it need not fetch) and later files not at all.
+Where ComfyUI starts from the same disk as the models (the lent GPU host: its start took 32-37 s beside the
+eight readers against 13 s without them), PREFETCH_YIELD_TO_COMFY keeps one reader in small reads until ComfyUI
+answers, so ComfyUI's own reads wait behind little; the others join then.
 A missing or shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always
 exits 0: jobs never wait for it, and a failed prefetch only means the loaders read from storage. Each file's
 line says when it was all in memory, so a slow cold start's log shows which load waited on which read.
@@ -48,6 +51,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 MEMINFO = Path("/proc/meminfo")
 V1_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712)
 JOIN_GRACE_S = 5.0  # past the deadline, how long a reader stuck in one read is waited for
+YIELD_READ = 4 * 1024 * 1024  # while yielding to ComfyUI's start: the one reader's read size (a shallow queue)
+YIELD_POLL_S = 0.25  # while yielding: how often ComfyUI is asked whether it answers
 
 Reader = Callable[[int, memoryview, int], int]  # (fd, buffer, offset) -> bytes read, as os.preadv
 
@@ -89,6 +94,16 @@ def budget_bytes(memory: Memory, headroom_gb: float, readers: int, chunk: int = 
     return max(0, memory.room() - int(headroom_gb * 1e9) - readers * chunk)
 
 
+@dataclasses.dataclass(frozen=True)
+class Yield:
+    """Until `answered()` is true (ComfyUI's HTTP answers) or `within_s` passes, one reader reads, YIELD_READ
+    at a time; then all the readers read whole chunks."""
+
+    answered: Callable[[], bool]
+    within_s: float
+    poll_s: float = YIELD_POLL_S
+
+
 @dataclasses.dataclass
 class File:
     name: str
@@ -109,6 +124,7 @@ class Result:
     seconds: float
     readers: int
     budget: int
+    all_readers_at: float | None = None  # with a Yield: seconds until every reader read (None: from the start)
 
     @property
     def bytes_read(self) -> int:
@@ -120,6 +136,8 @@ class Result:
         line = (f"read {gb:.2f} GB of {len(read)} file{'' if len(read) == 1 else 's'} in {self.seconds:.1f} s "
                 f"({gb / max(self.seconds, 1e-6):.2f} GB/s) with {self.readers} reader"
                 f"{'' if self.readers == 1 else 's'}")
+        if self.all_readers_at is not None:
+            line += f" (one until +{self.all_readers_at:.1f} s, yielding to ComfyUI's start)"
         skipped = [f"{f.name} {(f.size - f.read) / 1e9:.2f} of {f.size / 1e9:.2f} GB ({f.why_short()})"
                    if f.size else f"{f.name} ({f.why_short()})" for f in self.files if f.reason or f.read < f.size]
         return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
@@ -149,11 +167,13 @@ def in_read_order(names: list[str]) -> list[str]:
 
 
 def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s: float, chunk: int = CHUNK,
-             read: Reader = os_read) -> Result:
+             read: Reader = os_read, yield_to: Yield | None = None) -> Result:
     """Read `files` (name, path; in this order) into the page cache with `readers` threads, at most `budget`
-    bytes in all, for at most `timeout_s` seconds."""
+    bytes in all, for at most `timeout_s` seconds; with `yield_to`, one reader in small reads until it ends."""
     started = time.monotonic()
     deadline = started + timeout_s
+    everyone = threading.Event()  # set: every reader reads whole chunks
+    all_readers_at: list[float] = []
     plan, left = [], budget
     for name, path in files:
         f = File(name, path)
@@ -176,12 +196,15 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
         planned[f.name] = planned.get(f.name, 0) + f.planned
     read_by_name = dict.fromkeys(planned, 0)
 
-    def reader() -> None:
+    def reader(first: bool) -> None:
         view = memoryview(bytearray(chunk))
+        if not first and not everyone.wait(max(0.0, deadline - time.monotonic())):
+            return
         while time.monotonic() < deadline:
             try:
                 f, offset, length = chunks.get_nowait()
             except queue.Empty:
+                everyone.set()  # nothing left: no reader need wait for ComfyUI any more
                 return
             if f.reason:
                 continue  # this file already ended
@@ -193,7 +216,8 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
                 continue
             try:
                 while done < length:
-                    n = read(fd, view[:length - done], offset + done)
+                    step = length - done if everyone.is_set() else min(YIELD_READ, length - done)
+                    n = read(fd, view[:step], offset + done)
                     if n <= 0:
                         _end(f, f"shrank to {offset + done} bytes while being read", lock)
                         break
@@ -211,17 +235,41 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
                     log.info("%s: %.2f GB in memory at +%.1f s", f.name, planned[f.name] / 1e9,
                              time.monotonic() - started)
 
-    threads = [threading.Thread(target=reader, name=f"prefetch-{i}", daemon=True) for i in range(readers)]
+    def watch(within: Yield) -> None:
+        """Ask ComfyUI until it answers or `within.within_s` passes, then let every reader read."""
+        until = min(deadline, started + within.within_s)
+        answered = False
+        while not answered and not everyone.is_set() and time.monotonic() < until:
+            try:
+                answered = within.answered()
+            except Exception as exc:  # noqa: BLE001 - a failed question is a "not yet"
+                log.debug("asking ComfyUI failed: %s", exc)
+            if not answered:
+                time.sleep(within.poll_s)
+        if everyone.is_set():  # the first reader read everything already
+            return
+        all_readers_at.append(time.monotonic() - started)
+        log.info("%s at +%.1f s: %d readers read now", "ComfyUI answers" if answered else
+                 f"ComfyUI did not answer within {within.within_s:g} s", all_readers_at[0], readers)
+        everyone.set()
+
+    threads = [threading.Thread(target=reader, args=(i == 0,), name=f"prefetch-{i}", daemon=True)
+               for i in range(readers)]
+    if yield_to is None:
+        everyone.set()
+    else:
+        threads.append(threading.Thread(target=watch, args=(yield_to,), name="prefetch-yield", daemon=True))
     for t in threads:
         t.start()
-    for t in threads:
+    for t in threads[:readers]:
         t.join(max(0.0, deadline - time.monotonic()) + JOIN_GRACE_S)
-    if any(t.is_alive() for t in threads):
+    everyone.set()  # the readers are done: the watcher stops asking
+    if any(t.is_alive() for t in threads[:readers]):
         log.warning("a reader is still waiting on a read %g s after the deadline (PREFETCH_TIMEOUT_S); left behind",
                     JOIN_GRACE_S)
     if time.monotonic() >= deadline and chunks.qsize():
         log.warning("deadline of %g s passed (PREFETCH_TIMEOUT_S); the rest is not read", timeout_s)
-    return Result(plan, time.monotonic() - started, readers, budget)
+    return Result(plan, time.monotonic() - started, readers, budget, all_readers_at[0] if all_readers_at else None)
 
 
 def _unreadable(exc: OSError) -> str:
@@ -260,7 +308,15 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
                  "%.2f GB; PREFETCH_HEADROOM_GB %g)", len(models), sum(m.size for m in models.values()) / 1e9,
                  budget / 1e9, f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none",
                  memory.usage / 1e9, memory.available / 1e9, settings.prefetch_headroom_gb)
-        result = prefetch(files, settings.prefetch_readers, budget, settings.prefetch_timeout_s, read=read)
+        yield_to = None
+        if settings.prefetch_yield_to_comfy:
+            from .comfy import ComfyClient  # here: the HTTP client's import would delay every other prefetch
+
+            client = ComfyClient(settings.comfy_url)
+            yield_to = Yield(lambda: client.ready(timeout=1.0), settings.comfy_start_timeout_s)
+            log.info("one reader until ComfyUI answers at %s (PREFETCH_YIELD_TO_COMFY)", settings.comfy_url)
+        result = prefetch(files, settings.prefetch_readers, budget, settings.prefetch_timeout_s, read=read,
+                          yield_to=yield_to)
         log.info("%s", result.summary())
     except Exception as exc:  # noqa: BLE001 - a failed prefetch must never fail the boot; the loaders still read
         log.warning("failed, the loaders read from storage instead: %s: %s", type(exc).__name__, exc)

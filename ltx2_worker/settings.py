@@ -145,6 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prefetch", "prefetch", "enabled", "PREFETCH", _bool),
     Setting("prefetch_readers", "prefetch", "readers", "PREFETCH_READERS", _ranged(int, 1, 64)),
     Setting("prefetch_libraries", "prefetch", "libraries", "PREFETCH_LIBRARIES", _bool),
+    Setting("prefetch_yield_to_comfy", "prefetch", "yield_to_comfy", "PREFETCH_YIELD_TO_COMFY", _bool),
     Setting("prefetch_headroom_gb", "prefetch", "headroom_gb", "PREFETCH_HEADROOM_GB", _ranged(float, 0, 1024)),
     Setting("prefetch_timeout_s", "prefetch", "timeout_s", "PREFETCH_TIMEOUT_S", _ranged(float, 1, 3600)),
     Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _ranged(float, 0.01, 3600)),
@@ -217,6 +218,7 @@ class Settings:
     prefetch: bool
     prefetch_readers: int
     prefetch_libraries: bool
+    prefetch_yield_to_comfy: bool
     prefetch_headroom_gb: float
     prefetch_timeout_s: float
     comfy_ready_timeout_s: float

@@ -154,6 +154,64 @@ def test_the_deadline_ends_the_prefetch(tmp_path):
     assert 0 < result.bytes_read < 200 * 4096 and "(deadline)" in result.summary()
 
 
+class ThreadRecorder(Recorder):
+    """Recorder, also noting which thread read and whether ComfyUI answered by then."""
+
+    def __init__(self, answered: threading.Event, delay_s: float = 0.0):
+        super().__init__(delay_s)
+        self.answered = answered
+        self.by: list[tuple[str, int, bool]] = []  # (thread, bytes asked for, ComfyUI answered)
+
+    def __call__(self, fd: int, buffer: memoryview, offset: int) -> int:
+        self.by.append((threading.current_thread().name, len(buffer), self.answered.is_set()))
+        return super().__call__(fd, buffer, offset)
+
+
+def test_yielding_to_comfyui_reads_one_thread_in_small_reads_until_it_answers(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(prefetch, "YIELD_READ", 1000)
+    files = files_of(tmp_path, {"text_encoder": 60_000, "checkpoint": 120_000})
+    answered = threading.Event()
+    recorder = ThreadRecorder(answered, delay_s=0.002)
+
+    def comfy_answers() -> bool:  # ComfyUI answers once 20 reads are done
+        if len(recorder.by) >= 20:
+            answered.set()
+        return answered.is_set()
+
+    with caplog.at_level(logging.INFO, logger="ltx2_worker.prefetch"):
+        result = prefetch.prefetch(files, readers=4, budget=10**9, timeout_s=30, chunk=8192, read=recorder,
+                                   yield_to=prefetch.Yield(comfy_answers, within_s=30, poll_s=0.01))
+    before = [(thread, size) for thread, size, after in recorder.by if not after]
+    after = [(thread, size) for thread, size, after_ in recorder.by if after_]
+    assert len(before) >= 20 and {thread for thread, _ in before} == {"prefetch-0"}
+    assert all(size <= 1000 for _, size in before), "small reads while ComfyUI starts"
+    assert len({thread for thread, _ in after}) > 1 and max(size for _, size in after) == 8192, "then all of them"
+    assert result.bytes_read == 180_000 and result.all_readers_at is not None
+    for _, path in files:  # every byte once, as without yielding
+        spans = recorder.coverage(path)
+        assert sum(e - s for s, e in spans) == path.stat().st_size
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert "yielding to ComfyUI's start" in result.summary()
+    assert any(r.getMessage().startswith("ComfyUI answers at +") for r in caplog.records)
+
+
+def test_yielding_ends_when_comfyui_never_answers_or_all_is_read(tmp_path, caplog):
+    files = files_of(tmp_path, {"checkpoint": 200_000})
+    with caplog.at_level(logging.INFO, logger="ltx2_worker.prefetch"):
+        late = prefetch.prefetch(files, readers=3, budget=10**9, timeout_s=30, chunk=4096, read=Recorder(0.01),
+                                 yield_to=prefetch.Yield(lambda: False, within_s=0.2, poll_s=0.01))
+    assert late.bytes_read == 200_000 and late.all_readers_at is not None and late.all_readers_at < 1
+    assert any("ComfyUI did not answer within 0.2 s" in r.getMessage() for r in caplog.records)
+
+    def broken() -> bool:
+        raise OSError("connection refused")
+
+    started = time.monotonic()  # the one reader reads it all before ComfyUI answers: nobody waits for it
+    done = prefetch.prefetch(files, readers=3, budget=10**9, timeout_s=30, chunk=4096, read=Recorder(),
+                             yield_to=prefetch.Yield(broken, within_s=30, poll_s=0.01))
+    assert done.bytes_read == 200_000 and done.all_readers_at is None and time.monotonic() - started < 5
+
+
 def cli_env(tmp_path: Path, volume: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "LTX2_CONFIG": str(make_config(tmp_path)), "NETWORK_VOLUME_PATH": str(volume),
             "MODEL_CACHE_PATH": "", **extra}
@@ -259,3 +317,39 @@ def test_the_cli_reads_comfyuis_libraries_before_the_models(tmp_path, libraries)
         assert "read 0.00 GB of 7 files" in result.stderr
     else:
         assert "libraries" not in done and done[:2] == ["text_encoder", "checkpoint"], result.stderr
+
+
+def test_the_cli_yields_to_a_comfyui_that_answers_on_loopback(tmp_path, monkeypatch, caplog):
+    import http.server
+
+    asked: list[str] = []
+
+    class Comfy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            asked.append(self.path)
+            self.send_response(200 if self.path == "/system_stats" else 404)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Comfy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    for key, value in cli_env(tmp_path, provisioned(tmp_path), PREFETCH_HEADROOM_GB="0",
+                              PREFETCH_YIELD_TO_COMFY="true", COMFY_URL=url).items():
+        monkeypatch.setenv(key, value)
+    recorder = Recorder(0.1)  # a slow disk: ComfyUI answers before the first file is read
+    try:
+        with caplog.at_level(logging.INFO, logger="ltx2_worker.prefetch"):
+            assert prefetch.main([], read=recorder) == 0
+    finally:
+        server.shutdown()
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"one reader until ComfyUI answers at {url} (PREFETCH_YIELD_TO_COMFY)" in messages
+    assert any(m.startswith("ComfyUI answers at +") and m.endswith(": 8 readers read now") for m in messages)
+    assert asked and set(asked) == {"/system_stats"}
+    summary = [m for m in messages if m.startswith("read ")]
+    assert len(summary) == 1 and "of 4 files" in summary[0] and "yielding to ComfyUI's start" in summary[0], summary
