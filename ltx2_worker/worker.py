@@ -49,6 +49,7 @@ from .workflow import (
     ENHANCED_PROMPT_NODE,
     ENHANCER_NODE,
     LORA_BYPASS_NODE,
+    LORA_STACK_NODE,
     PREPROCESSOR_LOADERS,
     SAVE_VIDEO_NODE,
     TILE_DECODE_NODE,
@@ -71,6 +72,8 @@ CHOICE_NODES = (
      "the upscaler loads with ComfyUI's random initialisation first, seconds more at a cold start"),
     ("lora_bypass", LORA_BYPASS_NODE,
      "stage 2's LoRA is merged into the weights stage 1 shares and re-applied in every job, seconds a job"),
+    ("lora_stack", LORA_STACK_NODE,
+     "a request's LoRAs are merged into the weights, re-patched whenever they change"),
     ("resident_upscaler", UPSAMPLER_NODE, "the upscaler moves to the GPU and back in every job, about 1 s a job"),
 )
 READY_POLL_S = 0.5

@@ -55,7 +55,7 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
 DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
 # the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_compile_blocks.py,
-# ltx2_save_video.py, ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_upsampler.py)
+# ltx2_save_video.py, ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_upsampler.py, ltx2_lora_bypass.py)
 CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
 COMPILE_BLOCKS_NODE = "LTX2CompileBlocks"
 SAVE_VIDEO_NODE = "LTX2SaveVideo"
@@ -64,6 +64,9 @@ UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
+# the worker's bypass LoRA that keeps the bypass LoRAs before it (ComfyUI's keeps only the last of a chain)
+LORA_STACK_NODE = "LTX2LoraBypass"
+LORA_MERGE_NODE = "LoraLoaderModelOnly"
 # Prompt enhancement (request `enhance_prompt`): ComfyUI's TextGenerateLTX2Prompt, the text encoder writing the
 # prompt with LTX-2's own system prompts (comfy_extras/nodes_textgen.py), sampled with the node's defaults and the
 # request's seed, so the same request gives the same text; PreviewAny reports the text in /history.
@@ -98,11 +101,16 @@ class GraphChoices:
     fast_upscaler_load: the latent upscaler is loaded by the worker's `LTX2LatentUpscaleModelLoader` node, which
         builds the model without PyTorch's random initialisation that ComfyUI's loader throws away (2.7-4.3 s
         of a cold start on the GPU host, 0.01-0.02 s this way); the same model, the same weights.
-    lora_bypass: stage 2's distilled LoRA runs as ComfyUI's bypass (`LoraLoaderBypassModelOnly`): each patched
-        layer computes its FP8 output and adds up(down(x)) from the LoRA's own bf16 matrices, on the weights stage 1
-        already holds. No second transformer copy (21.9 GB) and no weights re-patched between the stages; the
-        LoRA's 7.7 GB sit on the GPU instead, outside ComfyUI's model accounting. The sum is not rounded back to
-        FP8 as a merged LoRA is, so frames differ slightly from the merged LoRA's.
+    lora_bypass: stage 2's distilled LoRA runs as a bypass branch (`LTX2LoraBypass` with lora_stack, else
+        ComfyUI's `LoraLoaderBypassModelOnly`): each patched layer computes its FP8 output and adds up(down(x))
+        from the LoRA's own bf16 matrices, on the weights stage 1 already holds. No second transformer copy
+        (21.9 GB) and no weights re-patched between the stages; the LoRA's 7.7 GB sit on the GPU instead,
+        outside ComfyUI's model accounting. The sum is not rounded back to FP8 as a merged LoRA is, so frames
+        differ slightly from the merged LoRA's.
+    lora_stack: the request's LoRAs (and, with lora_bypass, stage 2's distilled LoRA on top of them) run as
+        bypass branches through the worker's `LTX2LoraBypass` node, which keeps the branches before it;
+        ComfyUI's own bypass node keeps only the last of a chain. Without it the request's LoRAs are merged
+        into the weights (`LoraLoaderModelOnly`): the same LoRAs, re-patched whenever they change.
     resident_upscaler: upscaling runs as the worker's `LTX2LatentUpsampler` node, which leaves the 1 GB upscaler
         to ComfyUI's model management instead of moving it to the GPU and back in every job (0.7-1.1 s a job);
         the same computation, the same latent.
@@ -118,6 +126,7 @@ class GraphChoices:
     tile_memory_decode: bool = False
     fast_upscaler_load: bool = False
     lora_bypass: bool = False
+    lora_stack: bool = False
     resident_upscaler: bool = False
     compile_blocks: bool = False
     decode_tile_px: int = 0
@@ -216,9 +225,10 @@ class Workflow:
         if req.mode == "distilled":
             self._distilled(graph)  # stage 2 then uses the checkpoint's model as it is: nothing to re-apply
         elif choices.lora_bypass:  # LoraLoaderModelOnly's inputs, on the checkpoint's model as exported
-            graph[self.node_ids["lora"]]["class_type"] = LORA_BYPASS_NODE
+            graph[self.node_ids["lora"]]["class_type"] = LORA_STACK_NODE if choices.lora_stack else LORA_BYPASS_NODE
         if loras:
-            self._user_loras(graph, list(zip(loras, strengths, strict=True)))
+            self._user_loras(graph, list(zip(loras, strengths, strict=True)),
+                             LORA_STACK_NODE if choices.lora_stack else LORA_MERGE_NODE)
         if images:
             self._keyframes(graph, list(zip(images, req.keyframes, strict=True)))
         if audio is not None:
@@ -395,13 +405,14 @@ class Workflow:
         self.node(graph, "sampler_stage1")["sigmas"] = [sigmas, 0]
         self.node(graph, "guider_stage2")["model"] = [self.node_ids["checkpoint"], 0]
 
-    def _user_loras(self, graph: dict[str, Any], loras: list[tuple[str, float]]) -> None:
-        """The request's LoRAs, chained on the checkpoint's model as bypass branches (each patched layer adds
-        up(down(x)) to its FP8 output), so both stages use them and changing LoRAs between jobs re-patches no
-        weights; stage 2's distilled LoRA (standard mode) goes on top."""
+    def _user_loras(self, graph: dict[str, Any], loras: list[tuple[str, float]], class_type: str) -> None:
+        """The request's LoRAs, chained on the checkpoint's model, so both stages use them; stage 2's distilled
+        LoRA (standard mode) goes on top. As bypass branches (LTX2LoraBypass: each patched layer adds
+        up(down(x)) to its FP8 output) changing LoRAs between jobs re-patches no weights; merged
+        (LoraLoaderModelOnly, where the worker's node is missing) they are re-patched."""
         model = [self.node_ids["checkpoint"], 0]
         for n, (name, strength) in enumerate(loras):
-            model = [self._add(graph, f"user_lora_{n}", LORA_BYPASS_NODE,
+            model = [self._add(graph, f"user_lora_{n}", class_type,
                                {"model": model, "lora_name": name, "strength_model": strength}), 0]
         self.node(graph, "guider_stage1")["model"] = model
         stage2 = self.node(graph, "guider_stage2")

@@ -66,6 +66,7 @@ MODEL_INPUTS = {
     ("LoraLoader", "lora_name"): "loras",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
     ("LoraLoaderBypassModelOnly", "lora_name"): "loras",
+    ("LTX2LoraBypass", "lora_name"): "loras",
     ("LatentUpscaleModelLoader", "model_name"): "latent_upscale_models",
     ("LTX2LatentUpscaleModelLoader", "model_name"): "latent_upscale_models",
 }
@@ -122,6 +123,8 @@ class ProtocolComfy:
         self.frees = 0
         self.ws_connections = 0
         self.exec_durations: list[float] = []  # seconds from /prompt to the history entry, per executed prompt
+        # per SamplerCustomAdvanced run: (its node id, the model its guider carries, with the LoRAs it runs)
+        self.sampled: list[tuple[str, dict]] = []
         self._schemas = json.loads(Path(object_info_path).read_text())
         if worker_nodes:  # as when ltx2_worker.launch started it, with the worker's nodes on its custom-node path
             self._schemas.update(worker_node_schemas())
@@ -1192,6 +1195,19 @@ def _handle(kind: str, **detail: Any) -> dict:
     return {"type": kind, **detail}
 
 
+def _with_lora(class_type: str, model: dict, name: str, strength: float) -> dict:
+    """A model with a LoRA, as each loader leaves it at the pinned tag: LoraLoader(ModelOnly) adds weight
+    patches (`merged`, which add up); ComfyUI's LoraLoaderBypassModelOnly sets its branches under the one key
+    "bypass_lora", replacing the bypass LoRAs before it (comfy/sd.py: set_injections); the worker's
+    LTX2LoraBypass keeps them and adds its own. Strength 0 returns the model as it is (both loaders)."""
+    if strength == 0:
+        return model
+    if class_type in ("LoraLoader", "LoraLoaderModelOnly"):
+        return {**model, "merged": (*model.get("merged", ()), (name, strength))}
+    earlier = model.get("bypass", ()) if class_type == "LTX2LoraBypass" else ()
+    return {**model, "bypass": (*earlier, (name, strength))}
+
+
 def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict | None]:
     """One node's outputs as shapes, and the UI output of an output node. A class not modelled here fails
     the prompt as a node would (execution_error), naming it."""
@@ -1220,12 +1236,11 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [{**i["model"], "cuda_graphs": i["enabled"]}], None
         case "LTX2CompileBlocks":
             return [{**i["model"], "compiled": i["enabled"]}], None
-        case "LoraLoaderModelOnly":
-            return [{**i["model"], "lora": i["lora_name"]}], None
-        case "LoraLoaderBypassModelOnly":
-            return [{**i["model"], "lora": i["lora_name"], "lora_bypass": True}], None
+        case "LoraLoaderModelOnly" | "LoraLoaderBypassModelOnly" | "LTX2LoraBypass":
+            return [_with_lora(class_type, i["model"], i["lora_name"], i["strength_model"])], None
         case "LoraLoader":
-            return [{**i["model"], "lora": i["lora_name"]}, {**i["clip"], "lora": i["lora_name"]}], None
+            return [_with_lora(class_type, i["model"], i["lora_name"], i["strength_model"]),
+                    {**i["clip"], "lora": i["lora_name"]}], None
         case "ModelSamplingLTXV":
             return [i["model"]], None
         case "CLIPTextEncode":
@@ -1233,7 +1248,7 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
         case "LTXVConditioning":
             return [i["positive"], i["negative"]], None
         case "CFGGuider":
-            return [{"type": "GUIDER", "cfg": i["cfg"]}], None
+            return [{"type": "GUIDER", "cfg": i["cfg"], "model": i["model"]}], None
         case "KSamplerSelect":
             return [{"type": "SAMPLER", "name": i["sampler_name"]}], None
         case "RandomNoise":
@@ -1246,6 +1261,7 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             steps, at = i["sigmas"]["steps"], min(i["step"], i["sigmas"]["steps"])
             return [{"type": "SIGMAS", "steps": at}, {"type": "SIGMAS", "steps": steps - at}], None
         case "SamplerCustomAdvanced":
+            run.server.sampled.append((nid, i["guider"].get("model", {})))
             return _sample(i), None
         case "PrimitiveInt" | "PrimitiveFloat" | "PrimitiveString":
             return [i["value"]], None

@@ -16,6 +16,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from ltx2_worker import https_fetch
+from ltx2_worker.gpu import Gpu, choose_profile
 from ltx2_worker.job import InputError, LoraSpec
 from ltx2_worker.lora_cache import LoraCache, cache_key
 from ltx2_worker.lora_check import LoraRefused, check_lora, header, transformer_layers
@@ -30,6 +31,7 @@ PUBLIC = "127.0.0.1"
 LAYERS = {"transformer_blocks.0.attn1.to_q.weight": (64, 32), "transformer_blocks.0.ff.net.0.proj.weight": (128, 32),
           "audio_transformer_blocks.0.attn1.to_k.weight": (16, 16), "transformer_blocks.0.attn1.to_q.bias": (64,)}
 CHECKPOINT = "ltx-2-19b-dev-fp8.safetensors"
+DISTILLED_LORA = "ltx-2-19b-distilled-lora-384.safetensors"  # stage 2's, in standard mode
 
 
 def _lora(path, rank=4, layers=("transformer_blocks.0.attn1.to_q", "transformer_blocks.0.ff.net.0.proj"),
@@ -284,7 +286,10 @@ def test_a_job_with_loras_applies_them_to_both_stages_and_says_which(tmp_path, s
     graph = comfy.submitted[-1]["prompt"]
     user = {nid: n for nid, n in graph.items() if nid.startswith("ltx2:user_lora_")}
     assert [n["inputs"]["strength_model"] for n in user.values()] == [0.8, -0.3]
-    assert {n["class_type"] for n in user.values()} == {"LoraLoaderBypassModelOnly"}
+    names = [n["inputs"]["lora_name"] for n in user.values()]
+    stage1, stage2 = comfy.sampled[-2:]  # this ComfyUI's CPU class merges them: all of them, in both stages
+    assert stage1[1]["merged"] == ((names[0], 0.8), (names[1], -0.3)) and "bypass" not in stage1[1]
+    assert stage2[1]["merged"] == ((names[0], 0.8), (names[1], -0.3), (DISTILLED_LORA, 1.0))
     last = ["ltx2:user_lora_1", 0]
     assert graph["ltx2:user_lora_1"]["inputs"]["model"] == ["ltx2:user_lora_0", 0]
     lora_node = next(nid for nid, n in graph.items() if n["_meta"]["title"] == "lora")
@@ -295,6 +300,38 @@ def test_a_job_with_loras_applies_them_to_both_stages_and_says_which(tmp_path, s
     hits = list(web["site"].hits)
     again = worker.handle({"id": "l2", "input": {**SMALL, "loras": loras[:1]}})
     assert "error" not in again and web["site"].hits == hits, "a cached LoRA is not downloaded again"
+
+
+@pytest.mark.parametrize("worker_nodes", [True, False])
+def test_every_lora_of_a_job_runs_in_both_stages_on_the_gpu_classes(tmp_path, web, worker_nodes):
+    """ComfyUI's own bypass node keeps only the last bypass LoRA of a chain (the server models its
+    set_injections): on the 80 GB class the request's LoRAs and stage 2's distilled LoRA run through the
+    worker's stacking LTX2LoraBypass, and under a ComfyUI without it the request's LoRAs are merged, so no
+    LoRA is lost either way."""
+    comfy_dir = tmp_path / "comfyui"
+    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"))
+    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input", worker_nodes=worker_nodes,
+                          model_dirs={"loras": [settings.lora_cache_dir]}).start()
+    try:
+        large = choose_profile(Gpu("H100 80GB HBM3", 79.6, 9.0))
+        worker = Worker(settings.replace(comfy_url=comfy.url), profile=large)
+        for name in ("a", "b"):
+            web["routes"][f"/{name}.safetensors"] = _lora(tmp_path / f"{name}.safetensors")
+        loras = [{"url": f"{web['base']}/a.safetensors", "strength": 0.8},
+                 {"url": f"{web['base']}/b.safetensors", "strength": 0.5}]
+        out = worker.handle({"id": "two", "input": {**SMALL, "loras": loras}})
+        assert "error" not in out, out
+        graph = comfy.submitted[-1]["prompt"]
+        a, b = (graph[f"ltx2:user_lora_{n}"]["inputs"]["lora_name"] for n in (0, 1))
+        stage1, stage2 = (model for _, model in comfy.sampled[-2:])
+        if worker_nodes:
+            assert stage1.get("bypass") == ((a, 0.8), (b, 0.5)) and "merged" not in stage1
+            assert stage2.get("bypass") == ((a, 0.8), (b, 0.5), (DISTILLED_LORA, 1.0))
+        else:
+            assert stage1.get("merged") == ((a, 0.8), (b, 0.5)) and "bypass" not in stage1
+            assert stage2.get("merged") == ((a, 0.8), (b, 0.5)) and stage2.get("bypass") == ((DISTILLED_LORA, 1.0),)
+    finally:
+        comfy.stop()
 
 
 def test_a_bad_lora_is_answered_before_comfyui_is_asked(tmp_path, stack):

@@ -104,15 +104,15 @@ GPU_CLASS_GRAPHS = {  # what each memory class ships (ltx2_worker.gpu)
 @pytest.mark.parametrize("audio", [True, False])
 @pytest.mark.parametrize("gpu_class", GPU_CLASS_GRAPHS)
 def test_real_comfyui_accepts_each_gpu_class_graph(comfy, gpu_class, audio):
-    """Each class's graph passes the pinned ComfyUI's validation: LoraLoaderBypassModelOnly (large, medium) is
-    ComfyUI's own node; the worker's nodes (LTX2CudaGraphs, LTX2VAEDecodeTiled, LTX2LatentUpscaleModelLoader,
+    """Each class's graph passes the pinned ComfyUI's validation: the worker's nodes (LTX2LoraBypass for stage
+    2's LoRA on the large and medium classes, LTX2CudaGraphs, LTX2VAEDecodeTiled, LTX2LatentUpscaleModelLoader,
     LTX2SaveVideo, LTX2LatentUpsampler) are loaded from the custom-node path the launcher adds."""
     choices = GPU_CLASS_GRAPHS[gpu_class]
     req = parse_request({**EARLIER_PACKAGE_REQUEST, "audio": audio}, comfy)
     graph = Workflow.load().build(req, f"ltx2/tier2-{gpu_class}", choices=choices,
                                   encoding=Encoding(comfy.x264_preset, comfy.x264_crf))
     classes = {node["class_type"] for node in graph.values()}
-    assert ("LoraLoaderBypassModelOnly" in classes) is choices.lora_bypass
+    assert ("LTX2LoraBypass" in classes) is choices.lora_bypass and "LoraLoaderBypassModelOnly" not in classes
     assert ("LTX2CudaGraphs" in classes) is choices.cuda_graphs
     assert {"LTX2VAEDecodeTiled", "LTX2LatentUpscaleModelLoader", "LTX2SaveVideo"} <= classes
     r = _validate(comfy, graph)

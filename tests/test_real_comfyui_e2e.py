@@ -273,10 +273,10 @@ def test_4f_keyframes_run_in_comfyuis_guide_nodes_and_pull_the_clip_towards_them
     assert not list(stack["settings"].comfy_input_dir.glob("ltx2-*")), "the uploaded keyframe images are removed"
 
 
-def _tiny_lora(settings, path: Path, rank: int = 4) -> None:
+def _tiny_lora(settings, path: Path, rank: int = 4, seed: int = 0) -> None:
     """A LoRA over every 2-D layer of the tiny transformer's first block, random, strong enough to show."""
     layers = transformer_layers(settings.volume_path / "models" / "checkpoints" / "ltx-2-19b-dev-fp8.safetensors")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     tensors = {}
     for name, shape in layers.items():
         if name.startswith("transformer_blocks.0.") and name.endswith(".weight") and len(shape) == 2:
@@ -287,23 +287,30 @@ def _tiny_lora(settings, path: Path, rank: int = 4) -> None:
     save_file(tensors, str(path))
 
 
+def _lora_site(tmp_path: Path, monkeypatch, files: dict[str, Path]) -> tuple[Site, str]:
+    """`files` (URL path -> file) served over TLS as https://loras.example:<port> (the test's DNS and CA, as in
+    test_loras.py); (the site, its base URL)."""
+    paths = certificates(tmp_path, ["loras.example"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site = Site("127.0.0.1", port, paths, {route: path.read_bytes() for route, path in files.items()})
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, *a, **k: real("127.0.0.1" if host == "loras.example" else host, *a, **k))
+    monkeypatch.setattr(https_fetch, "_address_allowed", lambda a: str(a) == "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
+    return site, f"https://loras.example:{port}"
+
+
 def test_4g_a_requests_lora_is_fetched_checked_and_applied_by_comfyui(stack, tmp_path, monkeypatch):
     """The LoRA comes over TLS from a loopback site (the test's DNS, as in test_loras.py) into the cache on the
     volume, which the launcher gave ComfyUI as a `loras` folder; ComfyUI applies every key of it (its log has no
     "lora key not loaded"), it changes the video, and at strength 0 it changes nothing."""
     settings = stack["settings"]
     _tiny_lora(settings, tmp_path / "tiny.safetensors")
-    paths = certificates(tmp_path, ["loras.example"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    site = Site("127.0.0.1", port, paths, {"/tiny.safetensors": (tmp_path / "tiny.safetensors").read_bytes()})
-    real = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo",
-                        lambda host, *a, **k: real("127.0.0.1" if host == "loras.example" else host, *a, **k))
-    monkeypatch.setattr(https_fetch, "_address_allowed", lambda a: str(a) == "127.0.0.1")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(paths["ca"]))
-    url = f"https://loras.example:{port}/tiny.safetensors"
+    site, base = _lora_site(tmp_path, monkeypatch, {"/tiny.safetensors": tmp_path / "tiny.safetensors"})
+    url = f"{base}/tiny.safetensors"
     log_start = settings.comfy_log_file.stat().st_size
     cpu = Worker(settings).profile
     lora = {"loras": [{"url": url, "strength": 1.0}]}
@@ -313,7 +320,8 @@ def test_4g_a_requests_lora_is_fetched_checked_and_applied_by_comfyui(stack, tmp
                 for name, extra in (("none", {}), ("lora", lora),
                                     ("zero", {"loras": [{"url": url, "strength": 0.0}]}))}
         # the large and medium classes: the request's bypass LoRA under stage 2's bypass distilled LoRA
-        bypass = Worker(settings, profile=dataclasses.replace(cpu, graph=GraphChoices(lora_bypass=True)))
+        bypass = Worker(settings, profile=dataclasses.replace(cpu, graph=GraphChoices(lora_bypass=True,
+                                                                                      lora_stack=True)))
         outs.update({name: bypass.handle({"id": f"lora-{name}", "input": {**SMALL, "seed": 7, **extra}})
                      for name, extra in (("bypass-none", {}), ("bypass-lora", lora))})
     finally:
@@ -331,6 +339,39 @@ def test_4g_a_requests_lora_is_fetched_checked_and_applied_by_comfyui(stack, tmp
     assert _psnr(frames["lora"], frames["none"]) < 40, "the LoRA changes the video"
     assert _psnr(frames["zero"], frames["none"]) > 60, "at strength 0 it changes nothing"
     assert _psnr(frames["bypass-lora"], frames["bypass-none"]) < 40, "beside stage 2's bypass LoRA too"
+
+
+def test_4n_every_bypass_lora_of_a_chain_runs_in_both_stages(stack, tmp_path, monkeypatch):
+    """ComfyUI's LoraLoaderBypassModelOnly keeps only the last bypass LoRA of a chain (set_injections under one
+    key); the worker's LTX2LoraBypass keeps them all. Two LoRAs as stacked bypass branches under stage 2's
+    bypass distilled LoRA (the large class's graph) compute what the same two merged into the weights do (the
+    CPU class's graph), far closer than the second LoRA alone does: both run, in both stages."""
+    settings = stack["settings"]
+    for name, seed in (("a", 1), ("b", 2)):
+        _tiny_lora(settings, tmp_path / f"{name}.safetensors", seed=seed)
+    site, base = _lora_site(tmp_path, monkeypatch, {f"/{n}.safetensors": tmp_path / f"{n}.safetensors"
+                                                    for n in ("a", "b")})
+    both = {"loras": [{"url": f"{base}/a.safetensors", "strength": 0.7},
+                      {"url": f"{base}/b.safetensors", "strength": 0.7}]}
+    second = {"loras": both["loras"][1:]}
+    cpu = Worker(settings).profile
+    stacked = Worker(settings, profile=dataclasses.replace(cpu, graph=GraphChoices(lora_bypass=True, lora_stack=True)))
+    try:
+        outs = {"merged-ab": Worker(settings).handle({"id": "merged-ab", "input": {**SMALL, "seed": 7, **both}}),
+                "stacked-ab": stacked.handle({"id": "stacked-ab", "input": {**SMALL, "seed": 7, **both}}),
+                "stacked-b": stacked.handle({"id": "stacked-b", "input": {**SMALL, "seed": 7, **second}})}
+    finally:
+        site.close()
+    for name, out in outs.items():
+        assert "error" not in out, (name, out)
+    pid = outs["stacked-ab"]["prompt_id"]
+    entry = requests.get(f"{settings.comfy_url}/history/{pid}", timeout=30).json()[pid]
+    classes = [node["class_type"] for node in entry["prompt"][2].values()]
+    assert classes.count("LTX2LoraBypass") == 3 and "LoraLoaderModelOnly" not in classes, classes
+    frames = {name: video_field_frames(out) for name, out in outs.items()}
+    same_loras = _psnr(frames["stacked-ab"], frames["merged-ab"])
+    last_only = _psnr(frames["stacked-b"], frames["merged-ab"])
+    assert same_loras > last_only + 10, (same_loras, last_only)
 
 
 def test_4h_enhance_prompt_runs_comfyuis_prompt_writer_on_the_real_graph(stack):

@@ -79,9 +79,12 @@ def test_a_canny_job_follows_the_source_at_its_length_and_rate(stack):
     assert nodes["control_video_sized"][1]["inputs"]["width"] == 512, "at the generation size (512 x 320)"
     assert nodes["av_latent_stage1"][1]["inputs"]["video_latent"] == [guide_id, 2]
     assert nodes["crop_guides"][1]["inputs"]["positive"] == [guide_id, 0], "the guide comes off after stage 1"
-    ic = [n for n in comfy.submitted[-1]["prompt"].values() if n["class_type"] == "LoraLoaderBypassModelOnly"
-          and n["inputs"]["lora_name"] != "ltx-2-19b-distilled-lora-384.safetensors"]
-    assert len(ic) == 1 and ic[0]["inputs"]["strength_model"] == 1.0, "the IC-LoRA, in both stages"
+    ic = [n for nid, n in comfy.submitted[-1]["prompt"].items() if nid.startswith("ltx2:user_lora_")]
+    assert len(ic) == 1 and ic[0]["inputs"]["strength_model"] == 1.0
+    stage1, stage2 = comfy.sampled[-2:]  # the IC-LoRA in both stages, the distilled LoRA in stage 2 only
+    ic_lora = (ic[0]["inputs"]["lora_name"], 1.0)
+    assert stage1[1]["merged"] == (ic_lora,), stage1
+    assert stage2[1]["merged"] == (ic_lora, ("ltx-2-19b-distilled-lora-384.safetensors", 1.0)), stage2
     assert IC_CANNY in hub["site"].hits and files_under(comfy.input_dir) == []
 
 

@@ -330,15 +330,19 @@ def test_the_number_of_images_and_lora_files_must_match_the_request():
         _keyframed(images=("first.png",))
 
 
+@pytest.mark.parametrize("stack", [True, False])
 @pytest.mark.parametrize("mode", ["standard", "distilled"])
-def test_user_loras_chain_on_the_checkpoint_and_feed_both_stages(mode):
+def test_user_loras_chain_on_the_checkpoint_and_feed_both_stages(mode, stack):
     req = parse_request({"prompt": "x", "mode": mode, "loras": [{"url": "https://h/a", "strength": 0.5},
                                                                {"url": "https://h/b"}]}, S)
-    g = WF.build(req, "ltx2/l", loras=["a.safetensors", "b.safetensors"], choices=GraphChoices(cuda_graphs=True))
+    g = WF.build(req, "ltx2/l", loras=["a.safetensors", "b.safetensors"],
+                 choices=GraphChoices(cuda_graphs=True, lora_stack=stack))
     first, second = g["ltx2:user_lora_0"]["inputs"], g["ltx2:user_lora_1"]["inputs"]
     assert first["model"] == [WF.node_ids["checkpoint"], 0] and second["model"] == ["ltx2:user_lora_0", 0]
     assert (first["lora_name"], first["strength_model"], second["strength_model"]) == ("a.safetensors", 0.5, 1.0)
-    assert g["ltx2:user_lora_0"]["class_type"] == "LoraLoaderBypassModelOnly"
+    # ComfyUI's own bypass node keeps only the last of a chain: the worker's node, or merged LoRAs
+    assert {g[f"ltx2:user_lora_{n}"]["class_type"] for n in (0, 1)} == {
+        "LTX2LoraBypass" if stack else "LoraLoaderModelOnly"}
     cuda = g[g[WF.node_ids["guider_stage1"]]["inputs"]["model"][0]]
     assert cuda["class_type"] == "LTX2CudaGraphs" and cuda["inputs"]["model"] == ["ltx2:user_lora_1", 0]
     stage2 = g[WF.node_ids["guider_stage2"]]["inputs"]["model"]
@@ -352,12 +356,17 @@ def test_user_loras_chain_on_the_checkpoint_and_feed_both_stages(mode):
 def test_a_camera_move_is_one_more_bypass_lora_after_the_requests_on_both_stages():
     req = parse_request({"prompt": "x", "loras": [{"url": "https://a.example/a.safetensors", "strength": 0.7}],
                          "camera_motion": "dolly_left", "camera_strength": 0.6}, S)
-    g = WF.build(req, "ltx2/c", loras=["a.safetensors", "cam.safetensors"], choices=GraphChoices(lora_bypass=True))
+    g = WF.build(req, "ltx2/c", loras=["a.safetensors", "cam.safetensors"],
+                 choices=GraphChoices(lora_bypass=True, lora_stack=True))
     assert [(g[n]["inputs"]["lora_name"], g[n]["inputs"]["strength_model"], g[n]["class_type"])
             for n in ("ltx2:user_lora_0", "ltx2:user_lora_1")] == [
-        ("a.safetensors", 0.7, "LoraLoaderBypassModelOnly"), ("cam.safetensors", 0.6, "LoraLoaderBypassModelOnly")]
+        ("a.safetensors", 0.7, "LTX2LoraBypass"), ("cam.safetensors", 0.6, "LTX2LoraBypass")]
     last = ["ltx2:user_lora_1", 0]
     assert g[WF.node_ids["guider_stage1"]]["inputs"]["model"] == last
     assert g[WF.node_ids["lora"]]["inputs"]["model"] == last  # stage 2's distilled LoRA goes on top
+    assert g[WF.node_ids["lora"]]["class_type"] == "LTX2LoraBypass", "keeping the branches below it"
+    without = WF.build(req, "ltx2/c", loras=["a.safetensors", "cam.safetensors"], choices=GraphChoices(lora_bypass=True))
+    assert without[WF.node_ids["lora"]]["class_type"] == "LoraLoaderBypassModelOnly"
+    assert without["ltx2:user_lora_0"]["class_type"] == "LoraLoaderModelOnly", "merged under ComfyUI's bypass"
     with pytest.raises(ValueError, match="camera move's included"):
         WF.build(req, "ltx2/c", loras=["a.safetensors"])

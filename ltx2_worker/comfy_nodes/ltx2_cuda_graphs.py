@@ -15,7 +15,13 @@ How, per model call (ComfyUI's APPLY_MODEL wrapper, the hook its own TorchCompil
 - weights that moved (ComfyUI unloaded or re-patched the model: their addresses changed) drop every recorded
   graph, so a stale graph never runs;
 - at most MAX_KEYS graphs are kept per model (least recently used dropped); a model not on a CUDA device, or
-  a call that cannot be recorded, simply runs normally.
+  a call that cannot be recorded, simply runs normally;
+- the plain model's graphs (no LoRA, no patch of any kind) outlive this node's outputs: a job with LoRAs runs
+  the node again on another model, and the next plain job runs it again on the plain one, which used to
+  record stage 1's graph anew (3-4 s on the GPU host); it now finds the graphs it recorded before, still
+  checked against moved weights. A model with LoRAs gets graphs of its own, dropped with it; while it runs,
+  the plain model's graphs keep their memory pool beside its own (each model's graphs have a pool of their
+  own: a model's cached tensors made while recording can never be overwritten by another model's replay).
 Only under PyTorch's own allocator (ComfyUI's `--disable-cuda-malloc`): under cudaMallocAsync, ComfyUI's
 default, a recording that fails aborts the whole process (measured on an H100, torch 2.11); the node then stays
 off and says so once. Self-contained on purpose: it runs inside ComfyUI's Python, which need not have the
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 
 log = logging.getLogger("ltx2_cuda_graphs")
 
@@ -89,7 +96,8 @@ def _weight_addresses(model) -> tuple:
 
 
 class _Graphs:
-    """The recorded graphs of one model (one ComfyUI MODEL output of this node)."""
+    """The recorded graphs of one model (one ComfyUI MODEL output of this node, or the plain model's: see
+    _graphs_for)."""
 
     def __init__(self):
         self.entries: dict = {}  # key -> "seen" | "eager" | (graph, static inputs, static output, host constants)
@@ -175,6 +183,32 @@ class _Graphs:
         return executor(*args, **kwargs)
 
 
+_PLAIN: dict = {}  # id(model.model) -> (a weak reference to it, its plain _Graphs); one model at most
+
+
+def _is_plain(model) -> bool:
+    """No LoRA, wrapper or other patch on this ModelPatcher: its forward is the checkpoint's own."""
+    options = getattr(model, "model_options", {}).get("transformer_options", {})
+    return not any((getattr(model, "patches", None), getattr(model, "object_patches", None),
+                    getattr(model, "injections", None), getattr(model, "hook_patches", None),
+                    getattr(model, "wrappers", None), options.get("patches"), options.get("patches_replace"),
+                    options.get("wrappers")))
+
+
+def _graphs_for(model) -> _Graphs:
+    """The plain model's kept graphs (made once per model; another model, as at a switch to distilled mode,
+    replaces them), or new graphs for a patched model."""
+    if not _is_plain(model):
+        return _Graphs()
+    kept = _PLAIN.get(id(model.model))
+    if kept is not None and kept[0]() is model.model:
+        return kept[1]
+    _PLAIN.clear()
+    graphs = _Graphs()
+    _PLAIN[id(model.model)] = (weakref.ref(model.model), graphs)
+    return graphs
+
+
 @contextlib.contextmanager
 def _pinned_constants(keep: list):
     """While recording: `torch.tensor(values, device="cuda")` (ComfyUI's LTX-2 patchifier builds its scale
@@ -225,9 +259,10 @@ class LTX2CudaGraphs:
 
         if not enabled or not torch.cuda.is_available():
             return (model,)
+        graphs = _graphs_for(model)
         patched = model.clone()
         patched.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY)
-        patched.add_wrapper_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY, _Graphs())
+        patched.add_wrapper_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY, graphs)
         return (patched,)
 
 
