@@ -13,7 +13,8 @@ it read a moment ago. A file that does not fit is read from its start up to the 
 each file in full, so its first bytes found in memory are bytes it need not fetch) and later files not at all.
 Where ComfyUI starts from the same disk as the models (the lent GPU host: its start took 32-37 s beside the
 eight readers against 13 s without them), PREFETCH_YIELD_TO_COMFY keeps one reader in small reads until ComfyUI
-answers, so ComfyUI's own reads wait behind little; the others join then.
+answers, so ComfyUI's own reads wait behind little; the others join then. The checkpoint's audio VAE and
+vocoder (FIRST_TENSORS) are read before everything else: the first job's first loader takes them out of it.
 A missing or shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always
 exits 0: jobs never wait for it, and a failed prefetch only means the loaders read from storage. Each file's
 line says when it was all in memory, so a slow cold start's log shows which load waited on which read.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import queue
@@ -42,6 +44,11 @@ log = logging.getLogger(__name__)
 # The order the first job loads the files (the text encoder, then the checkpoint, then stage 2's upscaler and
 # LoRA); roles not named here follow in manifest order.
 READ_ORDER = ("text_encoder", "checkpoint", "upscaler", "lora", "checkpoint_distilled")
+# Tensors read before every other byte: the first job's first loader, ComfyUI's LTXVAudioVAELoader, takes the
+# audio VAE and vocoder out of the 27 GB checkpoint (0.4 GB); read in file order they come last, and on the GPU
+# host that loader waited 6.8 s for the whole checkpoint's read before the text encoder could start.
+FIRST_TENSORS = {"checkpoint": ("audio_vae.", "vocoder.")}
+MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not read
 # site-packages folders of ComfyUI's Python whose shared libraries ComfyUI loads when it starts
 LIBRARY_PACKAGES = ("torch", "nvidia", "torchaudio", "torchvision", "av", "av.libs", "pillow.libs", "tokenizers",
                     "safetensors", "comfy_kitchen", "comfy_aimdo")
@@ -161,15 +168,39 @@ def library_files(comfy_python: str) -> list[Path]:
     return [path for _, path in sorted(found_files.values(), key=lambda item: (-item[0], str(item[1])))]
 
 
+def tensor_ranges(path: Path, prefixes: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Byte ranges [start, end) of the safetensors file's tensors whose names start with `prefixes`, merged
+    where they touch; [] for a file that is not safetensors or has none."""
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 0 < length <= MAX_HEADER:
+                return []
+            header = json.loads(f.read(length))
+    except (OSError, ValueError):
+        return []
+    spans = sorted(tuple(entry["data_offsets"]) for name, entry in header.items()
+                   if name != "__metadata__" and name.startswith(prefixes))
+    merged: list[list[int]] = []
+    for begin, end in spans:
+        if merged and begin <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([begin, end])
+    return [(8 + length + begin, 8 + length + end) for begin, end in merged]
+
+
 def in_read_order(names: list[str]) -> list[str]:
     rank = {name: i for i, name in enumerate(READ_ORDER)}
     return sorted(names, key=lambda name: rank.get(name, len(READ_ORDER)))  # stable: the rest keep their order
 
 
 def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s: float, chunk: int = CHUNK,
-             read: Reader = os_read, yield_to: Yield | None = None) -> Result:
+             read: Reader = os_read, yield_to: Yield | None = None,
+             first: dict[str, list[tuple[int, int]]] | None = None) -> Result:
     """Read `files` (name, path; in this order) into the page cache with `readers` threads, at most `budget`
-    bytes in all, for at most `timeout_s` seconds; with `yield_to`, one reader in small reads until it ends."""
+    bytes in all, for at most `timeout_s` seconds; with `yield_to`, one reader in small reads until it ends.
+    `first` (name -> byte ranges of that file) is read before everything else."""
     started = time.monotonic()
     deadline = started + timeout_s
     everyone = threading.Event()  # set: every reader reads whole chunks
@@ -186,10 +217,21 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
             continue
         f.planned = min(f.size, left)
         left -= f.planned
-    chunks: queue.SimpleQueue[tuple[File, int, int]] = queue.SimpleQueue()
+    early: list[tuple[File, int, int]] = []
+    late: list[tuple[File, int, int]] = []
     for f in plan:
-        for offset in range(0, f.planned, chunk):
-            chunks.put((f, offset, min(chunk, f.planned - offset)))
+        ranges = [(a, min(b, f.planned)) for a, b in (first or {}).get(f.name, []) if a < f.planned]
+        gaps, at = [], 0
+        for a, b in ranges:
+            gaps.append((at, a))
+            at = b
+        gaps.append((at, f.planned))
+        for spans, into in ((ranges, early), (gaps, late)):
+            for a, b in spans:
+                into += [(f, offset, min(chunk, b - offset)) for offset in range(a, b, chunk)]
+    chunks: queue.SimpleQueue[tuple[File, int, int]] = queue.SimpleQueue()
+    for item in early + late:
+        chunks.put(item)
     lock = threading.Lock()
     planned: dict[str, int] = {}
     for f in plan:
@@ -315,8 +357,13 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
             client = ComfyClient(settings.comfy_url)
             yield_to = Yield(lambda: client.ready(timeout=1.0), settings.comfy_start_timeout_s)
             log.info("one reader until ComfyUI answers at %s (PREFETCH_YIELD_TO_COMFY)", settings.comfy_url)
+        first = {name: tensor_ranges(path, FIRST_TENSORS[name]) for name, path in files if name in FIRST_TENSORS}
+        for name, ranges in first.items():
+            if ranges:
+                log.info("%s: %s first (%.2f GB)", name, ", ".join(FIRST_TENSORS[name]),
+                         sum(b - a for a, b in ranges) / 1e9)
         result = prefetch(files, settings.prefetch_readers, budget, settings.prefetch_timeout_s, read=read,
-                          yield_to=yield_to)
+                          yield_to=yield_to, first=first)
         log.info("%s", result.summary())
     except Exception as exc:  # noqa: BLE001 - a failed prefetch must never fail the boot; the loaders still read
         log.warning("failed, the loaders read from storage instead: %s: %s", type(exc).__name__, exc)

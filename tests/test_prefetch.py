@@ -212,6 +212,36 @@ def test_yielding_ends_when_comfyui_never_answers_or_all_is_read(tmp_path, caplo
     assert done.bytes_read == 200_000 and done.all_readers_at is None and time.monotonic() - started < 5
 
 
+def test_the_checkpoints_audio_parts_are_read_before_everything_else(tmp_path, caplog):
+    """ComfyUI's audio VAE loader, the first job's first node, takes the audio VAE and vocoder out of the
+    checkpoint: their bytes come first, then the files in order, every byte once."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    save_file({"audio_vae.decoder.w": np.ones((64, 64), np.float32), "model.diffusion_model.w": np.ones(
+        (256, 256), np.float32), "vocoder.conv.w": np.ones((32, 64), np.float32), "vae.w": np.ones((8, 8), np.float32)},
+        str(checkpoint))
+    ranges = prefetch.tensor_ranges(checkpoint, prefetch.FIRST_TENSORS["checkpoint"])
+    assert sum(b - a for a, b in ranges) == (64 * 64 + 32 * 64) * 4
+    text_encoder = files_of(tmp_path, {"text_encoder": 50_000})[0]
+    recorder = Recorder()
+    result = prefetch.prefetch([text_encoder, ("checkpoint", checkpoint)], readers=1, budget=10**9, timeout_s=30,
+                               chunk=4096, read=recorder, first={"checkpoint": ranges})
+    assert result.bytes_read == 50_000 + checkpoint.stat().st_size
+    early = []
+    for name, offset, n in recorder.reads:
+        if name != str(checkpoint.resolve()):
+            break
+        early.append((offset, offset + n))
+    assert sum(b - a for a, b in early) == sum(b - a for a, b in ranges), "the audio parts, before the text encoder"
+    assert all(any(a <= s and e <= b for a, b in ranges) for s, e in early)
+    spans = recorder.coverage(checkpoint)
+    assert sum(e - s for s, e in spans) == checkpoint.stat().st_size
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), "every byte once"
+    assert prefetch.tensor_ranges(text_encoder[1], ("audio_vae.",)) == [], "not safetensors: nothing first"
+
+
 def cli_env(tmp_path: Path, volume: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "LTX2_CONFIG": str(make_config(tmp_path)), "NETWORK_VOLUME_PATH": str(volume),
             "MODEL_CACHE_PATH": "", **extra}

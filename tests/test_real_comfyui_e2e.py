@@ -345,7 +345,9 @@ def test_4n_every_bypass_lora_of_a_chain_runs_in_both_stages(stack, tmp_path, mo
     """ComfyUI's LoraLoaderBypassModelOnly keeps only the last bypass LoRA of a chain (set_injections under one
     key); the worker's LTX2LoraBypass keeps them all. Two LoRAs as stacked bypass branches under stage 2's
     bypass distilled LoRA (the large class's graph) compute what the same two merged into the weights do (the
-    CPU class's graph), far closer than the second LoRA alone does: both run, in both stages."""
+    CPU class's graph), far closer than the second LoRA alone does: both run, in both stages. Jobs in between
+    leave nothing behind: a plain job after them gives the plain job's frames again (every branch ejected),
+    and the two LoRAs again give their frames again (the kept adapters reused)."""
     settings = stack["settings"]
     for name, seed in (("a", 1), ("b", 2)):
         _tiny_lora(settings, tmp_path / f"{name}.safetensors", seed=seed)
@@ -357,9 +359,10 @@ def test_4n_every_bypass_lora_of_a_chain_runs_in_both_stages(stack, tmp_path, mo
     cpu = Worker(settings).profile
     stacked = Worker(settings, profile=dataclasses.replace(cpu, graph=GraphChoices(lora_bypass=True, lora_stack=True)))
     try:
-        outs = {"merged-ab": Worker(settings).handle({"id": "merged-ab", "input": {**SMALL, "seed": 7, **both}}),
-                "stacked-ab": stacked.handle({"id": "stacked-ab", "input": {**SMALL, "seed": 7, **both}}),
-                "stacked-b": stacked.handle({"id": "stacked-b", "input": {**SMALL, "seed": 7, **second}})}
+        outs = {"merged-ab": Worker(settings).handle({"id": "merged-ab", "input": {**SMALL, "seed": 7, **both}})}
+        for name, extra in (("plain", {}), ("stacked-ab", both), ("stacked-b", second), ("plain-again", {}),
+                            ("stacked-ab-again", both)):
+            outs[name] = stacked.handle({"id": name, "input": {**SMALL, "seed": 7, **extra}})
     finally:
         site.close()
     for name, out in outs.items():
@@ -372,6 +375,9 @@ def test_4n_every_bypass_lora_of_a_chain_runs_in_both_stages(stack, tmp_path, mo
     same_loras = _psnr(frames["stacked-ab"], frames["merged-ab"])
     last_only = _psnr(frames["stacked-b"], frames["merged-ab"])
     assert same_loras > last_only + 10, (same_loras, last_only)
+    assert _psnr(frames["stacked-ab"], frames["plain"]) < 40, "the LoRAs change the video"
+    assert np.array_equal(frames["plain-again"], frames["plain"]), "no branch left on after the LoRA jobs"
+    assert np.array_equal(frames["stacked-ab-again"], frames["stacked-ab"]), "the kept adapters give the same"
 
 
 def test_4h_enhance_prompt_runs_comfyuis_prompt_writer_on_the_real_graph(stack):
