@@ -365,7 +365,8 @@ def test_a_camera_move_is_one_more_bypass_lora_after_the_requests_on_both_stages
     assert g[WF.node_ids["guider_stage1"]]["inputs"]["model"] == last
     assert g[WF.node_ids["lora"]]["inputs"]["model"] == last  # stage 2's distilled LoRA goes on top
     assert g[WF.node_ids["lora"]]["class_type"] == "LTX2LoraBypass", "keeping the branches below it"
-    without = WF.build(req, "ltx2/c", loras=["a.safetensors", "cam.safetensors"], choices=GraphChoices(lora_bypass=True))
+    without = WF.build(req, "ltx2/c", loras=["a.safetensors", "cam.safetensors"],
+                       choices=GraphChoices(lora_bypass=True))
     assert without[WF.node_ids["lora"]]["class_type"] == "LoraLoaderBypassModelOnly"
     assert without["ltx2:user_lora_0"]["class_type"] == "LoraLoaderModelOnly", "merged under ComfyUI's bypass"
     with pytest.raises(ValueError, match="camera move's included"):
