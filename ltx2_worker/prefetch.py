@@ -11,9 +11,9 @@ buffer per reader. It reads at most what the container's memory allows at start 
 usage, and the host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what
 it read a moment ago. A file that does not fit is read from its start up to the budget (the loader reads
 each file in full, so its first bytes found in memory are bytes it need not fetch) and later files not at all.
-Where ComfyUI starts from the same disk as the models (the lent GPU host: its start took 32-37 s beside the
-eight readers against 13 s without them), PREFETCH_YIELD_TO_COMFY keeps one reader in small reads until ComfyUI
-answers, so ComfyUI's own reads wait behind little; the others join then. The checkpoint's audio VAE and
+Where ComfyUI starts from the same disk as the models, PREFETCH_YIELD_TO_COMFY keeps one reader in small reads
+until ComfyUI answers, so ComfyUI's own reads wait behind little; the others join then (on the lent GPU host,
+one disk: ComfyUI ready in 15-21 s against 26-42 s beside eight readers). The checkpoint's audio VAE and
 vocoder (FIRST_TENSORS) are read before everything else: the first job's first loader takes them out of it.
 A missing or shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always
 exits 0: jobs never wait for it, and a failed prefetch only means the loaders read from storage. Each file's
