@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     cached = f"cached model on the host's disk ({args.local_gbps:g} GB/s), text encoder on a 1 GB/s volume"
     scenarios += [(cached, cached_model), (cached + SIDE_BY_SIDE, cached_model)]
     if args.check_start_s:  # the lent machine: ComfyUI's start shares the disk with the prefetch (measured slower)
-        scenarios.append((f"check: the lent H200's disk ({args.local_gbps:g} GB/s), ComfyUI's start "
+        scenarios.append((f"check: the lent machine's disk ({args.local_gbps:g} GB/s), ComfyUI's start "
                           f"{args.check_start_s:g} s", lambda clock: dict.fromkeys(sizes, local(clock))))
     rows = []
     with tempfile.TemporaryDirectory(dir=ROOT, prefix=".boot-model-") as tmp:
