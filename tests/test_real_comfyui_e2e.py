@@ -345,7 +345,8 @@ def test_4n_every_bypass_lora_of_a_chain_runs_in_both_stages(stack, tmp_path, mo
     """ComfyUI's LoraLoaderBypassModelOnly keeps only the last bypass LoRA of a chain (set_injections under one
     key); the worker's LTX2LoraBypass keeps them all. Two LoRAs as stacked bypass branches under stage 2's
     bypass distilled LoRA (the large class's graph) compute what the same two merged into the weights do (the
-    CPU class's graph), far closer than the second LoRA alone does: both run, in both stages. Jobs in between
+    CPU class's graph), far closer than the second LoRA alone does: both run, in both stages; so do they under
+    a merged distilled LoRA (the 24 GB class's graph). Jobs in between
     leave nothing behind: a plain job after them gives the plain job's frames again (every branch ejected),
     and the two LoRAs again give their frames again (the kept adapters reused)."""
     settings = stack["settings"]
@@ -359,7 +360,10 @@ def test_4n_every_bypass_lora_of_a_chain_runs_in_both_stages(stack, tmp_path, mo
     cpu = Worker(settings).profile
     stacked = Worker(settings, profile=dataclasses.replace(cpu, graph=GraphChoices(lora_bypass=True, lora_stack=True)))
     try:
-        outs = {"merged-ab": Worker(settings).handle({"id": "merged-ab", "input": {**SMALL, "seed": 7, **both}})}
+        # the 24 GB class: the request's LoRAs stacked as bypass branches, stage 2's distilled LoRA merged on top
+        small = Worker(settings, profile=dataclasses.replace(cpu, graph=GraphChoices(lora_stack=True)))
+        outs = {"merged-ab": Worker(settings).handle({"id": "merged-ab", "input": {**SMALL, "seed": 7, **both}}),
+                "small-ab": small.handle({"id": "small-ab", "input": {**SMALL, "seed": 7, **both}})}
         for name, extra in (("plain", {}), ("stacked-ab", both), ("stacked-b", second), ("plain-again", {}),
                             ("stacked-ab-again", both)):
             outs[name] = stacked.handle({"id": name, "input": {**SMALL, "seed": 7, **extra}})
@@ -375,6 +379,7 @@ def test_4n_every_bypass_lora_of_a_chain_runs_in_both_stages(stack, tmp_path, mo
     same_loras = _psnr(frames["stacked-ab"], frames["merged-ab"])
     last_only = _psnr(frames["stacked-b"], frames["merged-ab"])
     assert same_loras > last_only + 10, (same_loras, last_only)
+    assert _psnr(frames["small-ab"], frames["merged-ab"]) > last_only + 10, "under a merged distilled LoRA too"
     assert _psnr(frames["stacked-ab"], frames["plain"]) < 40, "the LoRAs change the video"
     assert np.array_equal(frames["plain-again"], frames["plain"]), "no branch left on after the LoRA jobs"
     assert np.array_equal(frames["stacked-ab-again"], frames["stacked-ab"]), "the kept adapters give the same"
