@@ -238,9 +238,9 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
         planned[f.name] = planned.get(f.name, 0) + f.planned
     read_by_name = dict.fromkeys(planned, 0)
 
-    def reader(first: bool) -> None:
+    def reader(leads: bool) -> None:
         view = memoryview(bytearray(chunk))
-        if not first and not everyone.wait(max(0.0, deadline - time.monotonic())):
+        if not leads and not everyone.wait(max(0.0, deadline - time.monotonic())):
             return
         while time.monotonic() < deadline:
             try:

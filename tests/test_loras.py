@@ -257,14 +257,20 @@ def test_the_least_recently_used_loras_go_but_not_recently_used_ones(tmp_path, w
 SMALL = {"prompt": "a lighthouse at dusk", "width": 512, "height": 288, "frame_count": 9, "seed": 1}
 
 
+def lora_comfy(tmp_path, worker_nodes: bool = True, model_dirs: dict | None = None, **env: str):
+    """(settings, a started protocol ComfyUI) whose `loras` folder is the settings' LoRA cache, with
+    `model_dirs` (folder -> paths) listed too; `env` as _settings takes it."""
+    comfy_dir = tmp_path / "comfyui"
+    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"), **env)
+    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input", worker_nodes=worker_nodes,
+                          model_dirs={"loras": [settings.lora_cache_dir], **(model_dirs or {})}).start()
+    return settings.replace(comfy_url=comfy.url), comfy
+
+
 @pytest.fixture
 def stack(tmp_path, web):
-    comfy_dir = tmp_path / "comfyui"
-    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"))
-    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input",
-                          model_dirs={"loras": [settings.lora_cache_dir]}).start()
-    worker = Worker(settings.replace(comfy_url=comfy.url))
-    yield comfy, worker, web
+    settings, comfy = lora_comfy(tmp_path)
+    yield comfy, Worker(settings), web
     comfy.stop()
 
 
@@ -308,13 +314,9 @@ def test_every_lora_of_a_job_runs_in_both_stages_on_the_gpu_classes(tmp_path, we
     set_injections): on the 80 GB class the request's LoRAs and stage 2's distilled LoRA run through the
     worker's stacking LTX2LoraBypass, and under a ComfyUI without it the request's LoRAs are merged, so no
     LoRA is lost either way."""
-    comfy_dir = tmp_path / "comfyui"
-    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"))
-    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input", worker_nodes=worker_nodes,
-                          model_dirs={"loras": [settings.lora_cache_dir]}).start()
+    settings, comfy = lora_comfy(tmp_path, worker_nodes=worker_nodes)
     try:
-        large = choose_profile(Gpu("H100 80GB HBM3", 79.6, 9.0))
-        worker = Worker(settings.replace(comfy_url=comfy.url), profile=large)
+        worker = Worker(settings, profile=choose_profile(Gpu("H100 80GB HBM3", 79.6, 9.0)))
         for name in ("a", "b"):
             web["routes"][f"/{name}.safetensors"] = _lora(tmp_path / f"{name}.safetensors")
         loras = [{"url": f"{web['base']}/a.safetensors", "strength": 0.8},

@@ -15,11 +15,10 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from test_loras import _lora, _settings, web  # noqa: F401  (web: the loopback hub, a fixture)
+from test_loras import DISTILLED_LORA, _lora, _settings, lora_comfy, web  # noqa: F401  (web: the loopback hub)
 
 from ltx2_worker.worker import Worker
 
-from comfy_server import ProtocolComfy
 from helpers import decode_video_field, files_under
 
 SMALL = {"prompt": "a dancer in a red coat", "width": 512, "height": 288, "seed": 4}
@@ -47,13 +46,9 @@ def b64(data: bytes) -> str:
 
 @pytest.fixture
 def stack(tmp_path, web):  # noqa: F811
-    comfy_dir = tmp_path / "comfyui"
-    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"),
-                         COMFY_PYTHON=sys.executable)
-    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input",
-                          model_dirs={"loras": [settings.lora_cache_dir]}).start()
+    settings, comfy = lora_comfy(tmp_path, COMFY_PYTHON=sys.executable)
     web["routes"][IC_CANNY] = _lora(tmp_path / "ic-canny.safetensors")
-    yield comfy, Worker(settings.replace(comfy_url=comfy.url)), web
+    yield comfy, Worker(settings), web
     comfy.stop()
 
 
@@ -84,7 +79,7 @@ def test_a_canny_job_follows_the_source_at_its_length_and_rate(stack):
     stage1, stage2 = comfy.sampled[-2:]  # the IC-LoRA in both stages, the distilled LoRA in stage 2 only
     ic_lora = (ic[0]["inputs"]["lora_name"], 1.0)
     assert stage1[1]["merged"] == (ic_lora,), stage1
-    assert stage2[1]["merged"] == (ic_lora, ("ltx-2-19b-distilled-lora-384.safetensors", 1.0)), stage2
+    assert stage2[1]["merged"] == (ic_lora, (DISTILLED_LORA, 1.0)), stage2
     assert IC_CANNY in hub["site"].hits and files_under(comfy.input_dir) == []
 
 
@@ -211,17 +206,14 @@ POSE_FILES = {"checkpoints": "sdpose_wholebody_fp16.safetensors"}
 
 def _control_stack(tmp_path, web, kind: str, files: dict[str, str]):  # noqa: F811
     """The protocol ComfyUI listing `files` (folder: name) and a worker with ENABLE_MODELS=control_<kind>."""
-    comfy_dir = tmp_path / "comfyui"
-    settings = _settings(tmp_path, COMFYUI_DIR=str(comfy_dir), COMFY_OUTPUT_DIR=str(comfy_dir / "output"),
-                         COMFY_PYTHON=sys.executable, ENABLE_MODELS=f"control_{kind}")
     folders = {}
     for folder, name in files.items():
         folders[folder] = [tmp_path / folder]
         (tmp_path / folder).mkdir()
         (tmp_path / folder / name).write_bytes(b"x")
-    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input",
-                          model_dirs={"loras": [settings.lora_cache_dir], **folders}).start()
-    return comfy, Worker(settings.replace(comfy_url=comfy.url))
+    settings, comfy = lora_comfy(tmp_path, model_dirs=folders, COMFY_PYTHON=sys.executable,
+                                 ENABLE_MODELS=f"control_{kind}")
+    return comfy, Worker(settings)
 
 
 def test_a_pose_job_draws_sdpose_skeletons_of_every_frame_under_the_pose_ic_lora(tmp_path, web):  # noqa: F811
