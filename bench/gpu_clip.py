@@ -22,7 +22,7 @@ Configurations (--configs):
   worker-merged    the worker with stage 2's LoRA merged into the shared weights (the ablation of lora_bypass)
   worker-eager     the worker without the LTX2CudaGraphs node (the ablation of cuda_graphs)
   worker-moving-upscaler  the worker with ComfyUI's LTXVLatentUpsampler (the ablation of resident_upscaler)
-  worker-compiled  the worker with stage 1's transformer blocks compiled (the lever compile_blocks)
+  worker-compiled  the worker with stage 1's transformer blocks' parts compiled (the lever compile_blocks)
   worker-whole-decode  the worker decoding each frame as one tile (the lever decode_tile_px=1536)
   worker-levers    the worker with both levers
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB

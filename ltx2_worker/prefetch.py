@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 # The order the first job loads the files (the text encoder, then the checkpoint, then stage 2's upscaler and
 # LoRA); roles not named here follow in manifest order.
 READ_ORDER = ("text_encoder", "checkpoint", "upscaler", "lora", "checkpoint_distilled")
-# Tensors read before every other byte: the first job's first loader, ComfyUI's LTXVAudioVAELoader, takes the
-# audio VAE and vocoder out of the 27 GB checkpoint (0.4 GB); read in file order they come last, and on the GPU
-# host that loader waited 6.8 s for the whole checkpoint's read before the text encoder could start.
+# Tensors read before every other byte: the first job's first loader (the worker's LTX2AudioVAELoader) takes the
+# audio VAE and vocoder out of the 27 GB checkpoint (0.4 GB); read in file order they come last. With them read
+# first, that loader took 0.0-0.2 s of a cold start on the GPU host (ComfyUI's own loader, which opens every
+# tensor, waited 4.3-12 s for the whole checkpoint's read; docs/performance.md).
 FIRST_TENSORS = {"checkpoint": ("audio_vae.", "vocoder.")}
 MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not read
 # site-packages folders of ComfyUI's Python whose shared libraries ComfyUI loads when it starts

@@ -43,6 +43,7 @@ from .settings import Settings, SettingsError, load_settings
 from .stopping import Stopping, stop_on_signals
 from .text_encoder import sees_images, text_encoder_file
 from .workflow import (
+    AUDIO_VAE_LOADER_NODE,
     COMPILE_BLOCKS_NODE,
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
@@ -70,6 +71,8 @@ CHOICE_NODES = (
      "VAEDecodeTiled asks for the whole latent's memory and may push the text encoder off the GPU"),
     ("fast_upscaler_load", UPSCALER_LOADER_NODE,
      "the upscaler loads with ComfyUI's random initialisation first, seconds more at a cold start"),
+    ("fast_audio_vae_load", AUDIO_VAE_LOADER_NODE,
+     "the audio VAE's loader opens the whole checkpoint, seconds more at a cold start"),
     ("lora_bypass", LORA_BYPASS_NODE,
      "stage 2's LoRA is merged into the weights stage 1 shares and re-applied in every job, seconds a job"),
     ("lora_stack", LORA_STACK_NODE,

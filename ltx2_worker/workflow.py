@@ -55,13 +55,15 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
 DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
 # the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_compile_blocks.py,
-# ltx2_save_video.py, ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_upsampler.py, ltx2_lora_bypass.py)
+# ltx2_save_video.py, ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_upsampler.py, ltx2_lora_bypass.py,
+# ltx2_audio_vae_loader.py)
 CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
 COMPILE_BLOCKS_NODE = "LTX2CompileBlocks"
 SAVE_VIDEO_NODE = "LTX2SaveVideo"
 TILE_DECODE_NODE = "LTX2VAEDecodeTiled"
 UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
+AUDIO_VAE_LOADER_NODE = "LTX2AudioVAELoader"
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
 # the worker's bypass LoRA that keeps the bypass LoRAs before it (ComfyUI's keeps only the last of a chain)
@@ -101,6 +103,10 @@ class GraphChoices:
     fast_upscaler_load: the latent upscaler is loaded by the worker's `LTX2LatentUpscaleModelLoader` node, which
         builds the model without PyTorch's random initialisation that ComfyUI's loader throws away (2.7-4.3 s
         of a cold start on the GPU host, 0.01-0.02 s this way); the same model, the same weights.
+    fast_audio_vae_load: the audio VAE is loaded by the worker's `LTX2AudioVAELoader` node, which opens only the
+        checkpoint's audio VAE and vocoder tensors; ComfyUI's loader opens all of them and so, on a fresh worker,
+        waits for most of the 27 GB checkpoint to be read (4.3-12 s of a cold start on the GPU host). The same
+        tensors, the same VAE.
     lora_bypass: stage 2's distilled LoRA runs as a bypass branch (`LTX2LoraBypass` with lora_stack, else
         ComfyUI's `LoraLoaderBypassModelOnly`): each patched layer computes its FP8 output and adds up(down(x))
         from the LoRA's own bf16 matrices, on the weights stage 1 already holds. No second transformer copy
@@ -115,8 +121,10 @@ class GraphChoices:
         to ComfyUI's model management instead of moving it to the GPU and back in every job (0.7-1.1 s a job);
         the same computation, the same latent.
     compile_blocks: stage 1's model goes through the worker's `LTX2CompileBlocks` node (before LTX2CudaGraphs,
-        which then records the compiled kernels): each transformer block compiled by torch.compile, so the
-        elementwise work between the matrix products runs fused. The first job of each size compiles.
+        which then records the compiled kernels): each transformer block's attention and feed-forward modules
+        compiled by torch.compile, so the elementwise work between the matrix products runs fused. The first job
+        of each size compiles. Off in every class: 0.7 s less a warm job on an H100 for 20.9 s more in a fresh
+        worker's first job (docs/performance.md).
     decode_tile_px: the video decode's spatial tile in pixels (0: the graph's 512). A tile as large as the frame
         decodes it in one piece: no tile seams to blend, and fewer, larger convolutions, for the memory of the
         whole latent's decode instead of one tile's.
@@ -125,6 +133,7 @@ class GraphChoices:
     cuda_graphs: bool = False
     tile_memory_decode: bool = False
     fast_upscaler_load: bool = False
+    fast_audio_vae_load: bool = False
     lora_bypass: bool = False
     lora_stack: bool = False
     resident_upscaler: bool = False
@@ -250,6 +259,8 @@ class Workflow:
             graph[self.node_ids["video_decode"]]["class_type"] = TILE_DECODE_NODE  # VAEDecodeTiled's inputs
         if choices.fast_upscaler_load:  # LatentUpscaleModelLoader's input
             graph[self.node_ids["upscaler_loader"]]["class_type"] = UPSCALER_LOADER_NODE
+        if choices.fast_audio_vae_load:  # LTXVAudioVAELoader's input
+            graph[self.node_ids["audio_vae_loader"]]["class_type"] = AUDIO_VAE_LOADER_NODE
         if choices.resident_upscaler:  # LTXVLatentUpsampler's inputs
             graph[self.node_ids["upsampler"]]["class_type"] = UPSAMPLER_NODE
         if encoding is not None:

@@ -60,6 +60,7 @@ MODEL_INPUTS = {
     ("LTXAVTextEncoderLoader", "ckpt_name"): "checkpoints",
     ("LTXAVTextEncoderLoader", "text_encoder"): "text_encoders",
     ("LTXVAudioVAELoader", "ckpt_name"): "checkpoints",
+    ("LTX2AudioVAELoader", "ckpt_name"): "checkpoints",
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("UNETLoader", "unet_name"): "diffusion_models",
     ("VAELoader", "vae_name"): "vae",
@@ -1226,7 +1227,7 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
         case "PreviewAny":
             text = i["source"] if isinstance(i["source"], str) else json.dumps(i["source"])
             return [text], {"text": [text]}
-        case "LTXVAudioVAELoader" | "VAELoader":
+        case "LTXVAudioVAELoader" | "LTX2AudioVAELoader" | "VAELoader":
             return [_handle("VAE", **i)], None
         case "UNETLoader":
             return [_handle("MODEL", **i)], None

@@ -119,13 +119,14 @@ def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
 
 def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for, LTX2LatentUpscaleModelLoader only how
-    the upscaler is built and LTX2LatentUpsampler only who keeps the upscaler, never the pixels: the same job
-    with and without them gives byte-identical MP4s (both through LTX2SaveVideo, which ComfyUI ran)."""
+    the upscaler is built, LTX2AudioVAELoader only which tensors are opened and LTX2LatentUpsampler only who
+    keeps the upscaler, never the pixels: the same job with and without them gives byte-identical MP4s (both
+    through LTX2SaveVideo, which ComfyUI ran)."""
     cpu = Worker(stack["settings"]).profile
     outs = {}
     for ours in (False, True):
         profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=ours, fast_upscaler_load=ours,
-                                                              resident_upscaler=ours))
+                                                              fast_audio_vae_load=ours, resident_upscaler=ours))
         worker = Worker(stack["settings"], profile=profile)
         outs[ours] = worker.handle({"id": f"nodes-{ours}", "input": {**SMALL, "seed": 7}})
         assert "error" not in outs[ours], outs[ours]
@@ -134,6 +135,7 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
         classes = {node["class_type"] for node in entry["prompt"][2].values()}
         assert ("LTX2VAEDecodeTiled" in classes) is ours and "LTX2SaveVideo" in classes
         assert ("LTX2LatentUpscaleModelLoader" in classes) is ours
+        assert ("LTX2AudioVAELoader" in classes) is ours and ("LTXVAudioVAELoader" in classes) is not ours
         assert ("LTX2LatentUpsampler" in classes) is ours and ("LTXVLatentUpsampler" in classes) is not ours
     assert outs[True]["video"] == outs[False]["video"]
 
@@ -162,6 +164,27 @@ def test_4e_stage_2s_lora_as_a_bypass_computes_what_the_merged_lora_does(stack):
     same_function = _psnr(frames["bypass"], frames["merged"])
     unrelated = _psnr(frames["other-seed"], frames["merged"])
     assert same_function > unrelated + 10, (same_function, unrelated)
+
+
+def test_4o_compiled_block_parts_give_the_eager_frames(stack):
+    """The compile lever (LTX2CompileBlocks: each block's attention and feed-forward modules through
+    torch.compile) is exact in theory, so the issue's rule holds on the real graph: the same request and seed
+    give frames within 40 dB PSNR of the eager ones, and ComfyUI's log shows the parts were compiled (a part
+    Dynamo cannot trace fails the job instead of running eager unnoticed)."""
+    cpu = Worker(stack["settings"]).profile
+    log = Path(stack["env"]["COMFY_LOG_FILE"])
+    outs = {}
+    for compiled in (False, True):
+        profile = dataclasses.replace(cpu, graph=GraphChoices(compile_blocks=compiled))
+        worker = Worker(stack["settings"], profile=profile)
+        outs[compiled] = worker.handle({"id": f"compiled-{compiled}", "input": {**SMALL, "seed": 7}})
+        assert "error" not in outs[compiled], outs[compiled]
+    pid = outs[True]["prompt_id"]
+    entry = requests.get(f"{stack['settings'].comfy_url}/history/{pid}", timeout=30).json()[pid]
+    assert "LTX2CompileBlocks" in {node["class_type"] for node in entry["prompt"][2].values()}
+    assert "parts of the transformer blocks compiled" in log.read_text(errors="replace")
+    psnr = _psnr(video_field_frames(outs[True]), video_field_frames(outs[False]))
+    assert psnr > 40, psnr
 
 
 # run in ComfyUI's Python, in its folder; UPSCALERS and NODE come from the environment

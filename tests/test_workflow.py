@@ -209,6 +209,7 @@ def test_the_workers_save_node_offers_the_presets_the_settings_accept():
 @pytest.mark.parametrize("choice, role, class_type", [
     ("tile_memory_decode", "video_decode", "LTX2VAEDecodeTiled"),
     ("fast_upscaler_load", "upscaler_loader", "LTX2LatentUpscaleModelLoader"),
+    ("fast_audio_vae_load", "audio_vae_loader", "LTX2AudioVAELoader"),
     ("resident_upscaler", "upsampler", "LTX2LatentUpsampler"),
 ])
 def test_a_node_swapping_choice_changes_only_that_nodes_class(choice, role, class_type):

@@ -1,14 +1,17 @@
 # SPDX-License-Identifier: GPL-3.0-or-later (LICENSE; README, "Licence": loaded into ComfyUI, GPL-3.0)
 """ComfyUI custom node `LTX2CompileBlocks` (loaded by ComfyUI, not by the worker: launch adds this folder to
-ComfyUI's `custom_nodes` search path): each transformer block of the diffusion model compiled by torch.compile.
+ComfyUI's `custom_nodes` search path): the parts of each transformer block (its attention and feed-forward
+modules) compiled by torch.compile.
 
 Why: a warm job's GPU time is about a quarter elementwise work between the matrix products (norms, RoPE, gates,
 the FP8 quantisation of activations: 27,048 separate launches per job; docs/performance.md), which Inductor
-fuses into fewer kernels that read and write memory once. Blocks, not the whole model: the 48 blocks share one
-class, so Dynamo compiles one block's code (per input shape) and every block reuses it, and the loop over blocks,
-the patchifier and ComfyUI's wrappers stay eager.
+fuses into fewer kernels that read and write memory once. Parts, not whole blocks: a block adds its branches to
+its input in place (`vx.add_`, `vx.addcmul_`), where Dynamo breaks the graph and recompiled the rest at every
+call until it gave up (H100, 2026-12-05: stage 1 24.4 s against 8.3 s). The parts take tensors and return new
+ones; the 48 blocks share their classes, so Dynamo compiles each part's code once per input shape and every
+block reuses it, and the block bodies, the loop, the patchifier and ComfyUI's wrappers stay eager.
 
-How: ComfyUI's own `set_torch_compile_wrapper` (what its TorchCompileModel node uses) with the block keys,
+How: ComfyUI's own `set_torch_compile_wrapper` (what its TorchCompileModel node uses) with the parts' keys,
 static shapes (a new size is a recompile, not a slower dynamic kernel), and Dynamo's guards on
 `transformer_options` skipped as ComfyUI skips them. The first call of each shape compiles (tens of seconds on
 a cold cache, TORCHINDUCTOR_CACHE_DIR keeps the result); the worker's LTX2CudaGraphs node, placed after this one,
@@ -22,23 +25,28 @@ import logging
 
 log = logging.getLogger("ltx2_compile_blocks")
 
-RECOMPILE_LIMIT = 64  # shapes per block code: stage 1, stage 2, other sizes; Dynamo's default of 8 falls to eager
+# per part code: 6 attention shapes (video and audio self and text attention, both cross-modal ones) and 2
+# feed-forward shapes a stage, two stages, other sizes; Dynamo's default of 8 falls back to eager
+RECOMPILE_LIMIT = 64
+# LTX-2's BasicAVTransformerBlock (comfy/ldm/lightricks/av_model.py): the modules it calls, none of which
+# changes its inputs in place
+PARTS = ("attn1", "attn2", "ff", "audio_attn1", "audio_attn2", "audio_ff", "audio_to_video_attn",
+         "video_to_audio_attn")
 
 
 def _skip_transformer_options(guard_entries):
     return [("transformer_options" not in entry.name) for entry in guard_entries]
 
 
-def block_keys(diffusion_model) -> list[str]:
-    """The attribute paths of the model's transformer blocks, as ComfyUI's compile wrapper takes them."""
-    blocks = getattr(diffusion_model, "transformer_blocks", None)
-    if blocks is None:
-        return []
-    return [f"diffusion_model.transformer_blocks.{i}" for i in range(len(blocks))]
+def part_keys(diffusion_model) -> list[str]:
+    """The attribute paths of the transformer blocks' parts, as ComfyUI's compile wrapper takes them."""
+    blocks = getattr(diffusion_model, "transformer_blocks", None) or []
+    return [f"diffusion_model.transformer_blocks.{i}.{part}" for i, block in enumerate(blocks)
+            for part in PARTS if getattr(block, part, None) is not None]
 
 
 class LTX2CompileBlocks:
-    """MODEL -> the same model, its transformer blocks compiled by torch.compile (Inductor)."""
+    """MODEL -> the same model, its transformer blocks' parts compiled by torch.compile (Inductor)."""
 
     CATEGORY = "advanced/model"
     RETURN_TYPES = ("MODEL",)
@@ -52,13 +60,13 @@ class LTX2CompileBlocks:
     def apply(self, model, enabled=True):
         import torch
 
-        if not enabled or not torch.cuda.is_available():
+        if not enabled:
             return (model,)
         from comfy_api.torch_helpers import set_torch_compile_wrapper
 
-        keys = block_keys(model.get_model_object("diffusion_model"))
+        keys = part_keys(model.get_model_object("diffusion_model"))
         if not keys:
-            log.warning("LTX2CompileBlocks: the model has no transformer_blocks; it runs uncompiled")
+            log.warning("LTX2CompileBlocks: the model has no transformer blocks' parts; it runs uncompiled")
             return (model,)
         for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
                      "accumulated_recompile_limit"):
@@ -67,7 +75,7 @@ class LTX2CompileBlocks:
         patched = model.clone()
         set_torch_compile_wrapper(model=patched, backend="inductor", dynamic=False, keys=keys,
                                   options={"guard_filter_fn": _skip_transformer_options})
-        log.info("LTX2CompileBlocks: %d transformer blocks compiled on first use", len(keys))
+        log.info("LTX2CompileBlocks: %d parts of the transformer blocks compiled on first use", len(keys))
         return (patched,)
 
 
