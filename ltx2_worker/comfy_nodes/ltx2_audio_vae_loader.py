@@ -3,12 +3,13 @@
 ComfyUI's `custom_nodes` search path): ComfyUI's LTXVAudioVAELoader, opening only the audio VAE's tensors.
 
 Why: ComfyUI v0.26.2's loader (`comfy_extras/nodes_lt_audio.py`) opens every tensor of the 27 GB checkpoint
-and then keeps the audio VAE's and vocoder's (0.21 GB). Opening a tensor touches its first page, and the kernel
-reads around each page it faults in (16 MB on the test machine), so on a fresh worker the loader waits until
-nearly the whole checkpoint has come off the disk: the first node of the first job, 4.3-12 s on the GPU host
-while the prefetch was still reading (docs/performance.md). This node opens only the tensors it keeps, which the
-prefetch reads first (ltx2_worker/prefetch.py, FIRST_TENSORS). With dynamic VRAM on (the 48 and 24 GB classes)
-ComfyUI maps the file itself without touching it, and its own loader runs.
+and then keeps the audio VAE's and vocoder's (0.4 GB of the real file). Opening a tensor touches its first page,
+and the kernel reads around each page it faults in (16 MB on the test machine), so on a fresh worker the loader
+waits until nearly the whole checkpoint has come off the disk: the first node of the first job, 4.3-12 s on the
+GPU host while the prefetch was still reading (docs/performance.md). This node opens only the tensors it keeps,
+which the prefetch reads first (ltx2_worker/prefetch.py, FIRST_TENSORS): 0.0-0.2 s on the same host. With
+dynamic VRAM on (the 48 and 24 GB classes) ComfyUI maps the file itself without touching it, and its own loader
+runs.
 
 The VAE is built by the same call from the same tensors and metadata, so it is the same model, bit for bit.
 Self-contained on purpose: it runs inside ComfyUI's Python, which need not have the worker's packages.
