@@ -33,7 +33,7 @@ LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of
 LARGE_CLASS_CLIP = ClipLimits(max_frames=481, max_clip_pixels=1280 * 768 * 481)
 # the worker's decode, loader and stacking LoRA nodes cost no memory: every GPU class uses them
 EVERY_CLASS = GraphChoices(tile_memory_decode=True, fast_upscaler_load=True, fast_audio_vae_load=True,
-                           lora_stack=True)
+                           fast_text_encoder_load=True, lora_stack=True)
 
 
 class GpuError(Exception):

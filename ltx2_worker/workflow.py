@@ -56,7 +56,7 @@ DISTILLED_CHECKPOINT = "ltx-2-19b-distilled-fp8.safetensors"
 DISTILLED_STAGE1_SIGMAS = "1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0"
 # the worker's own ComfyUI nodes (ltx2_worker/comfy_nodes/ltx2_cuda_graphs.py, ltx2_compile_blocks.py,
 # ltx2_save_video.py, ltx2_vae_decode.py, ltx2_upscaler_loader.py, ltx2_upsampler.py, ltx2_lora_bypass.py,
-# ltx2_audio_vae_loader.py)
+# ltx2_checkpoint_parts.py)
 CUDA_GRAPHS_NODE = "LTX2CudaGraphs"
 COMPILE_BLOCKS_NODE = "LTX2CompileBlocks"
 SAVE_VIDEO_NODE = "LTX2SaveVideo"
@@ -64,6 +64,7 @@ TILE_DECODE_NODE = "LTX2VAEDecodeTiled"
 UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
 AUDIO_VAE_LOADER_NODE = "LTX2AudioVAELoader"
+TEXT_ENCODER_LOADER_NODE = "LTX2TextEncoderLoader"
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
 # the worker's bypass LoRA that keeps the bypass LoRAs before it (ComfyUI's keeps only the last of a chain)
@@ -107,6 +108,9 @@ class GraphChoices:
         checkpoint's audio VAE and vocoder tensors; ComfyUI's loader opens all of them and so, on a fresh worker,
         waits for most of the 27 GB checkpoint to be read (4.3-12 s of a cold start on the GPU host). The same
         tensors, the same VAE.
+    fast_text_encoder_load: the text encoder likewise, by the worker's `LTX2TextEncoderLoader` node: ComfyUI's
+        LTXAVTextEncoderLoader opens every tensor of the checkpoint beside the Gemma file and waited for the
+        checkpoint's read in every cold start on the GPU host. The same tensors, the same text encoder.
     lora_bypass: stage 2's distilled LoRA runs as a bypass branch (`LTX2LoraBypass` with lora_stack, else
         ComfyUI's `LoraLoaderBypassModelOnly`): each patched layer computes its FP8 output and adds up(down(x))
         from the LoRA's own bf16 matrices, on the weights stage 1 already holds. No second transformer copy
@@ -134,6 +138,7 @@ class GraphChoices:
     tile_memory_decode: bool = False
     fast_upscaler_load: bool = False
     fast_audio_vae_load: bool = False
+    fast_text_encoder_load: bool = False
     lora_bypass: bool = False
     lora_stack: bool = False
     resident_upscaler: bool = False
@@ -261,6 +266,8 @@ class Workflow:
             graph[self.node_ids["upscaler_loader"]]["class_type"] = UPSCALER_LOADER_NODE
         if choices.fast_audio_vae_load:  # LTXVAudioVAELoader's input
             graph[self.node_ids["audio_vae_loader"]]["class_type"] = AUDIO_VAE_LOADER_NODE
+        if choices.fast_text_encoder_load:  # LTXAVTextEncoderLoader's inputs
+            graph[self.node_ids["text_encoder"]]["class_type"] = TEXT_ENCODER_LOADER_NODE
         if choices.resident_upscaler:  # LTXVLatentUpsampler's inputs
             graph[self.node_ids["upsampler"]]["class_type"] = UPSAMPLER_NODE
         if encoding is not None:

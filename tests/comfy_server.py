@@ -61,6 +61,8 @@ MODEL_INPUTS = {
     ("LTXAVTextEncoderLoader", "text_encoder"): "text_encoders",
     ("LTXVAudioVAELoader", "ckpt_name"): "checkpoints",
     ("LTX2AudioVAELoader", "ckpt_name"): "checkpoints",
+    ("LTX2TextEncoderLoader", "ckpt_name"): "checkpoints",
+    ("LTX2TextEncoderLoader", "text_encoder"): "text_encoders",
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("UNETLoader", "unet_name"): "diffusion_models",
     ("VAELoader", "vae_name"): "vae",
@@ -1216,7 +1218,7 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
         case "CheckpointLoaderSimple":
             name = i["ckpt_name"]
             return [_handle("MODEL", ckpt=name), _handle("CLIP", ckpt=name), _handle("VAE", ckpt=name)], None
-        case "LTXAVTextEncoderLoader" | "CLIPLoader":
+        case "LTXAVTextEncoderLoader" | "LTX2TextEncoderLoader" | "CLIPLoader":
             return [_handle("CLIP", **i)], None
         case "TextGenerateLTX2Prompt":  # the text encoder writing: here a function of prompt, image and seed
             if i["clip"].get("type") != "CLIP":

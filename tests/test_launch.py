@@ -77,7 +77,8 @@ def test_the_memory_class_decides_the_graph_too(memory_gb, name, large, bypass):
     # keeps ComfyUI's merged LoRA, which its low-VRAM loading applies to whatever part of the weights it moves
     assert profile.graph.lora_bypass is bypass
     # the worker's decode and loader nodes cost no memory: every class uses them
-    assert profile.graph.tile_memory_decode and profile.graph.fast_upscaler_load and profile.graph.fast_audio_vae_load
+    assert profile.graph.tile_memory_decode and profile.graph.fast_upscaler_load
+    assert profile.graph.fast_audio_vae_load and profile.graph.fast_text_encoder_load
     # CUDA graphs keep their memory in PyTorch's own allocator's pools, not in cudaMallocAsync's
     assert ("--disable-cuda-malloc" in profile.flags) is large
     # COMFY_EXTRA_ARGS replaces the flags, never the graph choices of the class
@@ -106,7 +107,7 @@ def test_extra_model_paths_yaml_points_comfyui_at_the_volume(tmp_path):
                       "ltx2_worker_nodes": {"custom_nodes": str(COMFY_NODES)}}
     # the folder ComfyUI loads as custom nodes holds the worker's node modules and nothing it would misload
     assert sorted(p.name for p in COMFY_NODES.iterdir() if p.name != "__pycache__") == [
-        "ltx2_audio_vae_loader.py", "ltx2_compile_blocks.py", "ltx2_cuda_graphs.py", "ltx2_lora_bypass.py",
+        "ltx2_checkpoint_parts.py", "ltx2_compile_blocks.py", "ltx2_cuda_graphs.py", "ltx2_lora_bypass.py",
         "ltx2_save_video.py", "ltx2_upsampler.py", "ltx2_upscaler_loader.py", "ltx2_vae_decode.py"]
 
 

@@ -119,14 +119,15 @@ def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
 
 def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for, LTX2LatentUpscaleModelLoader only how
-    the upscaler is built, LTX2AudioVAELoader only which tensors are opened and LTX2LatentUpsampler only who
-    keeps the upscaler, never the pixels: the same job with and without them gives byte-identical MP4s (both
-    through LTX2SaveVideo, which ComfyUI ran)."""
+    the upscaler is built, LTX2AudioVAELoader and LTX2TextEncoderLoader only which of the checkpoint's tensors
+    are opened and LTX2LatentUpsampler only who keeps the upscaler, never the pixels: the same job with and
+    without them gives byte-identical MP4s (both through LTX2SaveVideo, which ComfyUI ran)."""
     cpu = Worker(stack["settings"]).profile
     outs = {}
     for ours in (False, True):
         profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=ours, fast_upscaler_load=ours,
-                                                              fast_audio_vae_load=ours, resident_upscaler=ours))
+                                                              fast_audio_vae_load=ours, fast_text_encoder_load=ours,
+                                                              resident_upscaler=ours))
         worker = Worker(stack["settings"], profile=profile)
         outs[ours] = worker.handle({"id": f"nodes-{ours}", "input": {**SMALL, "seed": 7}})
         assert "error" not in outs[ours], outs[ours]
@@ -136,6 +137,7 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
         assert ("LTX2VAEDecodeTiled" in classes) is ours and "LTX2SaveVideo" in classes
         assert ("LTX2LatentUpscaleModelLoader" in classes) is ours
         assert ("LTX2AudioVAELoader" in classes) is ours and ("LTXVAudioVAELoader" in classes) is not ours
+        assert ("LTX2TextEncoderLoader" in classes) is ours and ("LTXAVTextEncoderLoader" in classes) is not ours
         assert ("LTX2LatentUpsampler" in classes) is ours and ("LTXVLatentUpsampler" in classes) is not ours
     assert outs[True]["video"] == outs[False]["video"]
 
@@ -230,6 +232,87 @@ def test_4d_the_workers_upscaler_loader_builds_comfyuis_model_without_initialisi
     assert facts["class"] == ["LatentUpsampler", "LatentUpsampler"] and facts["keys"] and facts["equal"], facts
     assert facts["tensors"] > 10 and facts["devices"] == ["cpu"], facts
     assert facts["initialised_on"] == ["meta"], facts
+
+
+# run in ComfyUI's Python, in its folder; MODELS (the volume's models folder) and NODE come from the environment
+CHECKPOINT_PARTS_CHECK = """
+import importlib.util, json, os, sys
+sys.argv = ["check", "--cpu"]
+sys.path.insert(0, os.getcwd())
+import comfy.options
+comfy.options.enable_args_parsing()
+import torch, folder_paths, safetensors, comfy.sd
+for folder in ("checkpoints", "text_encoders"):
+    folder_paths.add_model_folder_path(folder, os.path.join(os.environ["MODELS"], folder))
+from comfy_extras.nodes_lt_audio import LTXVAudioVAELoader, LTXAVTextEncoderLoader
+spec = importlib.util.spec_from_file_location("node", os.environ["NODE"])
+node = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(node)
+ckpt = "ltx-2-19b-dev-fp8.safetensors"
+encoder = folder_paths.get_filename_list("text_encoders")[0]
+opened = []  # (file, tensor) of every tensor opened while the worker's loaders run
+real_open = safetensors.safe_open
+class Recording:
+    def __init__(self, path, *args, **kwargs):
+        self.path, self.f = os.path.basename(path), real_open(path, *args, **kwargs)
+    def __enter__(self):
+        self.f.__enter__()
+        return self
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+    def get_tensor(self, key):
+        opened.append((self.path, key))
+        return self.f.get_tensor(key)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+theirs_vae = LTXVAudioVAELoader.execute(ckpt).result[0]
+theirs_clip = LTXAVTextEncoderLoader.execute(encoder, ckpt, "default").result[0]
+def fallback(*args):
+    raise AssertionError("the worker's loader fell back to ComfyUI's")
+LTXVAudioVAELoader.execute = LTXAVTextEncoderLoader.execute = fallback
+safetensors.safe_open = Recording
+ours_vae = node.LTX2AudioVAELoader().load(ckpt)[0]
+vae_opened = [k for f, k in opened if f == ckpt]
+opened.clear()
+ours_clip = node.LTX2TextEncoderLoader().load(encoder, ckpt)[0]
+clip_opened = [k for f, k in opened if f == ckpt]
+def same(a, b, keep=lambda k: True):
+    a, b = a.state_dict(), b.state_dict()
+    return sorted(a) == sorted(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a if keep(k))
+mine = ("text_embedding_projection", "audio_embeddings_connector", "video_embeddings_connector")
+print(json.dumps({
+    "vae": same(theirs_vae.first_stage_model, ours_vae.first_stage_model),
+    # the Gemma-shaped encoder's own weights (from the text encoder file, read whole by both) are not compared:
+    # most of them were never written and stay off the memory
+    "clip": same(theirs_clip.cond_stage_model, ours_clip.cond_stage_model, lambda k: any(m in k for m in mine)),
+    "clip_checkpoint_tensors": sum(any(m in k for m in mine) for k in ours_clip.cond_stage_model.state_dict()),
+    "devices": [str(theirs_clip.patcher.load_device), str(ours_clip.patcher.load_device)],
+    "reinit": repr(theirs_clip.patcher.cached_patcher_init) == repr(ours_clip.patcher.cached_patcher_init),
+    "vae_opened": vae_opened, "clip_opened": clip_opened,
+    "checkpoint_tensors": len(real_open(os.path.join(os.environ["MODELS"], "checkpoints", ckpt), "pt").keys())}))
+"""
+
+
+def test_4p_the_workers_checkpoint_loaders_open_only_their_tensors_and_build_comfyuis_models(stack):
+    """In ComfyUI's own Python: LTX2AudioVAELoader and LTX2TextEncoderLoader give the models ComfyUI's loaders
+    give (every tensor taken from the checkpoint equal, the same keys, the same devices and re-initialisation),
+    not through their fallback, and open only the checkpoint's tensors they keep: the audio VAE's and vocoder's,
+    the text encoder's projection and connectors. ComfyUI's open all of them, which on a fresh worker waits for
+    the whole checkpoint's read."""
+    env = {**os.environ, "MODELS": str(stack["volume"] / "models"),
+           "NODE": str(launch.COMFY_NODES / "ltx2_checkpoint_parts.py")}
+    out = subprocess.run([COMFY_PYTHON, "-c", CHECKPOINT_PARTS_CHECK], cwd=COMFYUI_DIR, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["vae"] and facts["clip"] and facts["reinit"], facts
+    assert facts["clip_checkpoint_tensors"] > 0 and facts["devices"][0] == facts["devices"][1], facts
+    vae, clip = facts["vae_opened"], facts["clip_opened"]
+    assert vae and all(k.startswith(("audio_vae.", "vocoder.")) for k in vae), vae
+    assert clip and all(k.startswith(("text_embedding_projection.", "model.diffusion_model.audio_embeddings_connector.",
+                                      "model.diffusion_model.video_embeddings_connector.")) for k in clip), clip
+    # the tiny checkpoint keeps the audio VAE whole but few transformer blocks: still under half its tensors
+    assert len(vae) + len(clip) < facts["checkpoint_tensors"] / 2, facts["checkpoint_tensors"]
 
 
 def comfy_rss_mb(pid: int) -> float:
