@@ -14,7 +14,8 @@ each file in full, so its first bytes found in memory are bytes it need not fetc
 Where ComfyUI starts from the same disk as the models, PREFETCH_YIELD_TO_COMFY keeps one reader in small reads
 until ComfyUI answers, so ComfyUI's own reads wait behind little; the others join then (on the lent GPU host,
 one disk: ComfyUI ready in 15-21 s against 26-42 s beside eight readers). The checkpoint's audio VAE and
-vocoder (FIRST_TENSORS) are read before everything else: the first job's first loader takes them out of it.
+vocoder and the text encoder's parts of it (FIRST_TENSORS) are read before everything else: the first job's
+first two loaders take them out of it.
 A missing or shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always
 exits 0: jobs never wait for it, and a failed prefetch only means the loaders read from storage. Each file's
 line says when it was all in memory, so a slow cold start's log shows which load waited on which read.
@@ -44,11 +45,15 @@ log = logging.getLogger(__name__)
 # The order the first job loads the files (the text encoder, then the checkpoint, then stage 2's upscaler and
 # LoRA); roles not named here follow in manifest order.
 READ_ORDER = ("text_encoder", "checkpoint", "upscaler", "lora", "checkpoint_distilled")
-# Tensors read before every other byte: the first job's first loader (the worker's LTX2AudioVAELoader) takes the
-# audio VAE and vocoder out of the 27 GB checkpoint (0.4 GB); read in file order they come last. With them read
-# first, that loader took 0.0-0.2 s of a cold start on the GPU host (ComfyUI's own loader, which opens every
-# tensor, waited 4.3-12 s for the whole checkpoint's read; docs/performance.md).
-FIRST_TENSORS = {"checkpoint": ("audio_vae.", "vocoder.")}
+# Tensors read before every other byte: the first job's first two loaders (the worker's LTX2AudioVAELoader and
+# LTX2TextEncoderLoader, ltx2_worker/comfy_nodes/ltx2_checkpoint_parts.py, whose prefixes these are) take the
+# audio VAE and vocoder, and the text encoder's projection and embedding connectors, out of the 27 GB checkpoint;
+# read in file order they would come anywhere in it. With the audio ones read first, the audio VAE's loader took
+# 0.0-0.2 s of a cold start on the GPU host (ComfyUI's own loader, which opens every tensor, waited 4.3-12 s for
+# the whole checkpoint's read; docs/performance.md).
+FIRST_TENSORS = {"checkpoint": ("audio_vae.", "vocoder.", "text_embedding_projection.",
+                                "model.diffusion_model.audio_embeddings_connector.",
+                                "model.diffusion_model.video_embeddings_connector.")}
 MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not read
 # site-packages folders of ComfyUI's Python whose shared libraries ComfyUI loads when it starts
 LIBRARY_PACKAGES = ("torch", "nvidia", "torchaudio", "torchvision", "av", "av.libs", "pillow.libs", "tokenizers",

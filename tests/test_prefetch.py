@@ -212,18 +212,19 @@ def test_yielding_ends_when_comfyui_never_answers_or_all_is_read(tmp_path, caplo
     assert done.bytes_read == 200_000 and done.all_readers_at is None and time.monotonic() - started < 5
 
 
-def test_the_checkpoints_audio_parts_are_read_before_everything_else(tmp_path, caplog):
-    """ComfyUI's audio VAE loader, the first job's first node, takes the audio VAE and vocoder out of the
-    checkpoint: their bytes come first, then the files in order, every byte once."""
+def test_the_checkpoints_parts_the_first_loaders_take_are_read_before_everything_else(tmp_path, caplog):
+    """The first job's first two loaders take the audio VAE and vocoder, and the text encoder's projection, out
+    of the checkpoint: their bytes come first, then the files in order, every byte once."""
     import numpy as np
     from safetensors.numpy import save_file
 
     checkpoint = tmp_path / "checkpoint.safetensors"
     save_file({"audio_vae.decoder.w": np.ones((64, 64), np.float32), "model.diffusion_model.w": np.ones(
-        (256, 256), np.float32), "vocoder.conv.w": np.ones((32, 64), np.float32), "vae.w": np.ones((8, 8), np.float32)},
+        (256, 256), np.float32), "vocoder.conv.w": np.ones((32, 64), np.float32), "vae.w": np.ones((8, 8), np.float32),
+        "text_embedding_projection.weight": np.ones((16, 16), np.float32)},
         str(checkpoint))
     ranges = prefetch.tensor_ranges(checkpoint, prefetch.FIRST_TENSORS["checkpoint"])
-    assert sum(b - a for a, b in ranges) == (64 * 64 + 32 * 64) * 4
+    assert sum(b - a for a, b in ranges) == (64 * 64 + 32 * 64 + 16 * 16) * 4
     text_encoder = files_of(tmp_path, {"text_encoder": 50_000})[0]
     recorder = Recorder()
     result = prefetch.prefetch([text_encoder, ("checkpoint", checkpoint)], readers=1, budget=10**9, timeout_s=30,
@@ -234,12 +235,24 @@ def test_the_checkpoints_audio_parts_are_read_before_everything_else(tmp_path, c
         if name != str(checkpoint.resolve()):
             break
         early.append((offset, offset + n))
-    assert sum(b - a for a, b in early) == sum(b - a for a, b in ranges), "the audio parts, before the text encoder"
+    assert sum(b - a for a, b in early) == sum(b - a for a, b in ranges), "those parts, before the text encoder"
     assert all(any(a <= s and e <= b for a, b in ranges) for s, e in early)
     spans = recorder.coverage(checkpoint)
     assert sum(e - s for s, e in spans) == checkpoint.stat().st_size
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), "every byte once"
     assert prefetch.tensor_ranges(text_encoder[1], ("audio_vae.",)) == [], "not safetensors: nothing first"
+
+
+def test_what_is_read_first_is_what_the_workers_checkpoint_loaders_open():
+    """The prefetch reads first exactly the checkpoint tensors that LTX2AudioVAELoader and LTX2TextEncoderLoader
+    open (the node module keeps its own copy: it runs in ComfyUI's Python, without the worker's package)."""
+    import importlib.util
+
+    path = ROOT / "ltx2_worker" / "comfy_nodes" / "ltx2_checkpoint_parts.py"
+    spec = importlib.util.spec_from_file_location("ltx2_checkpoint_parts", path)
+    nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)  # imports nothing heavy at module level
+    assert prefetch.FIRST_TENSORS["checkpoint"] == (*nodes.AUDIO_PREFIXES, *nodes.TEXT_ENCODER_PREFIXES)
 
 
 def cli_env(tmp_path: Path, volume: Path, **extra: str) -> dict[str, str]:

@@ -23,7 +23,8 @@ the worker's packages.
 
 from __future__ import annotations
 
-# LTXVAudioVAELoader's renaming: the checkpoint's prefixes -> the names comfy.sd.VAE recognises
+# LTXVAudioVAELoader's renaming: the checkpoint's prefixes -> the names comfy.sd.VAE recognises (these and the
+# text encoder's are what the worker's prefetch reads first: ltx2_worker/prefetch.py, FIRST_TENSORS)
 AUDIO_PREFIXES = {"audio_vae.": "autoencoder.", "vocoder.": "vocoder."}
 # what comfy/text_encoders/lt.py (LTXAVTEModel.load_sd) takes from the checkpoint
 TEXT_ENCODER_PREFIXES = ("text_embedding_projection.", "model.diffusion_model.audio_embeddings_connector.",
