@@ -65,6 +65,14 @@ UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
 AUDIO_VAE_LOADER_NODE = "LTX2AudioVAELoader"
 TEXT_ENCODER_LOADER_NODE = "LTX2TextEncoderLoader"
+# GraphChoices field -> (role, the worker's node that takes that role's node's place under the same id, with the
+# same inputs: VAEDecodeTiled's, LatentUpscaleModelLoader's, LTXVAudioVAELoader's, LTXAVTextEncoderLoader's,
+# LTXVLatentUpsampler's)
+SWAPPED_NODES = {"tile_memory_decode": ("video_decode", TILE_DECODE_NODE),
+                 "fast_upscaler_load": ("upscaler_loader", UPSCALER_LOADER_NODE),
+                 "fast_audio_vae_load": ("audio_vae_loader", AUDIO_VAE_LOADER_NODE),
+                 "fast_text_encoder_load": ("text_encoder", TEXT_ENCODER_LOADER_NODE),
+                 "resident_upscaler": ("upsampler", UPSAMPLER_NODE)}
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
 # the worker's bypass LoRA that keeps the bypass LoRAs before it (ComfyUI's keeps only the last of a chain)
@@ -261,16 +269,9 @@ class Workflow:
             self._cuda_graphs(graph)
         if choices.decode_tile_px:
             self.node(graph, "video_decode")["tile_size"] = choices.decode_tile_px
-        if choices.tile_memory_decode:
-            graph[self.node_ids["video_decode"]]["class_type"] = TILE_DECODE_NODE  # VAEDecodeTiled's inputs
-        if choices.fast_upscaler_load:  # LatentUpscaleModelLoader's input
-            graph[self.node_ids["upscaler_loader"]]["class_type"] = UPSCALER_LOADER_NODE
-        if choices.fast_audio_vae_load:  # LTXVAudioVAELoader's input
-            graph[self.node_ids["audio_vae_loader"]]["class_type"] = AUDIO_VAE_LOADER_NODE
-        if choices.fast_text_encoder_load:  # LTXAVTextEncoderLoader's inputs
-            graph[self.node_ids["text_encoder"]]["class_type"] = TEXT_ENCODER_LOADER_NODE
-        if choices.resident_upscaler:  # LTXVLatentUpsampler's inputs
-            graph[self.node_ids["upsampler"]]["class_type"] = UPSAMPLER_NODE
+        for choice, (role, class_type) in SWAPPED_NODES.items():
+            if getattr(choices, choice):
+                graph[self.node_ids[role]]["class_type"] = class_type
         if encoding is not None:
             self._encoding(graph, encoding)
         return graph

@@ -31,8 +31,8 @@ TEXT_ENCODER_PREFIXES = ("text_embedding_projection.", "model.diffusion_model.au
                          "model.diffusion_model.video_embeddings_connector.")
 
 
-def checkpoint_parts(path: str, wanted, placeholders: bool = False) -> tuple[dict, dict | None]:
-    """The file's tensors whose names `wanted(name)` accepts, opened, and its metadata; with `placeholders`,
+def checkpoint_parts(path: str, prefixes: tuple[str, ...], placeholders: bool = False) -> tuple[dict, dict | None]:
+    """The file's tensors whose names start with `prefixes`, opened, and its metadata; with `placeholders`,
     every other tensor as an empty meta tensor of its shape and dtype. No other tensor's bytes are touched."""
     import safetensors
     import torch
@@ -40,7 +40,7 @@ def checkpoint_parts(path: str, wanted, placeholders: bool = False) -> tuple[dic
     sd = {}
     with safetensors.safe_open(path, framework="pt", device="cpu") as f:
         for key in f.keys():
-            if wanted(key):
+            if key.startswith(prefixes):
                 sd[key] = f.get_tensor(key)
             elif placeholders:
                 part = f.get_slice(key)  # the header's shape and dtype, no data
@@ -86,6 +86,7 @@ class LTX2AudioVAELoader:
 
     def load(self, ckpt_name):
         import comfy.sd
+        import comfy.utils
         import folder_paths
 
         path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
@@ -93,12 +94,9 @@ class LTX2AudioVAELoader:
             from comfy_extras.nodes_lt_audio import LTXVAudioVAELoader
 
             return LTXVAudioVAELoader.execute(ckpt_name).result
-        sd, metadata = checkpoint_parts(path, lambda key: key.startswith(tuple(AUDIO_PREFIXES)))
-        renamed = {}
-        for key, tensor in sd.items():
-            old = next(p for p in AUDIO_PREFIXES if key.startswith(p))
-            renamed[AUDIO_PREFIXES[old] + key[len(old):]] = tensor
-        vae = comfy.sd.VAE(sd=renamed, metadata=metadata)
+        sd, metadata = checkpoint_parts(path, tuple(AUDIO_PREFIXES))
+        sd = comfy.utils.state_dict_prefix_replace(sd, AUDIO_PREFIXES, filter_keys=True)  # as ComfyUI's loader
+        vae = comfy.sd.VAE(sd=sd, metadata=metadata)
         vae.throw_exception_if_invalid()
         return (vae,)
 
@@ -137,7 +135,7 @@ class LTX2TextEncoderLoader:
         # comfy.sd.load_clip's steps, with the checkpoint opened in part
         clip_data = []
         for sd, metadata in (comfy.utils.load_torch_file(encoder_path, safe_load=True, return_metadata=True),
-                             checkpoint_parts(path, lambda key: key.startswith(TEXT_ENCODER_PREFIXES), True)):
+                             checkpoint_parts(path, TEXT_ENCODER_PREFIXES, placeholders=True)):
             sd, metadata = comfy.utils.convert_old_quants(sd, model_prefix="", metadata=metadata)
             clip_data.append(sd)
         clip = comfy.sd.load_text_encoder_state_dicts(
