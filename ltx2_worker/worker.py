@@ -44,6 +44,7 @@ from .stopping import Stopping, stop_on_signals
 from .text_encoder import sees_images, text_encoder_file
 from .workflow import (
     AUDIO_VAE_LOADER_NODE,
+    CHECKPOINT_LOADER_NODE,
     COMPILE_BLOCKS_NODE,
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
@@ -76,6 +77,8 @@ CHOICE_NODES = (
      "the audio VAE's loader opens the whole checkpoint, seconds more at a cold start"),
     ("fast_text_encoder_load", TEXT_ENCODER_LOADER_NODE,
      "the text encoder's loader opens the whole checkpoint, seconds more at a cold start"),
+    ("overlap_checkpoint_load", CHECKPOINT_LOADER_NODE,
+     "the checkpoint loads after the text encoder and the prompts, seconds more at a cold start"),
     ("lora_bypass", LORA_BYPASS_NODE,
      "stage 2's LoRA is merged into the weights stage 1 shares and re-applied in every job, seconds a job"),
     ("lora_stack", LORA_STACK_NODE,

@@ -65,6 +65,7 @@ UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
 AUDIO_VAE_LOADER_NODE = "LTX2AudioVAELoader"
 TEXT_ENCODER_LOADER_NODE = "LTX2TextEncoderLoader"
+CHECKPOINT_LOADER_NODE = "LTX2CheckpointLoader"
 # GraphChoices field -> (role, the worker's node that takes that role's node's place under the same id, with the
 # same inputs: VAEDecodeTiled's, LatentUpscaleModelLoader's, LTXVAudioVAELoader's, LTXAVTextEncoderLoader's,
 # LTXVLatentUpsampler's)
@@ -72,6 +73,7 @@ SWAPPED_NODES = {"tile_memory_decode": ("video_decode", TILE_DECODE_NODE),
                  "fast_upscaler_load": ("upscaler_loader", UPSCALER_LOADER_NODE),
                  "fast_audio_vae_load": ("audio_vae_loader", AUDIO_VAE_LOADER_NODE),
                  "fast_text_encoder_load": ("text_encoder", TEXT_ENCODER_LOADER_NODE),
+                 "overlap_checkpoint_load": ("checkpoint", CHECKPOINT_LOADER_NODE),
                  "resident_upscaler": ("upsampler", UPSAMPLER_NODE)}
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
@@ -120,6 +122,11 @@ class GraphChoices:
         LTXAVTextEncoderLoader opens every tensor of the checkpoint beside the Gemma file, and on the GPU host it
         ended 2.5-2.6 s after the checkpoint's read in every cold start where it began before that read ended.
         The same tensors, the same text encoder.
+    overlap_checkpoint_load: the checkpoint is loaded by the worker's `LTX2CheckpointLoader` node, which runs
+        ComfyUI's CheckpointLoaderSimple in a thread while ComfyUI runs the text encoder's load and the prompts
+        (ComfyUI runs an async node's wait beside the other nodes). On a fresh worker the checkpoint's copy onto
+        the GPU then follows the prefetch's read instead of starting after the prompts. The same call, the same
+        model. Only where the weights load straight onto the GPU and stay (the 80 GB class).
     lora_bypass: stage 2's distilled LoRA runs as a bypass branch (`LTX2LoraBypass` with lora_stack, else
         ComfyUI's `LoraLoaderBypassModelOnly`): each patched layer computes its FP8 output and adds up(down(x))
         from the LoRA's own bf16 matrices, on the weights stage 1 already holds. No second transformer copy
@@ -148,6 +155,7 @@ class GraphChoices:
     fast_upscaler_load: bool = False
     fast_audio_vae_load: bool = False
     fast_text_encoder_load: bool = False
+    overlap_checkpoint_load: bool = False
     lora_bypass: bool = False
     lora_stack: bool = False
     resident_upscaler: bool = False

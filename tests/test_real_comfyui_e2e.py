@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -120,13 +121,15 @@ def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
 def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for, LTX2LatentUpscaleModelLoader only how
     the upscaler is built, LTX2AudioVAELoader and LTX2TextEncoderLoader only which of the checkpoint's tensors
-    are opened and LTX2LatentUpsampler only who keeps the upscaler, never the pixels: the same job with and
-    without them gives byte-identical MP4s (both through LTX2SaveVideo, which ComfyUI ran)."""
+    are opened, LTX2CheckpointLoader only when the checkpoint loads (in a thread, beside the other nodes) and
+    LTX2LatentUpsampler only who keeps the upscaler, never the pixels: the same job with and without them gives
+    byte-identical MP4s (both through LTX2SaveVideo, which ComfyUI ran)."""
     cpu = Worker(stack["settings"]).profile
     outs = {}
     for ours in (False, True):
         profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=ours, fast_upscaler_load=ours,
                                                               fast_audio_vae_load=ours, fast_text_encoder_load=ours,
+                                                              overlap_checkpoint_load=ours,
                                                               resident_upscaler=ours))
         worker = Worker(stack["settings"], profile=profile)
         outs[ours] = worker.handle({"id": f"nodes-{ours}", "input": {**SMALL, "seed": 7}})
@@ -139,7 +142,11 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
         assert ("LTX2AudioVAELoader" in classes) is ours and ("LTXVAudioVAELoader" in classes) is not ours
         assert ("LTX2TextEncoderLoader" in classes) is ours and ("LTXAVTextEncoderLoader" in classes) is not ours
         assert ("LTX2LatentUpsampler" in classes) is ours and ("LTXVLatentUpsampler" in classes) is not ours
+        assert ("LTX2CheckpointLoader" in classes) is ours and ("CheckpointLoaderSimple" in classes) is not ours
     assert outs[True]["video"] == outs[False]["video"]
+    # the checkpoint was loaded by the node's thread (its log line), not taken from the first job's cache
+    log = Path(stack["settings"].comfy_log_file).read_text(errors="replace")
+    assert re.search(r"LTX2CheckpointLoader: \S+ loaded in [\d.]+ s beside the other nodes", log), log[-2000:]
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
