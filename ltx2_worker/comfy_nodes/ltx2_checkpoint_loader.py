@@ -11,29 +11,26 @@ ComfyUI goes on with the others. This node's coroutine waits on a thread that ru
 the checkpoint's copy overlaps the text encoder's load and the prompts, and trails the prefetch's read instead
 of starting after it. The same call, the same model, VAE and CLIP; only when it runs.
 
-One load at a time (a lock): a load left running by a failed job is waited for, never doubled. Every later job
-takes the loaded model from ComfyUI's cache without running the node. Self-contained on purpose: it runs inside
-ComfyUI's Python, which need not have the worker's packages.
+ComfyUI runs each prompt in an event loop of its own (`asyncio.run`), which waits for the thread before it
+returns: a load left running by a job whose other node failed ends before the next job starts, never doubled.
+Every later job takes the loaded model from ComfyUI's cache without running the node. Self-contained on purpose:
+it runs inside ComfyUI's Python, which need not have the worker's packages.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-
-_ONE_LOAD = threading.Lock()
 
 
 def _load(ckpt_name: str):
-    """CheckpointLoaderSimple's load, one at a time; logs how long it took and when it ended (on the monotonic
-    clock, which the benchmark's timeline shares)."""
+    """CheckpointLoaderSimple's load; logs how long it took and when it ended (on the monotonic clock, which the
+    benchmark's timeline shares)."""
     from nodes import CheckpointLoaderSimple
 
-    with _ONE_LOAD:
-        began = time.monotonic()
-        out = CheckpointLoaderSimple().load_checkpoint(ckpt_name)
-        ended = time.monotonic()
+    began = time.monotonic()
+    out = CheckpointLoaderSimple().load_checkpoint(ckpt_name)
+    ended = time.monotonic()
     logging.info("LTX2CheckpointLoader: %s loaded in %.2f s beside the other nodes (ended at %.3f s, monotonic)",
                  ckpt_name, ended - began, ended)
     return out
