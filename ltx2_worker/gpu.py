@@ -96,8 +96,7 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
             profile = Profile("large", ("--disable-dynamic-vram", "--highvram", "--disable-cuda-malloc", *fast,
                                         *reserve),
                               dataclasses.replace(EVERY_CLASS, lora_bypass=True, cuda_graphs=True,
-                                                  resident_upscaler=True, overlap_checkpoint_load=True),
-                              LARGE_CLASS_CLIP)
+                                                  resident_upscaler=True), LARGE_CLASS_CLIP)
         elif gpu.memory_gb >= LOW_VRAM_BELOW_GB:
             profile = Profile("medium", (*fast, *reserve), dataclasses.replace(EVERY_CLASS, lora_bypass=True))
         else:

@@ -126,7 +126,9 @@ class GraphChoices:
         ComfyUI's CheckpointLoaderSimple in a thread while ComfyUI runs the text encoder's load and the prompts
         (ComfyUI runs an async node's wait beside the other nodes). On a fresh worker the checkpoint's copy onto
         the GPU then follows the prefetch's read instead of starting after the prompts. The same call, the same
-        model. Only where the weights load straight onto the GPU and stay (the 80 GB class).
+        model. Off in every class: on an H100 it took 1.8 s off the first job only where the checkpoint was read
+        before the job began, none where it was still being read, and the copies beside each other slowed the
+        text encoder's load and the checkpoint's own (docs/performance.md, 2026-12-06).
     lora_bypass: stage 2's distilled LoRA runs as a bypass branch (`LTX2LoraBypass` with lora_stack, else
         ComfyUI's `LoraLoaderBypassModelOnly`): each patched layer computes its FP8 output and adds up(down(x))
         from the LoRA's own bf16 matrices, on the weights stage 1 already holds. No second transformer copy

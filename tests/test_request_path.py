@@ -350,12 +350,10 @@ def test_the_large_memory_graph_passes_validation_and_delivers_the_asked_size(co
     assert decode_video_field(out) == {"width": 1280, "height": 720, "frames": 121, "fps": 24.0, "audio": audio}
     classes = {node["class_type"] for node in comfy.submitted[-1]["prompt"].values()}
     assert {"LTX2LoraBypass", "ImageCrop", "LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2AudioVAELoader",
-            "LTX2TextEncoderLoader", "LTX2LatentUpscaleModelLoader", "LTX2SaveVideo", "LTX2LatentUpsampler",
-            "LTX2CheckpointLoader"} <= classes
+            "LTX2TextEncoderLoader", "LTX2LatentUpscaleModelLoader", "LTX2SaveVideo", "LTX2LatentUpsampler"} <= classes
     # one transformer: no second copy for stage 2, no merged LoRA
     assert not {"SaveVideo", "VAEDecodeTiled", "LatentUpscaleModelLoader", "LTXVLatentUpsampler", "UNETLoader",
-                "LoraLoaderModelOnly", "LTXVAudioVAELoader", "LTXAVTextEncoderLoader",
-                "CheckpointLoaderSimple"} & classes
+                "LoraLoaderModelOnly", "LTXVAudioVAELoader", "LTXAVTextEncoderLoader"} & classes
 
 
 def test_the_mp4_is_encoded_with_the_configured_x264_preset_and_crf(comfy, output_dir, tmp_path, caplog):
@@ -386,18 +384,17 @@ def test_a_comfyui_without_the_workers_nodes_runs_the_large_graph_without_them(o
             classes = {node["class_type"] for node in submitted["prompt"].values()}
             assert not {"LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2LatentUpscaleModelLoader",
                         "LTX2SaveVideo", "LTX2LatentUpsampler", "LTX2LoraBypass", "LTX2AudioVAELoader",
-                        "LTX2TextEncoderLoader", "LTX2CheckpointLoader"} & classes
+                        "LTX2TextEncoderLoader"} & classes
             # the LoRA bypass is ComfyUI's own node: it stays
             assert {"LoraLoaderBypassModelOnly", "VAEDecodeTiled", "LatentUpscaleModelLoader", "SaveVideo",
-                    "LTXVLatentUpsampler", "LTXVAudioVAELoader", "LTXAVTextEncoderLoader",
-                    "CheckpointLoaderSimple"} <= classes
+                    "LTXVLatentUpsampler", "LTXVAudioVAELoader", "LTXAVTextEncoderLoader"} <= classes
         warnings = [r.getMessage() for r in caplog.records
                     if "lacks what ltx2_worker.launch gives it" in r.getMessage()]
         assert len(warnings) == 1 and "ltx2_worker.launch" in warnings[0]
         assert all(name in warnings[0] for name in ("LTX2CudaGraphs", "LTX2VAEDecodeTiled", "LTX2SaveVideo",
                                                      "LTX2LatentUpscaleModelLoader", "LTX2LatentUpsampler",
                                                      "LTX2LoraBypass", "LTX2AudioVAELoader", "LTX2TextEncoderLoader",
-                                                     "LTX2CheckpointLoader", "X264_PRESET",
+                                                     "X264_PRESET",
                                                      "--cache-classic"))
         assert "LoraLoaderBypassModelOnly" not in warnings[0]
     finally:

@@ -11,6 +11,10 @@ ComfyUI goes on with the others. This node's coroutine waits on a thread that ru
 the checkpoint's copy overlaps the text encoder's load and the prompts, and trails the prefetch's read instead
 of starting after it. The same call, the same model, VAE and CLIP; only when it runs.
 
+Measured on an H100 and left off in every class (GraphChoices.overlap_checkpoint_load, docs/performance.md,
+2026-12-06): 1.8 s off the first job where the checkpoint was read before the job, none while it was being read,
+and the loads slowed each other (their copies share PyTorch's default CUDA stream).
+
 ComfyUI runs each prompt in an event loop of its own (`asyncio.run`), which waits for the thread before it
 returns: a load left running by a job whose other node failed ends before the next job starts, never doubled.
 Every later job takes the loaded model from ComfyUI's cache without running the node. Self-contained on purpose:
