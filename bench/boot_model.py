@@ -6,8 +6,7 @@ the storage (bench/prefetch_latency.py's model: every read waits --latency-ms, t
 --stream-mbps a stream, and all readers together at most at the volume's throughput), with every wait slept
 --speedup times shorter. What is modelled from measurements: ComfyUI's start (--comfy-start-s, from the image's
 own disk, beside the volume's reads), and the first job: the nodes of a measured cold job whose weights were
-in the page cache (--cold-job), in their order, each loader waiting until the prefetch has its file in memory
-(with --checkpoint-beside, the checkpoint's from the job's start beside the others: the lever LTX2CheckpointLoader).
+in the page cache (--cold-job), in their order, each loader waiting until the prefetch has its file in memory.
 
     .venv/bin/python bench/prefetch_latency.py ...   # the storage model alone, against the local disk
     .venv/bin/python bench/boot_model.py [--throughputs 0.2,0.5,1,2] [--readers 8,16] [--out FILE.md]
@@ -114,23 +113,14 @@ def cold_job(path: Path) -> tuple[list[tuple[str, float]], float, float]:
     return list(job["nodes"].items()), job["provision_s"], job["wall_s"] - job["comfy_s"]
 
 
-def job_end(nodes: list[tuple[str, float]], start: float, ready: dict[str, float],
-            beside: tuple[str, ...] = ()) -> float:
-    """When the first job's last node ends: each node in order, a loader first waiting for its file. A node
-    in `beside` (the checkpoint, with the lever LTX2CheckpointLoader) runs from the job's start in a thread of
-    its own, waiting for its file too, and the node after it waits for it."""
+def job_end(nodes: list[tuple[str, float]], start: float, ready: dict[str, float]) -> float:
+    """When the first job's last node ends: each node in order, a loader first waiting for its file."""
     t = start
-    pending = None  # when the node run beside the others ends
     for name, seconds in nodes:
-        if name in beside:
-            pending = max(start, ready.get(NEEDS[name], 0.0)) + seconds
-            continue
-        if pending is not None:
-            t, pending = max(t, pending), None
         if name in NEEDS:
             t = max(t, ready.get(NEEDS[name], 0.0))
         t += seconds
-    return t if pending is None else max(t, pending)
+    return t
 
 
 def boot(sizes: dict[str, int], storage_of: dict[str, Storage], readers: int, scale: float, folder: Path,
@@ -185,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cold-job", type=Path, default=DEFAULT_JOB, help="a gpu_clip.py JSON with a page-cache cold job")
     p.add_argument("--scale", type=float, default=64.0, help="files are their real size divided by this")
     p.add_argument("--speedup", type=float, default=20.0, help="every modelled wait is slept this many times shorter")
-    p.add_argument("--checkpoint-beside", action="store_true",
-                   help="the checkpoint loaded from the job's start beside the other nodes (the lever "
-                        "overlap_checkpoint_load, off in every class)")
     p.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     args = p.parse_args(argv)
     sizes = manifest_sizes()
@@ -221,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                              side_by_side=label.endswith(SIDE_BY_SIDE))
                 real = time.monotonic() - started
                 comfy_ready = provision_s + (args.check_start_s if label.startswith("check") else args.comfy_start_s)
-                end = job_end(nodes, comfy_ready, {r: provision_s + t for r, t in ready.items()},
-                              beside=("checkpoint",) if args.checkpoint_beside else ())
+                end = job_end(nodes, comfy_ready, {r: provision_s + t for r, t in ready.items()})
                 rows.append((label, readers, provision_s + max(ready.values()), end + worker_s, real))
                 print(f"{label}, {readers} readers: all read at {rows[-1][2]:.1f} s, cold start "
                       f"{rows[-1][3]:.1f} s ({real:.1f} s to model)", file=sys.stderr, flush=True)

@@ -23,8 +23,8 @@ Configurations (--configs):
   worker-eager     the worker without the LTX2CudaGraphs node (the ablation of cuda_graphs)
   worker-moving-upscaler  the worker with ComfyUI's LTXVLatentUpsampler (the ablation of resident_upscaler)
   worker-compiled  the worker with stage 1's transformer blocks' parts compiled (the lever compile_blocks)
-  worker-overlap-load  the worker with the checkpoint loaded beside the prompts (the lever
-                   overlap_checkpoint_load)
+  worker-pinned-load  the worker reading the checkpoint onto the GPU through pinned buffers (the lever
+                   pinned_checkpoint_load)
   worker-whole-decode  the worker decoding each frame as one tile (the lever decode_tile_px=1536)
   worker-levers    the worker with both levers
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
@@ -76,13 +76,13 @@ NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
 CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "worker-compiled",
-           "worker-overlap-load", "worker-whole-decode", "worker-levers", "class-medium", "class-medium-merged",
+           "worker-pinned-load", "worker-whole-decode", "worker-levers", "class-medium", "class-medium-merged",
            "class-small", "custom")
 WHOLE_FRAME_TILE = 1536  # pixels: one tile covers the generated frame up to 1536 x 1536
 ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
              "worker-moving-upscaler": {"resident_upscaler": False},
              "worker-compiled": {"compile_blocks": True},
-             "worker-overlap-load": {"overlap_checkpoint_load": True},
+             "worker-pinned-load": {"pinned_checkpoint_load": True},
              "worker-whole-decode": {"decode_tile_px": WHOLE_FRAME_TILE},
              "worker-levers": {"compile_blocks": True, "decode_tile_px": WHOLE_FRAME_TILE},
              "class-medium-merged": {"lora_bypass": False}}
@@ -620,10 +620,6 @@ class Run:
         at += [(t - self.t0, f"first step of {title}") for t, title in record.get("first_steps", [])]
         if self.launched_s is not None:
             at.append((self.launched_s, "ComfyUI ready"))
-        # LTX2CheckpointLoader's line: its end on the monotonic clock, which this process shares
-        for m in re.finditer(r"LTX2CheckpointLoader: \S+ loaded in ([\d.]+) s .*\(ended at ([\d.]+) s, monotonic\)",
-                             "\n".join(self.log_lines())):
-            at.append((float(m.group(2)) - self.t0, f"checkpoint loaded (in {m.group(1)} s)"))
         return [(round(t, 1), what) for t, what in sorted(at)]
 
     def storage_figures(self) -> dict:

@@ -65,7 +65,7 @@ UPSCALER_LOADER_NODE = "LTX2LatentUpscaleModelLoader"
 UPSAMPLER_NODE = "LTX2LatentUpsampler"
 AUDIO_VAE_LOADER_NODE = "LTX2AudioVAELoader"
 TEXT_ENCODER_LOADER_NODE = "LTX2TextEncoderLoader"
-CHECKPOINT_LOADER_NODE = "LTX2CheckpointLoader"
+CHECKPOINT_LOADER_NODE = "LTX2PinnedCheckpointLoader"
 # GraphChoices field -> (role, the worker's node that takes that role's node's place under the same id, with the
 # same inputs: VAEDecodeTiled's, LatentUpscaleModelLoader's, LTXVAudioVAELoader's, LTXAVTextEncoderLoader's,
 # LTXVLatentUpsampler's)
@@ -73,7 +73,7 @@ SWAPPED_NODES = {"tile_memory_decode": ("video_decode", TILE_DECODE_NODE),
                  "fast_upscaler_load": ("upscaler_loader", UPSCALER_LOADER_NODE),
                  "fast_audio_vae_load": ("audio_vae_loader", AUDIO_VAE_LOADER_NODE),
                  "fast_text_encoder_load": ("text_encoder", TEXT_ENCODER_LOADER_NODE),
-                 "overlap_checkpoint_load": ("checkpoint", CHECKPOINT_LOADER_NODE),
+                 "pinned_checkpoint_load": ("checkpoint", CHECKPOINT_LOADER_NODE),
                  "resident_upscaler": ("upsampler", UPSAMPLER_NODE)}
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
@@ -122,13 +122,11 @@ class GraphChoices:
         LTXAVTextEncoderLoader opens every tensor of the checkpoint beside the Gemma file, and on the GPU host it
         ended 2.5-2.6 s after the checkpoint's read in every cold start where it began before that read ended.
         The same tensors, the same text encoder.
-    overlap_checkpoint_load: the checkpoint is loaded by the worker's `LTX2CheckpointLoader` node, which runs
-        ComfyUI's CheckpointLoaderSimple in a thread while ComfyUI runs the text encoder's load and the prompts
-        (ComfyUI runs an async node's wait beside the other nodes). On a fresh worker the checkpoint's copy onto
-        the GPU then follows the prefetch's read instead of starting after the prompts. The same call, the same
-        model. Off in every class: on an H100 it took 1.8 s off the first job only where the checkpoint was read
-        before the job began, none where it was still being read, and the copies beside each other slowed the
-        text encoder's load and the checkpoint's own (docs/performance.md, 2026-12-06).
+    pinned_checkpoint_load: the checkpoint is loaded by the worker's `LTX2PinnedCheckpointLoader` node, which
+        reads the file with `pread` into pinned buffers and copies them onto the GPU, instead of ComfyUI's
+        faulting each page in through a map and copying from pageable memory (4.2-4.6 s for the 27 GB on an
+        H100 from the page cache). The same bytes into ComfyUI's own model building. Off in every class until
+        measured on a GPU.
     lora_bypass: stage 2's distilled LoRA runs as a bypass branch (`LTX2LoraBypass` with lora_stack, else
         ComfyUI's `LoraLoaderBypassModelOnly`): each patched layer computes its FP8 output and adds up(down(x))
         from the LoRA's own bf16 matrices, on the weights stage 1 already holds. No second transformer copy
@@ -157,7 +155,7 @@ class GraphChoices:
     fast_upscaler_load: bool = False
     fast_audio_vae_load: bool = False
     fast_text_encoder_load: bool = False
-    overlap_checkpoint_load: bool = False
+    pinned_checkpoint_load: bool = False
     lora_bypass: bool = False
     lora_stack: bool = False
     resident_upscaler: bool = False

@@ -36,13 +36,6 @@ def test_a_loader_waits_for_its_file_and_compute_nodes_do_not():
     # text encoder at 5 -> 7, prompt -> 8; checkpoint waits until 30 -> 34, stage 1 -> 43, the rest is there
     assert boot_model.job_end(nodes, start=1.0, ready=ready) == 46.0
     assert boot_model.job_end(nodes, start=1.0, ready={}) == 1.0 + sum(s for _, s in nodes)
-    # the checkpoint loaded beside the others: from the start it waits for its file until 30 -> 34, while the
-    # text encoder and the prompt end at 8; stage 1 waits for it -> 43, as before
-    assert boot_model.job_end(nodes, start=1.0, ready=ready, beside=("checkpoint",)) == 46.0
-    # its file in memory early: its 4 s overlap the text encoder's and the prompt's 3 s -> stage 1 at 5, not 8
-    early = dict.fromkeys(ready, 0.0)
-    assert boot_model.job_end(nodes, start=1.0, ready=early) == 1.0 + sum(s for _, s in nodes)
-    assert boot_model.job_end(nodes, start=1.0, ready=early, beside=("checkpoint",)) == 1.0 + 4.0 + 9.0 + 3.0
 
 
 def test_the_model_reads_the_manifests_default_files():

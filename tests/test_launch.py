@@ -73,8 +73,8 @@ def test_a_broken_gpu_asks_for_a_fresh_worker(tmp_path, monkeypatch):
 def test_the_memory_class_decides_the_graph_too(memory_gb, name, large, bypass):
     profile = choose_profile(Gpu("x", memory_gb, 9.0), 1.5)
     assert (profile.name, profile.graph.cuda_graphs, profile.graph.resident_upscaler) == (name, large, large)
-    # measured and left off: the checkpoint loads after the prompts, by ComfyUI's own node
-    assert not profile.graph.overlap_checkpoint_load
+    # not yet measured on a GPU: the checkpoint loads by ComfyUI's own node
+    assert not profile.graph.pinned_checkpoint_load
     # stage 2's LoRA as a bypass where the card holds the transformer and the LoRA's 7.7 GB; a small card
     # keeps ComfyUI's merged LoRA, which its low-VRAM loading applies to whatever part of the weights it moves
     assert profile.graph.lora_bypass is bypass
@@ -109,7 +109,7 @@ def test_extra_model_paths_yaml_points_comfyui_at_the_volume(tmp_path):
                       "ltx2_worker_nodes": {"custom_nodes": str(COMFY_NODES)}}
     # the folder ComfyUI loads as custom nodes holds the worker's node modules and nothing it would misload
     assert sorted(p.name for p in COMFY_NODES.iterdir() if p.name != "__pycache__") == [
-        "ltx2_checkpoint_loader.py", "ltx2_checkpoint_parts.py", "ltx2_compile_blocks.py", "ltx2_cuda_graphs.py",
+        "ltx2_checkpoint_parts.py", "ltx2_compile_blocks.py", "ltx2_cuda_graphs.py",
         "ltx2_lora_bypass.py", "ltx2_save_video.py", "ltx2_upsampler.py", "ltx2_upscaler_loader.py",
         "ltx2_vae_decode.py"]
 

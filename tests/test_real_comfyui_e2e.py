@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -121,15 +120,15 @@ def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
 def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for, LTX2LatentUpscaleModelLoader only how
     the upscaler is built, LTX2AudioVAELoader and LTX2TextEncoderLoader only which of the checkpoint's tensors
-    are opened, LTX2CheckpointLoader only when the checkpoint loads (in a thread, beside the other nodes) and
-    LTX2LatentUpsampler only who keeps the upscaler, never the pixels: the same job with and without them gives
-    byte-identical MP4s (both through LTX2SaveVideo, which ComfyUI ran)."""
+    are opened, LTX2PinnedCheckpointLoader only how the checkpoint's bytes are read and LTX2LatentUpsampler only
+    who keeps the upscaler, never the pixels: the same job with and without them gives byte-identical MP4s (both
+    through LTX2SaveVideo, which ComfyUI ran)."""
     cpu = Worker(stack["settings"]).profile
     outs = {}
     for ours in (False, True):
         profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=ours, fast_upscaler_load=ours,
                                                               fast_audio_vae_load=ours, fast_text_encoder_load=ours,
-                                                              overlap_checkpoint_load=ours,
+                                                              pinned_checkpoint_load=ours,
                                                               resident_upscaler=ours))
         worker = Worker(stack["settings"], profile=profile)
         outs[ours] = worker.handle({"id": f"nodes-{ours}", "input": {**SMALL, "seed": 7}})
@@ -142,11 +141,8 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
         assert ("LTX2AudioVAELoader" in classes) is ours and ("LTXVAudioVAELoader" in classes) is not ours
         assert ("LTX2TextEncoderLoader" in classes) is ours and ("LTXAVTextEncoderLoader" in classes) is not ours
         assert ("LTX2LatentUpsampler" in classes) is ours and ("LTXVLatentUpsampler" in classes) is not ours
-        assert ("LTX2CheckpointLoader" in classes) is ours and ("CheckpointLoaderSimple" in classes) is not ours
+        assert ("LTX2PinnedCheckpointLoader" in classes) is ours and ("CheckpointLoaderSimple" in classes) is not ours
     assert outs[True]["video"] == outs[False]["video"]
-    # the checkpoint was loaded by the node's thread (its log line), not taken from the first job's cache
-    log = Path(stack["settings"].comfy_log_file).read_text(errors="replace")
-    assert re.search(r"LTX2CheckpointLoader: \S+ loaded in [\d.]+ s beside the other nodes", log), log[-2000:]
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -272,6 +268,18 @@ class Recording:
         return self.f.get_tensor(key)
     def __getattr__(self, name):
         return getattr(self.f, name)
+import comfy.utils
+from nodes import CheckpointLoaderSimple
+path = os.path.join(os.environ["MODELS"], "checkpoints", ckpt)
+# the pinned reader, in pieces of an odd size so that tensors straddle them, against ComfyUI's own read
+read, read_meta = node.read_checkpoint(path, "cpu", readers=3, staging=(1 << 20) + 13)
+loaded, loaded_meta = comfy.utils.load_torch_file(path, return_metadata=True)
+pinned_read = (sorted(read) == sorted(loaded) and read_meta == loaded_meta and all(
+    read[k].dtype == loaded[k].dtype and read[k].shape == loaded[k].shape and torch.equal(read[k], loaded[k])
+    for k in loaded))
+with torch.inference_mode():  # as ComfyUI runs every node; the reader's threads start outside it
+    theirs_ckpt = CheckpointLoaderSimple().load_checkpoint(ckpt)
+    ours_ckpt = node.LTX2PinnedCheckpointLoader().load(ckpt)
 theirs_vae = LTXVAudioVAELoader.execute(ckpt).result[0]
 theirs_clip = LTXAVTextEncoderLoader.execute(encoder, ckpt, "default").result[0]
 def fallback(*args):
@@ -288,6 +296,10 @@ def same(a, b, keep=lambda k: True):
     return sorted(a) == sorted(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a if keep(k))
 mine = ("text_embedding_projection", "audio_embeddings_connector", "video_embeddings_connector")
 print(json.dumps({
+    "pinned_read": pinned_read,
+    "pinned_model": same(theirs_ckpt[0].model, ours_ckpt[0].model) and same(theirs_ckpt[2].first_stage_model,
+                                                                           ours_ckpt[2].first_stage_model),
+    "pinned_reinit": repr(theirs_ckpt[0].cached_patcher_init) == repr(ours_ckpt[0].cached_patcher_init),
     "vae": same(theirs_vae.first_stage_model, ours_vae.first_stage_model),
     # the Gemma-shaped encoder's own weights (from the text encoder file, read whole by both) are not compared:
     # most of them were never written and stay off the memory
@@ -305,13 +317,15 @@ def test_4p_the_workers_checkpoint_loaders_open_only_their_tensors_and_build_com
     give (every tensor taken from the checkpoint equal, the same keys, the same devices and re-initialisation),
     not through their fallback, and open only the checkpoint's tensors they keep: the audio VAE's and vocoder's,
     the text encoder's projection and connectors. ComfyUI's open all of them, which on a fresh worker waits for
-    the whole checkpoint's read."""
+    the whole checkpoint's read. The pinned reader reads every tensor and the metadata as ComfyUI does, and
+    LTX2PinnedCheckpointLoader builds CheckpointLoaderSimple's model and VAE."""
     env = {**os.environ, "MODELS": str(stack["volume"] / "models"),
            "NODE": str(launch.COMFY_NODES / "ltx2_checkpoint_parts.py")}
     out = subprocess.run([COMFY_PYTHON, "-c", CHECKPOINT_PARTS_CHECK], cwd=COMFYUI_DIR, env=env, capture_output=True,
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["pinned_read"] and facts["pinned_model"] and facts["pinned_reinit"], facts
     assert facts["vae"] and facts["clip"] and facts["reinit"], facts
     assert facts["clip_checkpoint_tensors"] > 0 and facts["devices"][0] == facts["devices"][1], facts
     vae, clip = facts["vae_opened"], facts["clip_opened"]

@@ -211,7 +211,7 @@ def test_the_workers_save_node_offers_the_presets_the_settings_accept():
     ("fast_upscaler_load", "upscaler_loader", "LTX2LatentUpscaleModelLoader"),
     ("fast_audio_vae_load", "audio_vae_loader", "LTX2AudioVAELoader"),
     ("fast_text_encoder_load", "text_encoder", "LTX2TextEncoderLoader"),
-    ("overlap_checkpoint_load", "checkpoint", "LTX2CheckpointLoader"),
+    ("pinned_checkpoint_load", "checkpoint", "LTX2PinnedCheckpointLoader"),
     ("resident_upscaler", "upsampler", "LTX2LatentUpsampler"),
 ])
 def test_a_node_swapping_choice_changes_only_that_nodes_class(choice, role, class_type):

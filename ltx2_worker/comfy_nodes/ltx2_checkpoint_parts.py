@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later (LICENSE; README, "Licence": loaded into ComfyUI, GPL-3.0)
 """ComfyUI custom nodes `LTX2AudioVAELoader` and `LTX2TextEncoderLoader` (loaded by ComfyUI, not by the worker:
 launch adds this folder to ComfyUI's `custom_nodes` search path): ComfyUI's LTXVAudioVAELoader and
-LTXAVTextEncoderLoader, opening only the tensors they take from the 27 GB checkpoint.
+LTXAVTextEncoderLoader, opening only the tensors they take from the 27 GB checkpoint; and
+`LTX2PinnedCheckpointLoader`, CheckpointLoaderSimple reading the checkpoint straight onto the GPU.
 
 Why: both of ComfyUI v0.26.2's loaders (`comfy_extras/nodes_lt_audio.py`) open every tensor of the checkpoint
 (`comfy.utils.load_torch_file`) and keep a small part: the audio VAE and vocoder (0.4 GB of the real file), and
@@ -13,6 +14,14 @@ in every cold start, against 2.6 s in all when everything was read before (docs/
 open only the tensors they keep; the prefetch reads the audio ones first (ltx2_worker/prefetch.py, FIRST_TENSORS).
 With dynamic VRAM on (the 48 and 24 GB classes) ComfyUI maps the file itself without touching it, and its own
 loaders run.
+
+CheckpointLoaderSimple maps the checkpoint and copies each tensor to the GPU from the map: every page faulted in,
+every copy from pageable memory (4.2-4.6 s for the 27 GB on an H100 with the file in the page cache, about
+6 GB/s). `LTX2PinnedCheckpointLoader` reads the file with `pread` into pinned staging buffers, a few readers at
+once, and copies each buffer to the tensors it covers on the GPU, then hands ComfyUI's own
+`load_state_dict_guess_config` those tensors: the same bytes, the same calls after the read. Where the GPU lacks
+room for the file beside the model it builds (twice the file, with a margin: at a switch of checkpoints, say), the
+tensors are read into CPU memory the same way.
 
 The text encoder's loader also counts the checkpoint's parameters (to choose where the model starts), so it
 is given every other tensor of the checkpoint as a placeholder of the same shape and dtype on PyTorch's meta
@@ -60,6 +69,93 @@ def _dtype(name: str):
     import torch
 
     return getattr(torch, DTYPES.get(name, "uint8"), torch.uint8)
+
+
+READERS = 4  # pread streams at once: the page cache or the disk, not one thread's copy, should set the pace
+STAGING = 64 << 20  # bytes per reader's pinned buffer
+ROOM_MARGIN = 4 << 30  # bytes of GPU memory left free beyond the file and the model built from it
+
+
+def read_checkpoint(path: str, device, readers: int = READERS, staging: int = STAGING) -> tuple[dict, dict | None]:
+    """Every tensor of the safetensors file at `path` on `device`, and its metadata, read with `pread` in
+    `staging`-byte pieces by `readers` threads (through pinned buffers and a stream each where `device` is a GPU)."""
+    import bisect
+    import contextlib
+    import json
+    import os
+    import queue
+    import struct
+    import threading
+
+    import torch
+
+    cuda = torch.device(device).type == "cuda"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (length,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+        header = json.loads(os.pread(fd, length, 8))
+        metadata = header.pop("__metadata__", None)
+        base, end = 8 + length, os.fstat(fd).st_size
+        raw = {name: torch.empty(info["data_offsets"][1] - info["data_offsets"][0], dtype=torch.uint8, device=device)
+               for name, info in header.items()}
+        spans = sorted((base + info["data_offsets"][0], base + info["data_offsets"][1], name)
+                       for name, info in header.items())
+        starts = [start for start, _, _ in spans]
+        pieces: queue.Queue = queue.Queue()
+        for offset in range(base, end, staging):
+            pieces.put(offset)
+        failures: list[BaseException] = []
+        inference = torch.is_inference_mode_enabled()  # ComfyUI runs nodes in it; a thread starts outside it
+
+        def reader() -> None:
+            buffer = torch.empty(staging, dtype=torch.uint8, pin_memory=cuda)
+            view = memoryview(buffer.numpy())
+            stream = torch.cuda.Stream(device) if cuda else None
+            try:
+                while not failures:
+                    try:
+                        offset = pieces.get_nowait()
+                    except queue.Empty:
+                        return
+                    size = min(staging, end - offset)
+                    got = 0
+                    while got < size:
+                        n = os.preadv(fd, [view[got:size]], offset + got)
+                        if n <= 0:
+                            raise OSError(f"{path}: the file ended at byte {offset + got} of {end}")
+                        got += n
+                    with torch.inference_mode(inference), \
+                            torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                        # the tensors this piece covers: from the last one starting at or before it
+                        for start, stop, name in spans[max(0, bisect.bisect_right(starts, offset) - 1):]:
+                            if start >= offset + size:
+                                break
+                            lo, hi = max(start, offset), min(stop, offset + size)
+                            if lo < hi:
+                                raw[name][lo - start:hi - start].copy_(buffer[lo - offset:hi - offset],
+                                                                        non_blocking=cuda)
+                    if cuda:
+                        stream.synchronize()  # the buffer is read again only once its copies are done
+            except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
+                failures.append(e)
+
+        threads = [threading.Thread(target=reader, name=f"checkpoint-reader-{i}") for i in range(readers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failures:
+            raise failures[0]
+    finally:
+        os.close(fd)
+    sd = {name: _typed(raw[name], info["dtype"], info["shape"]) for name, info in header.items()}
+    return sd, metadata
+
+
+def _typed(raw, dtype_name: str, shape: list[int]):
+    """The bytes as the header's dtype and shape."""
+    dtype = _dtype(dtype_name)
+    return (raw.view(dtype) if raw.numel() else raw.new_empty(0).view(dtype)).reshape(shape)
 
 
 def _comfy_maps_the_file(path: str) -> bool:
@@ -146,6 +242,57 @@ class LTX2TextEncoderLoader:
         return (clip,)
 
 
-NODE_CLASS_MAPPINGS = {"LTX2AudioVAELoader": LTX2AudioVAELoader, "LTX2TextEncoderLoader": LTX2TextEncoderLoader}
+class LTX2PinnedCheckpointLoader:
+    """LTX-2's checkpoint, as CheckpointLoaderSimple loads it, read onto the GPU through pinned buffers."""
+
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    DESCRIPTION = __doc__.splitlines()[0]
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802 (ComfyUI's name); CheckpointLoaderSimple's input
+        import folder_paths
+
+        return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),)}}
+
+    def load(self, ckpt_name):
+        import os
+
+        import comfy.model_management
+        import comfy.sd
+        import folder_paths
+        import torch
+
+        path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
+        if _comfy_maps_the_file(path):
+            from nodes import CheckpointLoaderSimple
+
+            return CheckpointLoaderSimple().load_checkpoint(ckpt_name)
+        device = comfy.model_management.get_torch_device()
+        if device.type != "cuda" or comfy.model_management.get_free_memory(device) < 2 * os.path.getsize(path) \
+                + ROOM_MARGIN:
+            device = torch.device("cpu")
+        sd, metadata = read_checkpoint(path, device)
+        embeddings = folder_paths.get_folder_paths("embeddings")
+        # comfy.sd.load_checkpoint_guess_config's steps after its load_torch_file
+        out = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True,
+                                                    embedding_directory=embeddings, metadata=metadata)
+        del sd
+        if out is None:
+            raise RuntimeError(f"ERROR: Could not detect model type of: {path}")
+        if out[0] is not None:
+            out[0].cached_patcher_init = (comfy.sd.load_checkpoint_guess_config,
+                                          (path, False, False, False, embeddings, True, {}, {}), 0)
+        if out[1] is not None and getattr(out[1], "patcher", None) is not None:
+            out[1].patcher.cached_patcher_init = (comfy.sd.load_checkpoint_clip_patcher, (path, embeddings, {}, {}))
+        if out[2] is not None and getattr(out[2], "patcher", None) is not None:
+            out[2].patcher.cached_patcher_init = (comfy.sd.load_checkpoint_vae_patcher, (path, embeddings, {}, {}))
+        return out[:3]
+
+
+NODE_CLASS_MAPPINGS = {"LTX2AudioVAELoader": LTX2AudioVAELoader, "LTX2TextEncoderLoader": LTX2TextEncoderLoader,
+                       "LTX2PinnedCheckpointLoader": LTX2PinnedCheckpointLoader}
 NODE_DISPLAY_NAME_MAPPINGS = {"LTX2AudioVAELoader": "LTX-2 load audio VAE (worker)",
-                              "LTX2TextEncoderLoader": "LTX-2 load text encoder (worker)"}
+                              "LTX2TextEncoderLoader": "LTX-2 load text encoder (worker)",
+                              "LTX2PinnedCheckpointLoader": "LTX-2 load checkpoint through pinned buffers (worker)"}
