@@ -20,8 +20,8 @@ every copy from pageable memory (4.2-4.6 s for the 27 GB on an H100 with the fil
 6 GB/s). `LTX2PinnedCheckpointLoader` reads the file with `pread` into pinned staging buffers, a few readers at
 once, and copies each buffer to the tensors it covers on the GPU, then hands ComfyUI's own
 `load_state_dict_guess_config` those tensors: the same bytes, the same calls after the read. Where the GPU lacks
-room for the file beside the model it builds (twice the file, with a margin: at a switch of checkpoints, say), the
-tensors are read into CPU memory the same way.
+room for the file beside the model it builds (twice the file, with a margin: at a switch of checkpoints, say),
+CheckpointLoaderSimple runs; on a machine without a GPU (ComfyUI's --cpu) the tensors are read into memory.
 
 The text encoder's loader also counts the checkpoint's parameters (to choose where the model starts), so it
 is given every other tensor of the checkpoint as a placeholder of the same shape and dtype on PyTorch's meta
@@ -257,23 +257,28 @@ class LTX2PinnedCheckpointLoader:
         return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),)}}
 
     def load(self, ckpt_name):
+        import logging
         import os
+        import time
 
         import comfy.model_management
         import comfy.sd
         import folder_paths
-        import torch
 
         path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
-        if _comfy_maps_the_file(path):
+        device = comfy.model_management.get_torch_device()
+        if _comfy_maps_the_file(path) or (device.type == "cuda" and comfy.model_management.get_free_memory(device)
+                                          < 2 * os.path.getsize(path) + ROOM_MARGIN):
             from nodes import CheckpointLoaderSimple
 
+            logging.info("LTX2PinnedCheckpointLoader: %s by ComfyUI's loader (dynamic VRAM, not safetensors, or no "
+                         "room on the GPU for the file beside its model)", ckpt_name)
             return CheckpointLoaderSimple().load_checkpoint(ckpt_name)
-        device = comfy.model_management.get_torch_device()
-        if device.type != "cuda" or comfy.model_management.get_free_memory(device) < 2 * os.path.getsize(path) \
-                + ROOM_MARGIN:
-            device = torch.device("cpu")
+        began = time.monotonic()
         sd, metadata = read_checkpoint(path, device)
+        seconds = time.monotonic() - began
+        logging.info("LTX2PinnedCheckpointLoader: %s read onto %s in %.2f s (%.1f GB/s)", ckpt_name, device, seconds,
+                     os.path.getsize(path) / max(seconds, 1e-9) / 1e9)
         embeddings = folder_paths.get_folder_paths("embeddings")
         # comfy.sd.load_checkpoint_guess_config's steps after its load_torch_file
         out = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True,
