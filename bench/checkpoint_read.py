@@ -3,7 +3,7 @@ through the worker's pinned reader (LTX2PinnedCheckpointLoader's `read_checkpoin
 
 - `mapped`: ComfyUI's way with dynamic VRAM off (comfy.utils.load_torch_file, then the model's load_state_dict):
   the file opened with safetensors' `safe_open`, each tensor taken from the map and copied to the device, every
-  page faulted in and every copy from pageable memory.
+  page faulted in and every copy from pageable memory. Onto the CPU it copies nothing (the map is the tensor).
 - `pinned`: `read_checkpoint(path, device)`: `pread` into pinned buffers, a few readers, one CUDA stream each.
 
 Run with a Python that has torch and safetensors (ComfyUI's), on the file in the page cache (the default: read once
@@ -17,6 +17,7 @@ copy, the same either way, is left out.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import sys
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE = ROOT / "ltx2_worker" / "comfy_nodes" / "ltx2_checkpoint_parts.py"
 
 
+@functools.cache
 def node_module():
     """The worker's node module, loaded by path as ComfyUI loads it (it imports nothing of ComfyUI's at load)."""
     spec = importlib.util.spec_from_file_location("ltx2_checkpoint_parts", NODE)

@@ -68,7 +68,7 @@ TEXT_ENCODER_LOADER_NODE = "LTX2TextEncoderLoader"
 CHECKPOINT_LOADER_NODE = "LTX2PinnedCheckpointLoader"
 # GraphChoices field -> (role, the worker's node that takes that role's node's place under the same id, with the
 # same inputs: VAEDecodeTiled's, LatentUpscaleModelLoader's, LTXVAudioVAELoader's, LTXAVTextEncoderLoader's,
-# LTXVLatentUpsampler's)
+# CheckpointLoaderSimple's, LTXVLatentUpsampler's)
 SWAPPED_NODES = {"tile_memory_decode": ("video_decode", TILE_DECODE_NODE),
                  "fast_upscaler_load": ("upscaler_loader", UPSCALER_LOADER_NODE),
                  "fast_audio_vae_load": ("audio_vae_loader", AUDIO_VAE_LOADER_NODE),

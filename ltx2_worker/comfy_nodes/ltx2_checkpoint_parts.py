@@ -58,8 +58,9 @@ def checkpoint_parts(path: str, prefixes: tuple[str, ...], placeholders: bool = 
     return sd, metadata
 
 
-# safetensors' dtype names -> torch's; a name missing here (or from this torch) gives a uint8 placeholder of the
-# same shape: only the element count is read from the placeholders
+# safetensors' dtype names -> torch's; a name missing here (or from this torch) gives uint8: a placeholder of the
+# same shape (only its element count is read), and in read_checkpoint a tensor that fails its reshape unless
+# the dtype is one byte wide
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
           "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64",
           "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu"}
@@ -154,8 +155,7 @@ def read_checkpoint(path: str, device, readers: int = READERS, staging: int = ST
 
 def _typed(raw, dtype_name: str, shape: list[int]):
     """The bytes as the header's dtype and shape."""
-    dtype = _dtype(dtype_name)
-    return (raw.view(dtype) if raw.numel() else raw.new_empty(0).view(dtype)).reshape(shape)
+    return raw.view(_dtype(dtype_name)).reshape(shape)
 
 
 def _comfy_maps_the_file(path: str) -> bool:
@@ -267,8 +267,9 @@ class LTX2PinnedCheckpointLoader:
 
         path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
         device = comfy.model_management.get_torch_device()
+        size = os.path.getsize(path)
         if _comfy_maps_the_file(path) or (device.type == "cuda" and comfy.model_management.get_free_memory(device)
-                                          < 2 * os.path.getsize(path) + ROOM_MARGIN):
+                                          < 2 * size + ROOM_MARGIN):
             from nodes import CheckpointLoaderSimple
 
             logging.info("LTX2PinnedCheckpointLoader: %s by ComfyUI's loader (dynamic VRAM, not safetensors, or no "
@@ -278,7 +279,7 @@ class LTX2PinnedCheckpointLoader:
         sd, metadata = read_checkpoint(path, device)
         seconds = time.monotonic() - began
         logging.info("LTX2PinnedCheckpointLoader: %s read onto %s in %.2f s (%.1f GB/s)", ckpt_name, device, seconds,
-                     os.path.getsize(path) / max(seconds, 1e-9) / 1e9)
+                     size / max(seconds, 1e-9) / 1e9)
         embeddings = folder_paths.get_folder_paths("embeddings")
         # comfy.sd.load_checkpoint_guess_config's steps after its load_torch_file
         out = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True,
