@@ -23,8 +23,7 @@ Configurations (--configs):
   worker-eager     the worker without the LTX2CudaGraphs node (the ablation of cuda_graphs)
   worker-moving-upscaler  the worker with ComfyUI's LTXVLatentUpsampler (the ablation of resident_upscaler)
   worker-compiled  the worker with stage 1's transformer blocks' parts compiled (the lever compile_blocks)
-  worker-pinned-load  the worker reading the checkpoint onto the GPU through pinned buffers (the lever
-                   pinned_checkpoint_load)
+  worker-mapped-load  the worker with ComfyUI's own checkpoint loader (the ablation of pinned_checkpoint_load)
   worker-whole-decode  the worker decoding each frame as one tile (the lever decode_tile_px=1536)
   worker-levers    the worker with both levers
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
@@ -76,13 +75,13 @@ NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
 CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "worker-compiled",
-           "worker-pinned-load", "worker-whole-decode", "worker-levers", "class-medium", "class-medium-merged",
+           "worker-mapped-load", "worker-whole-decode", "worker-levers", "class-medium", "class-medium-merged",
            "class-small", "custom")
 WHOLE_FRAME_TILE = 1536  # pixels: one tile covers the generated frame up to 1536 x 1536
 ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
              "worker-moving-upscaler": {"resident_upscaler": False},
              "worker-compiled": {"compile_blocks": True},
-             "worker-pinned-load": {"pinned_checkpoint_load": True},
+             "worker-mapped-load": {"pinned_checkpoint_load": False},
              "worker-whole-decode": {"decode_tile_px": WHOLE_FRAME_TILE},
              "worker-levers": {"compile_blocks": True, "decode_tile_px": WHOLE_FRAME_TILE},
              "class-medium-merged": {"lora_bypass": False}}

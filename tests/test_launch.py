@@ -73,8 +73,8 @@ def test_a_broken_gpu_asks_for_a_fresh_worker(tmp_path, monkeypatch):
 def test_the_memory_class_decides_the_graph_too(memory_gb, name, large, bypass):
     profile = choose_profile(Gpu("x", memory_gb, 9.0), 1.5)
     assert (profile.name, profile.graph.cuda_graphs, profile.graph.resident_upscaler) == (name, large, large)
-    # not yet measured on a GPU: the checkpoint loads by ComfyUI's own node
-    assert not profile.graph.pinned_checkpoint_load
+    # the pinned reader where ComfyUI runs without dynamic VRAM (elsewhere its node would fall back anyway)
+    assert profile.graph.pinned_checkpoint_load is large
     # stage 2's LoRA as a bypass where the card holds the transformer and the LoRA's 7.7 GB; a small card
     # keeps ComfyUI's merged LoRA, which its low-VRAM loading applies to whatever part of the weights it moves
     assert profile.graph.lora_bypass is bypass

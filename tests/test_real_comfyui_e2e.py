@@ -274,6 +274,17 @@ path = os.path.join(os.environ["MODELS"], "checkpoints", ckpt)
 # the pinned reader, in pieces of an odd size so that tensors straddle them, against ComfyUI's own read
 read, read_meta = node.read_checkpoint(path, "cpu", readers=3, staging=(1 << 20) + 13)
 loaded, loaded_meta = comfy.utils.load_torch_file(path, return_metadata=True)
+# onto another device (the meta device stands in for a GPU), a layer's quantisation settings stay on the CPU,
+# where comfy.ops decodes them with .numpy(); the tiny checkpoint has none, so a file of one quantised layer
+import tempfile, safetensors.torch
+quant_file = os.path.join(tempfile.mkdtemp(), "quantised.safetensors")
+quant_tag = {"format": "float8_e4m3fn"}
+safetensors.torch.save_file({"layer.weight": torch.ones(4, 4).to(torch.float8_e4m3fn), "layer.comfy_quant":
+                             torch.frombuffer(bytearray(json.dumps(quant_tag).encode()), dtype=torch.uint8)},
+                            quant_file)
+quant, _ = node.read_checkpoint(quant_file, "meta")
+host_read = (quant["layer.weight"].device.type == "meta" and
+             json.loads(quant["layer.comfy_quant"].numpy().tobytes()) == quant_tag)
 pinned_read = (sorted(read) == sorted(loaded) and read_meta == loaded_meta and all(
     read[k].dtype == loaded[k].dtype and read[k].shape == loaded[k].shape and torch.equal(read[k], loaded[k])
     for k in loaded))
@@ -296,7 +307,7 @@ def same(a, b, keep=lambda k: True):
     return sorted(a) == sorted(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a if keep(k))
 mine = ("text_embedding_projection", "audio_embeddings_connector", "video_embeddings_connector")
 print(json.dumps({
-    "pinned_read": pinned_read,
+    "pinned_read": pinned_read, "host_read": host_read,
     "pinned_model": same(theirs_ckpt[0].model, ours_ckpt[0].model) and same(theirs_ckpt[2].first_stage_model,
                                                                            ours_ckpt[2].first_stage_model),
     "pinned_reinit": repr(theirs_ckpt[0].cached_patcher_init) == repr(ours_ckpt[0].cached_patcher_init),
@@ -317,7 +328,8 @@ def test_4p_the_workers_checkpoint_loaders_open_only_their_tensors_and_build_com
     give (every tensor taken from the checkpoint equal, the same keys, the same devices and re-initialisation),
     not through their fallback, and open only the checkpoint's tensors they keep: the audio VAE's and vocoder's,
     the text encoder's projection and connectors. ComfyUI's open all of them, which on a fresh worker waits for
-    the whole checkpoint's read. The pinned reader reads every tensor and the metadata as ComfyUI does, and
+    the whole checkpoint's read. The pinned reader reads every tensor and the metadata as ComfyUI does (keeping
+    on the CPU what ComfyUI reads there), and
     LTX2PinnedCheckpointLoader builds CheckpointLoaderSimple's model and VAE."""
     env = {**os.environ, "MODELS": str(stack["volume"] / "models"),
            "NODE": str(launch.COMFY_NODES / "ltx2_checkpoint_parts.py")}
@@ -325,7 +337,7 @@ def test_4p_the_workers_checkpoint_loaders_open_only_their_tensors_and_build_com
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     facts = json.loads(out.stdout.strip().splitlines()[-1])
-    assert facts["pinned_read"] and facts["pinned_model"] and facts["pinned_reinit"], facts
+    assert facts["pinned_read"] and facts["host_read"] and facts["pinned_model"] and facts["pinned_reinit"], facts
     assert facts["vae"] and facts["clip"] and facts["reinit"], facts
     assert facts["clip_checkpoint_tensors"] > 0 and facts["devices"][0] == facts["devices"][1], facts
     vae, clip = facts["vae_opened"], facts["clip_opened"]

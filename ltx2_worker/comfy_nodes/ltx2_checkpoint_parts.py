@@ -78,7 +78,8 @@ ROOM_MARGIN = 4 << 30  # bytes of GPU memory left free beyond the file and the m
 
 
 def read_checkpoint(path: str, device, readers: int = READERS, staging: int = STAGING) -> tuple[dict, dict | None]:
-    """Every tensor of the safetensors file at `path` on `device`, and its metadata, read with `pread` in
+    """Every tensor of the safetensors file at `path` on `device` (on the CPU those `read_on_host` names), and its
+    metadata, read with `pread` in
     `staging`-byte pieces by `readers` threads (through pinned buffers and a stream each where `device` is a GPU)."""
     import bisect
     import contextlib
@@ -97,7 +98,8 @@ def read_checkpoint(path: str, device, readers: int = READERS, staging: int = ST
         header = json.loads(os.pread(fd, length, 8))
         metadata = header.pop("__metadata__", None)
         base, end = 8 + length, os.fstat(fd).st_size
-        raw = {name: torch.empty(info["data_offsets"][1] - info["data_offsets"][0], dtype=torch.uint8, device=device)
+        raw = {name: torch.empty(info["data_offsets"][1] - info["data_offsets"][0], dtype=torch.uint8,
+                                 device="cpu" if read_on_host(name) else device)
                for name, info in header.items()}
         spans = sorted((base + info["data_offsets"][0], base + info["data_offsets"][1], name)
                        for name, info in header.items())
@@ -151,6 +153,12 @@ def read_checkpoint(path: str, device, readers: int = READERS, staging: int = ST
         os.close(fd)
     sd = {name: _typed(raw[name], info["dtype"], info["shape"]) for name, info in header.items()}
     return sd, metadata
+
+
+def read_on_host(name: str) -> bool:
+    """A tensor ComfyUI reads with the CPU, which must stay there: a layer's quantisation settings (`comfy_quant`,
+    JSON bytes that comfy.ops decodes with `.numpy()`)."""
+    return name.endswith("comfy_quant")
 
 
 def _typed(raw, dtype_name: str, shape: list[int]):
