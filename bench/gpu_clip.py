@@ -24,6 +24,8 @@ Configurations (--configs):
   worker-moving-upscaler  the worker with ComfyUI's LTXVLatentUpsampler (the ablation of resident_upscaler)
   worker-compiled  the worker with stage 1's transformer blocks' parts compiled (the lever compile_blocks)
   worker-mapped-load  the worker with ComfyUI's own checkpoint loader (the ablation of pinned_checkpoint_load)
+  worker-pinned-beside  the worker loading the checkpoint beside the text encoder and prompts (the lever
+                   checkpoint_beside_prompts)
   worker-whole-decode  the worker decoding each frame as one tile (the lever decode_tile_px=1536)
   worker-levers    the worker with both levers
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
@@ -75,13 +77,14 @@ NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
 CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "worker-compiled",
-           "worker-mapped-load", "worker-whole-decode", "worker-levers", "class-medium", "class-medium-merged",
-           "class-small", "custom")
+           "worker-mapped-load", "worker-pinned-beside", "worker-whole-decode", "worker-levers", "class-medium",
+           "class-medium-merged", "class-small", "custom")
 WHOLE_FRAME_TILE = 1536  # pixels: one tile covers the generated frame up to 1536 x 1536
 ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
              "worker-moving-upscaler": {"resident_upscaler": False},
              "worker-compiled": {"compile_blocks": True},
              "worker-mapped-load": {"pinned_checkpoint_load": False},
+             "worker-pinned-beside": {"checkpoint_beside_prompts": True},
              "worker-whole-decode": {"decode_tile_px": WHOLE_FRAME_TILE},
              "worker-levers": {"compile_blocks": True, "decode_tile_px": WHOLE_FRAME_TILE},
              "class-medium-merged": {"lora_bypass": False}}

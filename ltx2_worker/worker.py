@@ -44,6 +44,7 @@ from .stopping import Stopping, stop_on_signals
 from .text_encoder import sees_images, text_encoder_file
 from .workflow import (
     AUDIO_VAE_LOADER_NODE,
+    CHECKPOINT_BESIDE_NODE,
     CHECKPOINT_LOADER_NODE,
     COMPILE_BLOCKS_NODE,
     CUDA_GRAPHS_NODE,
@@ -79,6 +80,8 @@ CHOICE_NODES = (
      "the text encoder's loader opens the whole checkpoint, seconds more at a cold start"),
     ("pinned_checkpoint_load", CHECKPOINT_LOADER_NODE,
      "the checkpoint is copied to the GPU from pageable memory, seconds more at a cold start"),
+    ("checkpoint_beside_prompts", CHECKPOINT_BESIDE_NODE,
+     "the checkpoint loads after the text encoder and the prompts, not beside them"),
     ("lora_bypass", LORA_BYPASS_NODE,
      "stage 2's LoRA is merged into the weights stage 1 shares and re-applied in every job, seconds a job"),
     ("lora_stack", LORA_STACK_NODE,

@@ -66,6 +66,7 @@ UPSAMPLER_NODE = "LTX2LatentUpsampler"
 AUDIO_VAE_LOADER_NODE = "LTX2AudioVAELoader"
 TEXT_ENCODER_LOADER_NODE = "LTX2TextEncoderLoader"
 CHECKPOINT_LOADER_NODE = "LTX2PinnedCheckpointLoader"
+CHECKPOINT_BESIDE_NODE = "LTX2PinnedCheckpointLoaderBeside"
 # GraphChoices field -> (role, the worker's node that takes that role's node's place under the same id, with the
 # same inputs: VAEDecodeTiled's, LatentUpscaleModelLoader's, LTXVAudioVAELoader's, LTXAVTextEncoderLoader's,
 # CheckpointLoaderSimple's, LTXVLatentUpsampler's)
@@ -74,6 +75,8 @@ SWAPPED_NODES = {"tile_memory_decode": ("video_decode", TILE_DECODE_NODE),
                  "fast_audio_vae_load": ("audio_vae_loader", AUDIO_VAE_LOADER_NODE),
                  "fast_text_encoder_load": ("text_encoder", TEXT_ENCODER_LOADER_NODE),
                  "pinned_checkpoint_load": ("checkpoint", CHECKPOINT_LOADER_NODE),
+                 # after pinned_checkpoint_load: with both, this node takes the place
+                 "checkpoint_beside_prompts": ("checkpoint", CHECKPOINT_BESIDE_NODE),
                  "resident_upscaler": ("upsampler", UPSAMPLER_NODE)}
 # ComfyUI's own (comfy_extras/nodes_lora_debug.py at the pinned tag): LoraLoaderModelOnly's inputs and output
 LORA_BYPASS_NODE = "LoraLoaderBypassModelOnly"
@@ -124,9 +127,12 @@ class GraphChoices:
         The same tensors, the same text encoder.
     pinned_checkpoint_load: the checkpoint is loaded by the worker's `LTX2PinnedCheckpointLoader` node, which
         reads the file with `pread` into pinned buffers and copies them onto the GPU, instead of ComfyUI's
-        faulting each page in through a map and copying from pageable memory (4.2-4.6 s for the 27 GB on an
-        H100 from the page cache). The same bytes into ComfyUI's own model building. Off in every class until
-        measured on a GPU.
+        faulting each page in through a map and copying from pageable memory (its node 3.3-4.6 s against
+        5.2-5.7 s for the 27 GB on an H100, frames identical). The same bytes into ComfyUI's own model building.
+    checkpoint_beside_prompts: the same load by `LTX2PinnedCheckpointLoaderBeside`, an async node that ComfyUI
+        starts first and runs beside the text encoder's load and the prompts, instead of after them (a fresh
+        worker's first job). Off in every class until measured on a GPU (ComfyUI's own loader run this way was
+        rejected: its pageable copies slowed the other loads; docs/performance.md).
     lora_bypass: stage 2's distilled LoRA runs as a bypass branch (`LTX2LoraBypass` with lora_stack, else
         ComfyUI's `LoraLoaderBypassModelOnly`): each patched layer computes its FP8 output and adds up(down(x))
         from the LoRA's own bf16 matrices, on the weights stage 1 already holds. No second transformer copy
@@ -156,6 +162,7 @@ class GraphChoices:
     fast_audio_vae_load: bool = False
     fast_text_encoder_load: bool = False
     pinned_checkpoint_load: bool = False
+    checkpoint_beside_prompts: bool = False
     lora_bypass: bool = False
     lora_stack: bool = False
     resident_upscaler: bool = False

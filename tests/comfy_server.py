@@ -58,6 +58,7 @@ DEFAULT_MODEL_FILES = {
 MODEL_INPUTS = {
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("LTX2PinnedCheckpointLoader", "ckpt_name"): "checkpoints",
+    ("LTX2PinnedCheckpointLoaderBeside", "ckpt_name"): "checkpoints",
     ("LTXAVTextEncoderLoader", "ckpt_name"): "checkpoints",
     ("LTXAVTextEncoderLoader", "text_encoder"): "text_encoders",
     ("LTXVAudioVAELoader", "ckpt_name"): "checkpoints",
@@ -1216,7 +1217,7 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
     """One node's outputs as shapes, and the UI output of an output node. A class not modelled here fails
     the prompt as a node would (execution_error), naming it."""
     match class_type:
-        case "CheckpointLoaderSimple" | "LTX2PinnedCheckpointLoader":
+        case "CheckpointLoaderSimple" | "LTX2PinnedCheckpointLoader" | "LTX2PinnedCheckpointLoaderBeside":
             name = i["ckpt_name"]
             return [_handle("MODEL", ckpt=name), _handle("CLIP", ckpt=name), _handle("VAE", ckpt=name)], None
         case "LTXAVTextEncoderLoader" | "LTX2TextEncoderLoader" | "CLIPLoader":

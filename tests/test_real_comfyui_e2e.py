@@ -117,23 +117,26 @@ def test_4_same_seed_same_bytes_other_seed_other_bytes(stack):
     assert first["video"] != other["video"]
 
 
+@pytest.mark.timeout(1200)  # three jobs on the CPU, each with its own loads
 def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     """LTX2VAEDecodeTiled only changes the memory ComfyUI is asked for, LTX2LatentUpscaleModelLoader only how
     the upscaler is built, LTX2AudioVAELoader and LTX2TextEncoderLoader only which of the checkpoint's tensors
-    are opened, LTX2PinnedCheckpointLoader only how the checkpoint's bytes are read and LTX2LatentUpsampler only
-    who keeps the upscaler, never the pixels: the same job with and without them gives byte-identical MP4s (both
-    through LTX2SaveVideo, which ComfyUI ran)."""
+    are opened, LTX2PinnedCheckpointLoader only how the checkpoint's bytes are read (LTX2PinnedCheckpointLoaderBeside
+    also when, as an async node beside the others) and LTX2LatentUpsampler only who keeps the upscaler, never the
+    pixels: the same job with and without them gives byte-identical MP4s (all through LTX2SaveVideo, which ComfyUI
+    ran)."""
     cpu = Worker(stack["settings"]).profile
     outs = {}
-    for ours in (False, True):
+    for ours, beside in ((False, False), (True, False), (True, True)):
         profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=ours, fast_upscaler_load=ours,
                                                               fast_audio_vae_load=ours, fast_text_encoder_load=ours,
                                                               pinned_checkpoint_load=ours,
+                                                              checkpoint_beside_prompts=beside,
                                                               resident_upscaler=ours))
         worker = Worker(stack["settings"], profile=profile)
-        outs[ours] = worker.handle({"id": f"nodes-{ours}", "input": {**SMALL, "seed": 7}})
-        assert "error" not in outs[ours], outs[ours]
-        pid = outs[ours]["prompt_id"]
+        out = outs[ours, beside] = worker.handle({"id": f"nodes-{ours}-{beside}", "input": {**SMALL, "seed": 7}})
+        assert "error" not in out, out
+        pid = out["prompt_id"]
         entry = requests.get(f"{stack['settings'].comfy_url}/history/{pid}", timeout=30).json()[pid]
         classes = {node["class_type"] for node in entry["prompt"][2].values()}
         assert ("LTX2VAEDecodeTiled" in classes) is ours and "LTX2SaveVideo" in classes
@@ -141,8 +144,10 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
         assert ("LTX2AudioVAELoader" in classes) is ours and ("LTXVAudioVAELoader" in classes) is not ours
         assert ("LTX2TextEncoderLoader" in classes) is ours and ("LTXAVTextEncoderLoader" in classes) is not ours
         assert ("LTX2LatentUpsampler" in classes) is ours and ("LTXVLatentUpsampler" in classes) is not ours
-        assert ("LTX2PinnedCheckpointLoader" in classes) is ours and ("CheckpointLoaderSimple" in classes) is not ours
-    assert outs[True]["video"] == outs[False]["video"]
+        assert ("LTX2PinnedCheckpointLoader" in classes) is (ours and not beside)
+        assert ("LTX2PinnedCheckpointLoaderBeside" in classes) is beside
+        assert ("CheckpointLoaderSimple" in classes) is not ours
+    assert outs[True, False]["video"] == outs[False, False]["video"] == outs[True, True]["video"]
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -212,6 +212,7 @@ def test_the_workers_save_node_offers_the_presets_the_settings_accept():
     ("fast_audio_vae_load", "audio_vae_loader", "LTX2AudioVAELoader"),
     ("fast_text_encoder_load", "text_encoder", "LTX2TextEncoderLoader"),
     ("pinned_checkpoint_load", "checkpoint", "LTX2PinnedCheckpointLoader"),
+    ("checkpoint_beside_prompts", "checkpoint", "LTX2PinnedCheckpointLoaderBeside"),
     ("resident_upscaler", "upsampler", "LTX2LatentUpsampler"),
 ])
 def test_a_node_swapping_choice_changes_only_that_nodes_class(choice, role, class_type):

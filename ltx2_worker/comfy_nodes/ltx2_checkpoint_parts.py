@@ -2,7 +2,8 @@
 """ComfyUI custom nodes `LTX2AudioVAELoader` and `LTX2TextEncoderLoader` (loaded by ComfyUI, not by the worker:
 launch adds this folder to ComfyUI's `custom_nodes` search path): ComfyUI's LTXVAudioVAELoader and
 LTXAVTextEncoderLoader, opening only the tensors they take from the 27 GB checkpoint; and
-`LTX2PinnedCheckpointLoader`, CheckpointLoaderSimple reading the checkpoint straight onto the GPU.
+`LTX2PinnedCheckpointLoader`, CheckpointLoaderSimple reading the checkpoint straight onto the GPU
+(`LTX2PinnedCheckpointLoaderBeside`: the same, while ComfyUI runs the graph's other nodes).
 
 Why: both of ComfyUI v0.26.2's loaders (`comfy_extras/nodes_lt_audio.py`) open every tensor of the checkpoint
 (`comfy.utils.load_torch_file`) and keep a small part: the audio VAE and vocoder (0.4 GB of the real file), and
@@ -16,11 +17,12 @@ With dynamic VRAM on (the 48 and 24 GB classes) ComfyUI maps the file itself wit
 loaders run.
 
 CheckpointLoaderSimple maps the checkpoint and copies each tensor to the GPU from the map: every page faulted in,
-every copy from pageable memory (4.2-4.6 s for the 27 GB on an H100 with the file in the page cache, about
-6 GB/s). `LTX2PinnedCheckpointLoader` reads the file with `pread` into pinned staging buffers, a few readers at
-once, and copies each buffer to the tensors it covers on the GPU, then hands ComfyUI's own
-`load_state_dict_guess_config` those tensors: the same bytes, the same calls after the read. Where the GPU lacks
-room for the file beside the model it builds (twice the file, with a margin: at a switch of checkpoints, say),
+every copy from pageable memory (4.2-5.7 s for the 27 GB on an H100 with the file in the page cache, about
+6 GB/s; its node 3.3-4.6 s this way). `LTX2PinnedCheckpointLoader` reads the file with `pread` into pinned
+staging buffers, a few readers at once, and copies each buffer to the tensors it covers on the GPU, then hands
+ComfyUI's own `load_state_dict_guess_config` those tensors: the same bytes, the same calls after the read (each
+layer's `comfy_quant` settings stay on the CPU, where ComfyUI decodes them). Where the GPU lacks room for the
+file beside the model it builds (twice the file, with a margin: at a switch of checkpoints, say),
 CheckpointLoaderSimple runs; on a machine without a GPU (ComfyUI's --cpu) the tensors are read into memory.
 
 The text encoder's loader also counts the checkpoint's parameters (to choose where the model starts), so it
@@ -305,8 +307,36 @@ class LTX2PinnedCheckpointLoader:
         return out[:3]
 
 
+class LTX2PinnedCheckpointLoaderBeside(LTX2PinnedCheckpointLoader):
+    """LTX2PinnedCheckpointLoader's load in a thread, while ComfyUI runs the graph's other nodes.
+
+    ComfyUI v0.26.2 starts an async node first among those ready and runs the others while it waits
+    (execution.py), so the checkpoint's read and model building overlap the text encoder's load and the prompts
+    instead of following them. The same load, under inference mode as ComfyUI runs every node (the thread starts
+    outside it). ComfyUI runs each prompt in an event loop of its own that waits for the thread before it
+    returns: a load left running by a failed job ends before the next job starts, never doubled. Its free-memory
+    check runs while the text encoder may be loading beside it."""
+
+    FUNCTION = "load_beside"
+    DESCRIPTION = __doc__.splitlines()[0]
+
+    async def load_beside(self, ckpt_name):
+        import asyncio
+
+        return await asyncio.to_thread(self._load_in_inference_mode, ckpt_name)
+
+    def _load_in_inference_mode(self, ckpt_name):
+        import torch
+
+        with torch.inference_mode():
+            return self.load(ckpt_name)
+
+
 NODE_CLASS_MAPPINGS = {"LTX2AudioVAELoader": LTX2AudioVAELoader, "LTX2TextEncoderLoader": LTX2TextEncoderLoader,
-                       "LTX2PinnedCheckpointLoader": LTX2PinnedCheckpointLoader}
+                       "LTX2PinnedCheckpointLoader": LTX2PinnedCheckpointLoader,
+                       "LTX2PinnedCheckpointLoaderBeside": LTX2PinnedCheckpointLoaderBeside}
 NODE_DISPLAY_NAME_MAPPINGS = {"LTX2AudioVAELoader": "LTX-2 load audio VAE (worker)",
                               "LTX2TextEncoderLoader": "LTX-2 load text encoder (worker)",
-                              "LTX2PinnedCheckpointLoader": "LTX-2 load checkpoint through pinned buffers (worker)"}
+                              "LTX2PinnedCheckpointLoader": "LTX-2 load checkpoint through pinned buffers (worker)",
+                              "LTX2PinnedCheckpointLoaderBeside":
+                                  "LTX-2 load checkpoint through pinned buffers, beside the other nodes (worker)"}
