@@ -81,8 +81,8 @@ ROOM_MARGIN = 4 << 30  # bytes of GPU memory left free beyond the file and the m
 
 def read_checkpoint(path: str, device, readers: int = READERS, staging: int = STAGING) -> tuple[dict, dict | None]:
     """Every tensor of the safetensors file at `path` on `device` (on the CPU those `read_on_host` names), and its
-    metadata, read with `pread` in
-    `staging`-byte pieces by `readers` threads (through pinned buffers and a stream each where `device` is a GPU)."""
+    metadata, read with `pread` in `staging`-byte pieces by `readers` threads (through pinned buffers and a stream
+    each where `device` is a GPU)."""
     import bisect
     import contextlib
     import json
