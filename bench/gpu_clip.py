@@ -343,9 +343,12 @@ def evict(roots: list[Path], seen: set | None = None) -> int:
 def image_roots(comfyui_dir: str, comfy_python: str, volume: Path) -> list[Path]:
     """What a fresh worker reads from its image at start: ComfyUI's tree, this repository, and every folder on
     either Python's path (the standard library, site-packages with torch's and CUDA's libraries, PYTHONPATH),
-    the volume left out. Folders inside another are walked once."""
-    ask = "import json, site, sys; print(json.dumps([sys.prefix, *site.getsitepackages(), *sys.path]))"
-    found = [comfyui_dir, str(ROOT), sys.prefix, *sys.path]
+    and either Python's bytecode cache where PYTHONPYCACHEPREFIX puts it outside those (the image keeps its
+    bytecode beside the sources, so it is read from storage too), the volume left out. Folders inside another
+    are walked once."""
+    ask = ("import json, site, sys; "
+           "print(json.dumps([sys.prefix, *site.getsitepackages(), *sys.path, sys.pycache_prefix or '']))")
+    found = [comfyui_dir, str(ROOT), sys.prefix, *sys.path, sys.pycache_prefix or ""]
     found += json.loads(subprocess.run([comfy_python, "-c", ask], capture_output=True, text=True, check=True,
                                        timeout=120).stdout)
     # sys.path's "" (the current folder) is not the image's: left out with the empty strings

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from .health import log_tail, record_boot_failure
 from .manifest import ModelFile, load_manifest
 from .model_cache import cached_files, repo_folder
 from .settings import Settings, SettingsError, load_settings
+from .start_files import ENV as START_FILES_ENV
+from .start_files import list_path
 from .verify import write_atomically
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,15 @@ def command(settings: Settings, yaml_path: Path, flags: list[str]) -> list[str]:
             "--input-directory", str(settings.comfy_input_dir), *flags]
 
 
+def comfy_env(settings: Settings) -> dict[str, str]:
+    """ComfyUI's environment: the worker's, and with PREFETCH_LIBRARIES where its start-files module lists what
+    the start read (for the next fresh worker's prefetch)."""
+    env = {k: v for k, v in os.environ.items() if k != START_FILES_ENV}
+    if settings.prefetch_libraries:
+        env[START_FILES_ENV] = str(list_path(settings))
+    return env
+
+
 def start(settings: Settings, models: list[ModelFile]) -> subprocess.Popen:
     if not (settings.comfy_dir / "main.py").is_file():
         raise LaunchError(f"no ComfyUI at {settings.comfy_dir} (COMFYUI_DIR): main.py is missing")
@@ -108,7 +120,7 @@ def start(settings: Settings, models: list[ModelFile]) -> subprocess.Popen:
         folder.mkdir(parents=True, exist_ok=True)
     log_file = open(settings.comfy_log_file, "ab")
     proc = subprocess.Popen(command(settings, yaml_path, flags), cwd=settings.comfy_dir, stdout=log_file,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=comfy_env(settings))
     log_file.close()
     write_atomically(settings.comfy_pid_file, str(proc.pid).encode())
     return proc

@@ -3,22 +3,22 @@ the weights in memory instead of waiting on the network volume.
 
     python -m ltx2_worker.prefetch     # entrypoint.sh runs it in the background, after provisioning
 
-Several readers take 64 MB chunks from one queue: first the shared libraries ComfyUI's Python loads at start
-(PREFETCH_LIBRARIES: torch's, CUDA's, PyAV's; ComfyUI's start otherwise reads them behind the model reads, and
-every load waits for ComfyUI), then the model files in the order the first job loads them (READ_ORDER): every
-byte is read once, the first-needed file lands first, and the process holds only one
-buffer per reader. It reads at most what the container's memory allows at start (its cgroup's limit less its
-usage, and the host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what
-it read a moment ago. A file that does not fit is read from its start up to the budget (the loader reads
-each file in full, so its first bytes found in memory are bytes it need not fetch) and later files not at all.
-Where ComfyUI starts from the same disk as the models, PREFETCH_YIELD_TO_COMFY keeps one reader in small reads
-until ComfyUI answers, so ComfyUI's own reads wait behind little; the others join then (on the lent GPU host,
-one disk: ComfyUI ready in 15-21 s against 26-42 s beside eight readers). The checkpoint's audio VAE and
-vocoder and the text encoder's parts of it (FIRST_TENSORS) are read before everything else: the first job's
-first two loaders take them out of it.
-A missing or shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always
-exits 0: jobs never wait for it, and a failed prefetch only means the loaders read from storage. Each file's
-line says when it was all in memory, so a slow cold start's log shows which load waited on which read.
+Several readers take 64 MB chunks from one queue: first, with PREFETCH_LIBRARIES, the files ComfyUI's start read the
+last time (its modules and shared libraries, listed on the volume: ltx2_worker/start_files.py), or before any list
+exists the shared libraries of its Python's packages (torch's, CUDA's, PyAV's): ComfyUI's start otherwise reads them
+behind the model reads, and every load waits for ComfyUI; then the model files in the order the first job loads them
+(READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one buffer per
+reader. It reads at most what the container's memory allows at start (its cgroup's limit less its usage, and the
+host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what it read a moment
+ago. A file that does not fit is read from its start up to the budget (the loader reads each file in full, so its
+first bytes found in memory are bytes it need not fetch) and later files not at all. Where ComfyUI starts from the
+same disk as the models, PREFETCH_YIELD_TO_COMFY keeps one reader in small reads until ComfyUI answers, so ComfyUI's
+own reads wait behind little; the others join then (on the lent GPU host, one disk: ComfyUI ready in 15-21 s against
+26-42 s beside eight readers). The checkpoint's audio VAE and vocoder and the text encoder's parts of it
+(FIRST_TENSORS) are read before everything else: the first job's first two loaders take them out of it. A missing or
+shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always exits 0: jobs
+never wait for it, and a failed prefetch only means the loaders read from storage. Each file's line says when it was
+all in memory, so a slow cold start's log shows which load waited on which read.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from pathlib import Path
 from .manifest import load_manifest
 from .model_cache import cached_files, model_path
 from .settings import load_settings
+from .start_files import list_path, listed_files
 
 log = logging.getLogger(__name__)
 
@@ -345,10 +346,14 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
         models = {m.role: m for m in load_manifest(settings)}
         cached = cached_files(settings, list(models.values()))
         files = [(role, model_path(settings, models[role], cached)) for role in in_read_order(list(models))]
-        libraries = library_files(settings.comfy_python) if settings.prefetch_libraries else []
+        libraries, source = [], ""
+        if settings.prefetch_libraries:
+            libraries, source = listed_files(list_path(settings)), "listed by the last start"
+            if not libraries:
+                libraries, source = library_files(settings.comfy_python), "the shared libraries"
         if libraries:
-            log.info("%s first: %d files, %.2f GB, of %s's environment", LIBRARIES, len(libraries),
-                     sum(p.stat().st_size for p in libraries) / 1e9, settings.comfy_python)
+            log.info("%s first: %d files, %.2f GB, %s of %s's", LIBRARIES, len(libraries),
+                     sum(p.stat().st_size for p in libraries) / 1e9, source, settings.comfy_python)
         memory = read_memory(cgroup_root, meminfo)
         budget = budget_bytes(memory, settings.prefetch_headroom_gb, settings.prefetch_readers)
         files = [(LIBRARIES, path) for path in libraries] + files

@@ -26,6 +26,7 @@ from ltx2_worker.gpu import Gpu, choose_profile
 from ltx2_worker.job import parse_request
 from ltx2_worker.manifest import load_manifest
 from ltx2_worker.settings import load_settings
+from ltx2_worker.start_files import list_path, listed_files
 from ltx2_worker.worker import Worker
 from ltx2_worker.workflow import DISTILLED_CHECKPOINT, Encoding, Workflow
 
@@ -55,7 +56,7 @@ def comfy(tmp_path_factory):
            "NETWORK_VOLUME_PATH": str(tmp / "volume"), "COMFY_OUTPUT_DIR": str(tmp / "output"),
            "COMFY_LOG_FILE": str(tmp / "comfyui.log"), "COMFY_PID_FILE": str(tmp / "comfyui.pid"),
            "BOOT_ERROR_FILE": str(tmp / "boot-error"), "COMFY_EXTRA_ARGS": "--cpu", "COMFY_START_TIMEOUT_S": "240",
-           "JOB_TIMEOUT_S": "120"}
+           "JOB_TIMEOUT_S": "120", "PREFETCH_LIBRARIES": "true"}
     settings = load_settings(env=env)
     models = load_manifest(settings)
     for model in models:  # placeholders: listed by ComfyUI, rejected by its loaders like a truncated file
@@ -72,6 +73,18 @@ def comfy(tmp_path_factory):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_real_comfyui_lists_the_files_its_start_read(comfy):
+    """PREFETCH_LIBRARIES: the ltx2_start_files module, loaded by ComfyUI with the worker's nodes, lists on the
+    volume what ComfyUI's start read, for the next fresh worker's prefetch."""
+    listed = [str(p) for p in listed_files(list_path(comfy))]
+    comfy_tree = str(Path(COMFYUI_DIR).resolve())
+    nodes = [p for p in listed if p.startswith(comfy_tree) and os.path.basename(p).startswith("nodes.")]
+    assert nodes and nodes[0].endswith((".py", ".pyc")), listed[:20]  # ComfyUI's own (bytecode where compiled)
+    assert any(os.path.basename(p).startswith("libtorch") for p in listed)  # torch's shared libraries
+    assert any(p.endswith(".py") or p.endswith(".pyc") for p in listed if "/torch/" in p)
+    assert len(listed) > 1000
 
 
 def _validate(settings, graph) -> requests.Response:
