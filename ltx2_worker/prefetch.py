@@ -348,12 +348,14 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
         files = [(role, model_path(settings, models[role], cached)) for role in in_read_order(list(models))]
         libraries, source = [], ""
         if settings.prefetch_libraries:
-            libraries, source = listed_files(list_path(settings)), "listed by the last start"
+            listing = list_path(settings)
+            libraries, source = listed_files(listing), f"what ComfyUI's last start read, listed in {listing}"
             if not libraries:
-                libraries, source = library_files(settings.comfy_python), "the shared libraries"
+                libraries = library_files(settings.comfy_python)
+                source = f"no list yet: the shared libraries of {settings.comfy_python}'s packages"
         if libraries:
-            log.info("%s first: %d files, %.2f GB, %s of %s's", LIBRARIES, len(libraries),
-                     sum(p.stat().st_size for p in libraries) / 1e9, source, settings.comfy_python)
+            log.info("%s first: %d files, %.2f GB: %s", LIBRARIES, len(libraries),
+                     sum(p.stat().st_size for p in libraries) / 1e9, source)
         memory = read_memory(cgroup_root, meminfo)
         budget = budget_bytes(memory, settings.prefetch_headroom_gb, settings.prefetch_readers)
         files = [(LIBRARIES, path) for path in libraries] + files

@@ -267,6 +267,12 @@ def provisioned(tmp_path: Path) -> Path:
     return volume
 
 
+def files_in_memory(result: subprocess.CompletedProcess) -> list[str]:
+    """The names of the CLI's "<name>: ... in memory at +N s" lines, in the order it logged them."""
+    return [line.split("prefetch: ", 1)[1].split(":")[0] for line in result.stderr.splitlines()
+            if " in memory at +" in line]
+
+
 def run_prefetch(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ltx2_worker.prefetch"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
@@ -351,8 +357,7 @@ def test_the_cli_reads_comfyuis_libraries_before_the_models(tmp_path, libraries)
     env = cli_env(tmp_path, provisioned(tmp_path), PREFETCH_HEADROOM_GB="0", PREFETCH_READERS="1",
                   COMFY_PYTHON=str(python), PREFETCH_LIBRARIES=str(libraries).lower())
     result = run_prefetch(env)
-    done = [line.split("prefetch: ", 1)[1].split(":")[0] for line in result.stderr.splitlines()
-            if " in memory at +" in line]
+    done = files_in_memory(result)
     assert result.returncode == 0
     if libraries:
         assert done[0] == "libraries" and done[1:3] == ["text_encoder", "checkpoint"], result.stderr

@@ -12,7 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
-from test_prefetch import cli_env, provisioned, run_prefetch
+from test_prefetch import cli_env, files_in_memory, provisioned, run_prefetch
 
 from ltx2_worker.settings import ROOT, load_settings
 from ltx2_worker.start_files import FOLDER, list_path, listed_files
@@ -116,14 +116,14 @@ def test_the_prefetch_reads_the_listed_start_files_before_the_models(tmp_path, l
     listing.parent.mkdir(parents=True)
     listing.write_text("".join(f"{p}\n" for p in started))
     result = run_prefetch(env)
-    done = [line.split("prefetch: ", 1)[1].split(":")[0] for line in result.stderr.splitlines()
-            if " in memory at +" in line]
+    done = files_in_memory(result)
     assert result.returncode == 0
     if libraries:
         assert done[0] == "libraries" and done[1:3] == ["text_encoder", "checkpoint"], result.stderr
-        assert "libraries first: 5 files, 0.00 GB, listed by the last start" in result.stderr
+        assert f"libraries first: 5 files, 0.00 GB: what ComfyUI's last start read, listed in {listing}" \
+            in result.stderr
     else:
-        assert "libraries" not in done and "listed" not in result.stderr
+        assert "libraries" not in done and "listed in" not in result.stderr
 
 
 def test_comfyui_is_told_where_to_list_its_start_only_with_prefetch_libraries(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ reach each other) and a volume folder at /runpod-volume:
 2. first start on an empty volume: the four files are downloaded and verified, ComfyUI starts on the CPU, the
    local API answers; a small text-to-video job returns an MP4 of the asked size and frame count with an audio
    track, and the container's log does not hold it; a bad input is answered with the field's error;
-3. second start on the same volume: nothing is downloaded, no file on the volume changes, jobs are served;
+3. second start on the same volume, with PREFETCH_LIBRARIES: nothing is downloaded, no model file on the volume
+   changes, jobs are served, and ComfyUI's start lists the image's module files it read on the volume;
 4. third start with one file gone and a hub that serves it corrupted: every job gets the provisioning error
    naming the file, and neither the file nor its partial download is left on the volume.
 
@@ -180,6 +181,18 @@ def volume_files(volume: Path) -> dict[str, tuple[int, int, int]]:
             for p in sorted((volume / "models").rglob("*")) if p.is_file()}
 
 
+def start_files_listed(volume: Path, deadline_s: float) -> list[str]:
+    """The paths of the list ComfyUI's start writes on the volume with PREFETCH_LIBRARIES (its worker module
+    writes it once ComfyUI loads the worker's nodes), waiting for it until the deadline."""
+    ends = time.monotonic() + deadline_s
+    while time.monotonic() < ends:
+        found = sorted((volume / ".ltx2-worker").glob("comfy-start-files-*.txt"))
+        if found:
+            return found[0].read_text().splitlines()
+        time.sleep(1)
+    raise SmokeFailure(f"no list of ComfyUI's start files on the volume after {deadline_s:g} s")
+
+
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise SmokeFailure(message)
@@ -251,7 +264,7 @@ def run(engine: str, image: str, work: Path) -> None:
         before = volume_files(volume)
         downloads = len([r for r in hub.requests if r["method"] == "GET"])
 
-        with Container(engine, image, "ltx2-smoke-2", work, volume, env) as second:
+        with Container(engine, image, "ltx2-smoke-2", work, volume, {**env, "PREFETCH_LIBRARIES": "true"}) as second:
             second.wait_api()
             t = step("second start (same volume) to the local API answering", t)
             again = len([r for r in hub.requests if r["method"] == "GET"]) - downloads
@@ -261,6 +274,12 @@ def run(engine: str, image: str, work: Path) -> None:
             bad = second.runsync(BAD_JOB, timeout=60)
             check(bad.get("status") == "FAILED" and str(bad.get("error", "")).startswith("frame_count: "),
                   f"the second start answered a bad input with {bad}")
+            listed = start_files_listed(volume, deadline_s=240)
+            check(any(p.startswith("/comfyui/") and p.endswith(".pyc") for p in listed)
+                  and any(p.startswith("/opt/venv/comfyui/") for p in listed),
+                  f"ComfyUI's start files listed on the volume are not the image's: {listed[:10]}")
+            second.exec("test", "-f", listed[-1])  # a path inside the image, not the host's
+            t = step(f"ComfyUI's start listed its {len(listed)} module files on the volume (PREFETCH_LIBRARIES)", t)
 
     key, content, folder, name = files[MISSING_ROLE]
     (volume / "models" / folder / name).unlink()
