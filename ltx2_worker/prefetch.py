@@ -12,13 +12,14 @@ reader. It reads at most what the container's memory allows at start (its cgroup
 host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what it read a moment
 ago. A file that does not fit is read from its start up to the budget (the loader reads each file in full, so its
 first bytes found in memory are bytes it need not fetch) and later files not at all. Where ComfyUI starts from the
-same disk as the models, PREFETCH_YIELD_TO_COMFY keeps one reader in small reads until ComfyUI answers, so ComfyUI's
-own reads wait behind little; the others join then (on the lent GPU host, one disk: ComfyUI ready in 15-21 s against
-26-42 s beside eight readers). The checkpoint's audio VAE and vocoder and the text encoder's parts of it
-(FIRST_TENSORS) are read before everything else: the first job's first two loaders take them out of it. A missing or
-shrinking file ends that file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always exits 0: jobs
-never wait for it, and a failed prefetch only means the loaders read from storage. Each file's line says when it was
-all in memory, so a slow cold start's log shows which load waited on which read.
+same disk as the models (by default where they come from RunPod's model cache), PREFETCH_YIELD_TO_COMFY keeps one
+reader in small reads until ComfyUI answers, so ComfyUI's own reads wait behind little; the others join then (on the
+lent GPU host, one disk: ComfyUI ready in 15-21 s against 26-42 s beside eight readers). The checkpoint's audio VAE
+and vocoder and the text encoder's parts of it (FIRST_TENSORS) are read before everything else: the first job's
+first two loaders take them out of it. A missing or shrinking file ends that file's reading with a warning;
+PREFETCH_TIMEOUT_S ends it all. It always exits 0: jobs never wait for it, and a failed prefetch only means the
+loaders read from storage. Each file's line says when it was all in memory, so a slow cold start's log shows which
+load waited on which read.
 """
 
 from __future__ import annotations
@@ -333,6 +334,16 @@ def _end(f: File, reason: str, lock: threading.Lock) -> None:
             log.warning("%s: %s %s; the rest of it is not read", f.name, f.path, reason)
 
 
+def yields_to_comfy(settings, cached_roles: set[str]) -> bool:
+    """PREFETCH_YIELD_TO_COMFY, its "auto" decided: yield where the first job's first reads, the text encoder
+    and the checkpoint, come from RunPod's model cache, on the host's own disk like the image ComfyUI starts from
+    (the lent GPU host, one disk: yielding gave the first MP4 sooner in every pair of runs of three leases);
+    not where they come from a network volume, where one reader would only read them slower."""
+    if settings.prefetch_yield_to_comfy is not None:
+        return settings.prefetch_yield_to_comfy
+    return {"text_encoder", "checkpoint"} <= cached_roles
+
+
 def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Path = CGROUP_ROOT,
          meminfo: Path = MEMINFO) -> int:
     parser = argparse.ArgumentParser(prog="python -m ltx2_worker.prefetch", description=__doc__.splitlines()[0])
@@ -364,7 +375,7 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
                  budget / 1e9, f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none",
                  memory.usage / 1e9, memory.available / 1e9, settings.prefetch_headroom_gb)
         yield_to = None
-        if settings.prefetch_yield_to_comfy:
+        if yields_to_comfy(settings, set(cached)):
             from .comfy import ComfyClient  # here: the HTTP client's import would delay every other prefetch
 
             client = ComfyClient(settings.comfy_url)

@@ -80,7 +80,8 @@ def _x264_preset(text: str) -> str:
 
 
 def _auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """`parse`, or None for "auto": the value then comes from the GPU's memory class (ltx2_worker.gpu)."""
+    """`parse`, or None for "auto": the value is then decided where it is used (limits: from the GPU's memory
+    class, ltx2_worker.gpu; the prefetch's yielding: from where the models are read, ltx2_worker.prefetch)."""
 
     def parse_or_auto(text: str) -> Any:
         if text.strip().lower() == "auto":
@@ -90,7 +91,8 @@ def _auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
         except ValueError as exc:
             raise ValueError(f"must be auto or {exc.args[0].removeprefix('must be ')}") from None
 
-    parse_or_auto.range = parse.range
+    if hasattr(parse, "range"):
+        parse_or_auto.range = parse.range
     return parse_or_auto
 
 
@@ -145,7 +147,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prefetch", "prefetch", "enabled", "PREFETCH", _bool),
     Setting("prefetch_readers", "prefetch", "readers", "PREFETCH_READERS", _ranged(int, 1, 64)),
     Setting("prefetch_libraries", "prefetch", "libraries", "PREFETCH_LIBRARIES", _bool),
-    Setting("prefetch_yield_to_comfy", "prefetch", "yield_to_comfy", "PREFETCH_YIELD_TO_COMFY", _bool),
+    Setting("prefetch_yield_to_comfy", "prefetch", "yield_to_comfy", "PREFETCH_YIELD_TO_COMFY", _auto(_bool)),
     Setting("prefetch_headroom_gb", "prefetch", "headroom_gb", "PREFETCH_HEADROOM_GB", _ranged(float, 0, 1024)),
     Setting("prefetch_timeout_s", "prefetch", "timeout_s", "PREFETCH_TIMEOUT_S", _ranged(float, 1, 3600)),
     Setting("comfy_ready_timeout_s", "comfy", "ready_timeout_s", "COMFY_READY_TIMEOUT_S", _ranged(float, 0.01, 3600)),
@@ -218,7 +220,7 @@ class Settings:
     prefetch: bool
     prefetch_readers: int
     prefetch_libraries: bool
-    prefetch_yield_to_comfy: bool
+    prefetch_yield_to_comfy: bool | None  # None: auto, on where the models come from RunPod's model cache
     prefetch_headroom_gb: float
     prefetch_timeout_s: float
     comfy_ready_timeout_s: float

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import test_provision
 import yaml
 from test_provision import FILES, env_for, make_config, run_cli, target
@@ -15,8 +18,9 @@ from test_provision import FILES, env_for, make_config, run_cli, target
 from ltx2_worker.launch import extra_model_paths_yaml
 from ltx2_worker.manifest import load_manifest
 from ltx2_worker.model_cache import cached_files
-from ltx2_worker.settings import load_settings
+from ltx2_worker.settings import SettingsError, load_settings
 
+from helpers import free_port
 from hf_server import tiny_safetensors
 
 COMMIT = "c0ffee0000000000000000000000000000000001"
@@ -158,3 +162,44 @@ def test_comfyuis_yaml_names_the_cache_folders_first(tmp_path, volume, hub):
         entry = entries[next(b for b in entries if cached[model.role].is_relative_to(b))]
         folder = Path(os.path.normpath(os.path.join(entry["base_path"], entry[model.folder])))
         assert (folder / model.name).resolve() == cached[model.role].resolve()
+
+
+def run_prefetch_with(env: dict[str, str]) -> str:
+    """The prefetch's log, run as entrypoint.sh runs it after provisioning; ComfyUI not answering (a closed port)."""
+    env = {**env, "PREFETCH_HEADROOM_GB": "0", "COMFY_URL": f"http://127.0.0.1:{free_port()}"}
+    result = subprocess.run([sys.executable, "-m", "ltx2_worker.prefetch"], cwd=Path(__file__).parents[1], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "prefetch: read " in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_the_prefetch_yields_to_comfyui_by_default_only_where_the_first_reads_come_from_the_model_cache(
+        tmp_path, volume, hub):
+    """auto: the text encoder and the checkpoint on the host's own disk (the model cache) beside the image that
+    ComfyUI starts from: yield; on the network volume: eight readers at once. true and false decide alone."""
+    cache = tmp_path / "cache"
+    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
+    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    env = cache_env(tmp_path, tmp_path / "no-volume", hub, cache)
+    assert run_cli(env).returncode == 0
+    yielding = "one reader until ComfyUI answers at "
+    assert yielding in run_prefetch_with(env)
+    assert yielding not in run_prefetch_with({**env, "PREFETCH_YIELD_TO_COMFY": "false"})
+
+    only_checkpoint = tmp_path / "cache-2"  # the text encoder, read first, from the volume
+    runpod_cache(only_checkpoint, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
+    env = cache_env(tmp_path, volume, hub, only_checkpoint)
+    assert run_cli(env).returncode == 0
+    assert yielding not in run_prefetch_with(env)
+    assert yielding in run_prefetch_with({**env, "PREFETCH_YIELD_TO_COMFY": "true"})
+
+    env = {**env_for(tmp_path, volume, hub), "MODEL_CACHE_PATH": ""}
+    assert yielding not in run_prefetch_with(env)
+
+
+def test_yield_to_comfy_is_true_false_or_auto():
+    assert load_settings(env={}).prefetch_yield_to_comfy is None
+    assert load_settings(env={"PREFETCH_YIELD_TO_COMFY": "AUTO"}).prefetch_yield_to_comfy is None
+    assert load_settings(env={"PREFETCH_YIELD_TO_COMFY": "on"}).prefetch_yield_to_comfy is True
+    with pytest.raises(SettingsError, match="PREFETCH_YIELD_TO_COMFY.*must be auto or true or false"):
+        load_settings(env={"PREFETCH_YIELD_TO_COMFY": "sometimes"})
