@@ -4,9 +4,9 @@ the weights in memory instead of waiting on the network volume.
     python -m ltx2_worker.prefetch     # entrypoint.sh runs it in the background, after provisioning
 
 Several readers take 64 MB chunks from one queue: first, with PREFETCH_LIBRARIES, the files ComfyUI's start read the
-last time (its modules and shared libraries, listed on the volume: ltx2_worker/start_files.py), or before any list
-exists the shared libraries of its Python's packages (torch's, CUDA's, PyAV's): ComfyUI's start otherwise reads them
-behind the model reads, and every load waits for ComfyUI; then the model files in the order the first job loads them
+last time (its Python modules, listed on the volume: ltx2_worker/start_files.py), or before any list exists the
+shared libraries of its Python's packages (torch's, CUDA's, PyAV's): ComfyUI's start otherwise reads them behind the
+model reads, and every load waits for ComfyUI; then the model files in the order the first job loads them
 (READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one buffer per
 reader. It reads at most what the container's memory allows at start (its cgroup's limit less its usage, and the
 host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what it read a moment
@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .manifest import load_manifest
 from .model_cache import cached_files, model_path
-from .settings import load_settings
+from .settings import Settings, load_settings
 from .start_files import list_path, listed_files
 
 log = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ def _end(f: File, reason: str, lock: threading.Lock) -> None:
             log.warning("%s: %s %s; the rest of it is not read", f.name, f.path, reason)
 
 
-def yields_to_comfy(settings, cached_roles: set[str]) -> bool:
+def yields_to_comfy(settings: Settings, cached_roles: set[str]) -> bool:
     """PREFETCH_YIELD_TO_COMFY, its "auto" decided: yield where the first job's first reads, the text encoder
     and the checkpoint, come from RunPod's model cache, on the host's own disk like the image ComfyUI starts from
     (the lent GPU host, one disk: yielding gave the first MP4 sooner in every pair of runs of three leases);
