@@ -131,8 +131,9 @@ class GraphChoices:
         5.2-5.7 s for the 27 GB on an H100, frames identical). The same bytes into ComfyUI's own model building.
     checkpoint_beside_prompts: the same load by `LTX2PinnedCheckpointLoaderBeside`, an async node that ComfyUI
         starts first and runs beside the text encoder's load and the prompts, instead of after them (a fresh
-        worker's first job). Off in every class until measured on a GPU (ComfyUI's own loader run this way was
-        rejected: its pageable copies slowed the other loads; docs/performance.md).
+        worker's first job). Off in every class: on an H100 its gain stayed inside the first job's run-to-run
+        spread, the prompts beside its copy slowing (ComfyUI's own loader run this way was rejected too: its
+        pageable copies slowed the other loads; docs/performance.md).
     lora_bypass: stage 2's distilled LoRA runs as a bypass branch (`LTX2LoraBypass` with lora_stack, else
         ComfyUI's `LoraLoaderBypassModelOnly`): each patched layer computes its FP8 output and adds up(down(x))
         from the LoRA's own bf16 matrices, on the weights stage 1 already holds. No second transformer copy
