@@ -1,6 +1,8 @@
 """ComfyUI's start beside the boot prefetch on this machine's disk, the page cache evicted before each run: ComfyUI
 alone, beside the prefetch as it ships, and beside it with PREFETCH_LIBRARIES reading the list of ComfyUI's start
-files first (written by the worker's ltx2_start_files module in a first, unmeasured start). Where the image and the
+files first (written by the worker's ltx2_start_files module in a first, unmeasured start), and with it the pages of
+the shared libraries ComfyUI's process touched (listed, as the worker lists them after its first job, from a second
+unmeasured start once ComfyUI answers). Where the image and the
 models share one disk, every load of the first job waits for ComfyUI's start (docs/performance.md), so this is the
 part of a cold start that the list is for. Runs on a CPU: ComfyUI with --cpu and --quick-test-for-ci, which exits
 when its start is done; the models are files of the manifest's names with --gb in all, in the real files' ratio.
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,14 +31,15 @@ from gpu_clip import evict, image_roots  # noqa: E402
 from ltx2_worker.launch import COMFY_NODES  # noqa: E402
 from ltx2_worker.manifest import load_manifest  # noqa: E402
 from ltx2_worker.settings import load_settings  # noqa: E402
-from ltx2_worker.start_files import ENV, list_path, listed_files  # noqa: E402
+from ltx2_worker.start_files import ENV, list_path, listed_files, pages_path, record_pages  # noqa: E402
 
 # case: (PREFETCH_LIBRARIES, what the start list holds, PREFETCH_YIELD_TO_COMFY); "libraries" lists, besides the
-# modules, the shared libraries a ComfyUI Python maps (/proc/PID/maps), read whole; a yielding prefetch keeps its
-# one reader here for the whole start (ComfyUI's quick test never answers HTTP)
+# modules, the shared libraries a ComfyUI Python maps (/proc/PID/maps), read whole; "+pages": the modules and the
+# pages list; a yielding prefetch keeps its one reader here for the whole start (the quick test never answers HTTP)
 CASES = {"alone": (None, None, False), "prefetch": ("false", None, False),
          "prefetch+modules": ("true", "modules", False), "prefetch+libraries": ("true", "libraries", False),
-         "yield": ("false", None, True), "yield+modules": ("true", "modules", True)}
+         "prefetch+pages": ("true", "modules", False), "yield": ("false", None, True),
+         "yield+modules": ("true", "modules", True), "yield+pages": ("true", "modules", True)}
 BLOCK = 64 * 1024 * 1024
 
 
@@ -71,6 +75,30 @@ def comfy_start(args, work: Path, env: dict) -> float:
                     str(work / "out"), "--input-directory", str(work / "in")], cwd=args.comfyui_dir, env=env,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
     return time.monotonic() - started
+
+
+def list_touched_pages(args, work: Path, env: dict, settings) -> int:
+    """Start ComfyUI as a server (not the quick test), and once it answers list the library pages its process
+    touched, as the worker does after its first job; the bytes listed."""
+    port = free_port()
+    proc = subprocess.Popen([args.comfy_python, "main.py", "--cpu", "--disable-api-nodes", "--disable-auto-launch",
+                             "--port", str(port), "--output-directory", str(work / "out"), "--input-directory",
+                             str(work / "in")], cwd=args.comfyui_dir, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/system_stats", timeout=2):
+                    return record_pages(settings, proc.pid)
+            except OSError:
+                if proc.poll() is not None:
+                    raise SystemExit(f"ComfyUI exited with {proc.returncode} before it answered") from None
+                time.sleep(0.5)
+        raise SystemExit("ComfyUI did not answer within 600 s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def mapped_libraries(args, env: dict, listed: list[Path]) -> list[Path]:
@@ -109,6 +137,12 @@ def main() -> int:
         libraries = mapped_libraries(args, env, files)
         print(f"mapped libraries besides: {len(libraries)}, {sum(f.stat().st_size for f in libraries) / 1e9:.2f} GB")
         lists["libraries"] = files + libraries
+    pages = b""
+    if any(case.endswith("+pages") for case in args.cases.split(",")):
+        listed = list_touched_pages(args, args.work, env, settings)
+        pages = pages_path(settings).read_bytes()
+        print(f"touched library pages: {listed / 1e9:.2f} GB in {len(pages.splitlines())} libraries")
+    pages_path(settings).unlink(missing_ok=True)
     roots = image_roots(args.comfyui_dir, args.comfy_python, settings.volume_path) + [settings.volume_path]
     print("| case | run | ComfyUI's start s | prefetch's summary |\n|---|---|---|---|")
     for run in range(1, args.repeat + 1):
@@ -116,6 +150,10 @@ def main() -> int:
             flag, keep, yielding = CASES[case]
             if keep is not None:
                 listing.write_text("".join(f"{f}\n" for f in lists[keep]))
+            if case.endswith("+pages"):
+                pages_path(settings).write_bytes(pages)
+            else:
+                pages_path(settings).unlink(missing_ok=True)
             evict(roots)
             prefetch = None
             if flag is not None:

@@ -3,10 +3,11 @@ the weights in memory instead of waiting on the network volume.
 
     python -m ltx2_worker.prefetch     # entrypoint.sh runs it in the background, after provisioning
 
-Several readers take 64 MB chunks from one queue: first, with PREFETCH_LIBRARIES, the files ComfyUI's start read the
-last time (its Python modules, listed on the volume: ltx2_worker/start_files.py), or before any list exists the
-shared libraries of its Python's packages (torch's, CUDA's, PyAV's): ComfyUI's start otherwise reads them behind the
-model reads, and every load waits for ComfyUI; then the model files in the order the first job loads them
+Several readers take 64 MB chunks from one queue: first, with PREFETCH_LIBRARIES and every reader, what ComfyUI
+read the last time (its Python modules and the pages of its shared libraries it touched, listed on the volume:
+ltx2_worker/start_files.py), or before any list exists the shared libraries of its Python's packages (torch's,
+CUDA's, PyAV's) whole: ComfyUI's start otherwise reads them behind the model reads, and every load waits for
+ComfyUI; then the model files in the order the first job loads them
 (READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one buffer per
 reader. It reads at most what the container's memory allows at start (its cgroup's limit less its usage, and the
 host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what it read a moment
@@ -40,7 +41,7 @@ from pathlib import Path
 from .manifest import load_manifest
 from .model_cache import cached_files, model_path
 from .settings import Settings, load_settings
-from .start_files import list_path, listed_files
+from .start_files import list_path, listed_files, listed_pages, pages_path
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +125,15 @@ class File:
     name: str
     path: Path
     size: int = 0
-    planned: int = 0  # bytes to read from the start
+    wanted: int = 0  # bytes it is to be read for: its size, or its `only` ranges' sum
+    planned: int = 0  # bytes to read: from the start, or of its `only` ranges
+    spans: list[tuple[int, int]] | None = None  # with `only`: the byte ranges planned, not a prefix
     read: int = 0
     reason: str = ""  # why its reading ended early: missing, shrank, a read error
     done_s: float | None = None  # seconds from the prefetch's start until its planned bytes were all read
 
     def why_short(self) -> str:
-        return self.reason or ("memory budget" if self.planned < self.size else "deadline")
+        return self.reason or ("memory budget" if self.planned < self.wanted else "deadline")
 
 
 @dataclasses.dataclass
@@ -153,8 +156,8 @@ class Result:
                 f"{'' if self.readers == 1 else 's'}")
         if self.all_readers_at is not None:
             line += f" (one until +{self.all_readers_at:.1f} s, yielding to ComfyUI's start)"
-        skipped = [f"{f.name} {(f.size - f.read) / 1e9:.2f} of {f.size / 1e9:.2f} GB ({f.why_short()})"
-                   if f.size else f"{f.name} ({f.why_short()})" for f in self.files if f.reason or f.read < f.size]
+        skipped = [f"{f.name} {(f.wanted - f.read) / 1e9:.2f} of {f.wanted / 1e9:.2f} GB ({f.why_short()})"
+                   if f.wanted else f"{f.name} ({f.why_short()})" for f in self.files if f.reason or f.read < f.wanted]
         return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
 
 
@@ -205,11 +208,15 @@ def in_read_order(names: list[str]) -> list[str]:
 
 def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s: float, chunk: int = CHUNK,
              read: Reader = os_read, yield_to: Yield | None = None,
-             first: dict[str, list[tuple[int, int]]] | None = None) -> Result:
+             first: dict[str, list[tuple[int, int]]] | None = None,
+             only: dict[Path, list[tuple[int, int]]] | None = None, since: float | None = None) -> Result:
     """Read `files` (name, path; in this order) into the page cache with `readers` threads, at most `budget`
     bytes in all, for at most `timeout_s` seconds; with `yield_to`, one reader in small reads until it ends.
-    `first` (name -> byte ranges of that file) is read before everything else."""
+    `first` (name -> byte ranges of that file) is read before everything else; of a path in `only`, just those
+    byte ranges (sorted, apart) are read. Its "in memory at +N s" lines count from `since` (time.monotonic()),
+    by default its own start."""
     started = time.monotonic()
+    origin = started if since is None else since
     deadline = started + timeout_s
     everyone = threading.Event()  # set: every reader reads whole chunks
     all_readers_at: list[float] = []
@@ -223,11 +230,25 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
             f.reason = _unreadable(exc)
             log.warning("%s: %s %s; not read", name, path, f.reason)
             continue
+        if only is not None and path in only:
+            f.spans = []
+            for a, b in only[path]:
+                take = max(0, min(b, f.size) - a)
+                f.wanted += take
+                if min(take, left) > 0:
+                    f.spans.append((a, a + min(take, left)))
+                    left -= min(take, left)
+            f.planned = sum(b - a for a, b in f.spans)
+            continue
+        f.wanted = f.size
         f.planned = min(f.size, left)
         left -= f.planned
     early: list[tuple[File, int, int]] = []
     late: list[tuple[File, int, int]] = []
     for f in plan:
+        if f.spans is not None:
+            late += [(f, offset, min(chunk, b - offset)) for a, b in f.spans for offset in range(a, b, chunk)]
+            continue
         ranges = [(a, min(b, f.planned)) for a, b in (first or {}).get(f.name, []) if a < f.planned]
         gaps, at = [], 0
         for a, b in ranges:
@@ -280,10 +301,10 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
                 f.read += done
                 read_by_name[f.name] += done
                 if f.read == f.planned and f.done_s is None:
-                    f.done_s = time.monotonic() - started
+                    f.done_s = time.monotonic() - origin
                 if done and read_by_name[f.name] == planned[f.name]:  # the name's last file: log it once
                     log.info("%s: %.2f GB in memory at +%.1f s", f.name, planned[f.name] / 1e9,
-                             time.monotonic() - started)
+                             time.monotonic() - origin)
 
     def watch(within: Yield) -> None:
         """Ask ComfyUI until it answers or `within.within_s` passes, then let every reader read."""
@@ -298,7 +319,7 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
                 time.sleep(within.poll_s)
         if everyone.is_set():  # the first reader read everything already
             return
-        all_readers_at.append(time.monotonic() - started)
+        all_readers_at.append(time.monotonic() - origin)
         log.info("%s at +%.1f s: %d readers read now", "ComfyUI answers" if answered else
                  f"ComfyUI did not answer within {within.within_s:g} s", all_readers_at[0], readers)
         everyone.set()
@@ -357,19 +378,30 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
         models = {m.role: m for m in load_manifest(settings)}
         cached = cached_files(settings, list(models.values()))
         files = [(role, model_path(settings, models[role], cached)) for role in in_read_order(list(models))]
-        libraries, source = [], ""
+        libraries, pages, source = [], [], ""
         if settings.prefetch_libraries:
             listing = list_path(settings)
             libraries, source = listed_files(listing), f"what ComfyUI's last start read, listed in {listing}"
-            if not libraries:
+            whole = set(libraries)
+            pages = [(path, spans) for path, spans in listed_pages(pages_path(settings)) if path not in whole]
+            if pages:
+                source += f", and the library pages it touched, listed in {pages_path(settings)}"
+            if not libraries and not pages:
                 libraries = library_files(settings.comfy_python)
                 source = f"no list yet: the shared libraries of {settings.comfy_python}'s packages"
-        if libraries:
-            log.info("%s first: %d files, %.2f GB: %s", LIBRARIES, len(libraries),
-                     sum(p.stat().st_size for p in libraries) / 1e9, source)
+        if libraries or pages:
+            log.info("%s first: %d files, %.2f GB: %s", LIBRARIES, len(libraries) + len(pages),
+                     (sum(p.stat().st_size for p in libraries) + sum(b - a for _, spans in pages for a, b in spans))
+                     / 1e9, source)
         memory = read_memory(cgroup_root, meminfo)
         budget = budget_bytes(memory, settings.prefetch_headroom_gb, settings.prefetch_readers)
-        files = [(LIBRARIES, path) for path in libraries] + files
+        started = time.monotonic()
+        if libraries or pages:  # ComfyUI's own reads: every reader, yielding or not, then the models
+            first_result = prefetch([(LIBRARIES, path) for path in libraries + [path for path, _ in pages]],
+                                    settings.prefetch_readers, budget, settings.prefetch_timeout_s, read=read,
+                                    only=dict(pages), since=started)
+            log.info("%s: %s", LIBRARIES, first_result.summary())
+            budget -= first_result.bytes_read
         log.info("%d model files, %.2f GB; memory budget %.2f GB (cgroup limit %s, usage %.2f GB; host available "
                  "%.2f GB; PREFETCH_HEADROOM_GB %g)", len(models), sum(m.size for m in models.values()) / 1e9,
                  budget / 1e9, f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none",
@@ -386,8 +418,9 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
             if ranges:
                 log.info("%s: %s first (%.2f GB)", name, ", ".join(FIRST_TENSORS[name]),
                          sum(b - a for a, b in ranges) / 1e9)
-        result = prefetch(files, settings.prefetch_readers, budget, settings.prefetch_timeout_s, read=read,
-                          yield_to=yield_to, first=first)
+        timeout_s = max(0.0, settings.prefetch_timeout_s - (time.monotonic() - started))
+        result = prefetch(files, settings.prefetch_readers, max(0, budget), timeout_s, read=read,
+                          yield_to=yield_to, first=first, since=started)
         log.info("%s", result.summary())
     except Exception as exc:  # noqa: BLE001 - a failed prefetch must never fail the boot; the loaders still read
         log.warning("failed, the loaders read from storage instead: %s: %s", type(exc).__name__, exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ from .output import (
 from .progress import NodeClock, ProgressReporter, runpod_sender
 from .provision import check
 from .settings import Settings, SettingsError, load_settings
+from .start_files import pages_path, record_pages
 from .stopping import Stopping, stop_on_signals
 from .text_encoder import sees_images, text_encoder_file
 from .workflow import (
@@ -114,6 +116,7 @@ class Worker:
         self.encoding: Encoding | None = Encoding(settings.x264_preset, settings.x264_crf)
         self.setup_checked = False  # whether ComfyUI was checked for what the launcher gives it (nodes, cache flag)
         self.loras = LoraCache(settings, lambda: checkpoint_layers(settings))
+        self.pages_listed = not settings.prefetch_libraries  # whether ComfyUI's touched library pages were listed
 
     def check_output_folder(self) -> str | None:
         """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
@@ -130,7 +133,11 @@ class Worker:
         started = time.monotonic()
         try:
             with stop_on_signals():
-                return self._handle(job_id, job.get("input"), started)
+                result = self._handle(job_id, job.get("input"), started)
+            if not self.pages_listed and "error" not in result and "health" not in result:
+                self.pages_listed = True
+                self._list_touched_pages()
+            return result
         except Stopping as exc:
             log.warning("job %s stopped by %s", job_id, exc)
             return _error(f"the worker got {exc} while this job ran and stopped it (ComfyUI's prompt was "
@@ -226,6 +233,22 @@ class Worker:
                 (s.comfy_input_dir / name).unlink(missing_ok=True)
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
+
+    def _list_touched_pages(self) -> None:
+        """PREFETCH_LIBRARIES, after the first job: list on the volume the pages of the shared libraries ComfyUI
+        has touched in its start and that job (its CUDA libraries load on first use), for the next fresh worker's
+        prefetch to read first (ltx2_worker/start_files.py). In a thread: the job's answer does not wait."""
+        def run() -> None:
+            mark = time.monotonic()
+            try:
+                pid = int(self.settings.comfy_pid_file.read_text().strip())
+                listed = record_pages(self.settings, pid)
+                log.info("listed %.2f GB of the library pages ComfyUI touched in %s (%.1f s)", listed / 1e9,
+                         pages_path(self.settings), time.monotonic() - mark)
+            except (OSError, ValueError) as exc:  # only the next worker's head start is lost
+                log.warning("could not list the library pages ComfyUI touched: %s", exc)
+
+        threading.Thread(target=run, name="list-touched-pages", daemon=True).start()
 
     def health_report(self) -> dict[str, Any]:
         """What `{"health": true}` answers, at once and without running a job: whether a job could run now, and

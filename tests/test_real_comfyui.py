@@ -26,7 +26,7 @@ from ltx2_worker.gpu import Gpu, choose_profile
 from ltx2_worker.job import parse_request
 from ltx2_worker.manifest import load_manifest
 from ltx2_worker.settings import load_settings
-from ltx2_worker.start_files import list_path, listed_files
+from ltx2_worker.start_files import list_path, listed_files, listed_pages, pages_path, record_pages
 from ltx2_worker.worker import Worker
 from ltx2_worker.workflow import DISTILLED_CHECKPOINT, Encoding, Workflow
 
@@ -86,6 +86,18 @@ def test_real_comfyui_lists_the_files_its_start_read(comfy):
     assert not any(os.path.basename(p).startswith("libtorch") for p in listed)  # shared libraries left out
     assert any(p.endswith(".py") or p.endswith(".pyc") for p in listed if "/torch/" in p)
     assert len(listed) > 1000
+
+
+def test_real_comfyuis_touched_library_pages_are_a_part_of_each_library(comfy):
+    """PREFETCH_LIBRARIES: what the worker lists after its first job, read off a real ComfyUI's process: the
+    pages of torch's libraries it touched, not the whole files."""
+    listed = record_pages(comfy, int(comfy.comfy_pid_file.read_text()))
+    pages = dict(listed_pages(pages_path(comfy)))
+    assert listed == sum(b - a for spans in pages.values() for a, b in spans)
+    torch_cpu = [p for p in pages if p.name.startswith("libtorch_cpu")]
+    assert torch_cpu and str(torch_cpu[0]).startswith(str(Path(COMFY_PYTHON).parent.parent)), sorted(pages)[:20]
+    touched = sum(b - a for a, b in pages[torch_cpu[0]])
+    assert 0 < touched < 0.9 * torch_cpu[0].stat().st_size
 
 
 def _validate(settings, graph) -> requests.Response:

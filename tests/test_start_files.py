@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -15,7 +16,16 @@ import pytest
 from test_prefetch import cli_env, files_in_memory, provisioned, run_prefetch
 
 from ltx2_worker.settings import ROOT, load_settings
-from ltx2_worker.start_files import FOLDER, list_path, listed_files
+from ltx2_worker.start_files import (
+    FOLDER,
+    PAGE,
+    list_path,
+    listed_files,
+    listed_pages,
+    pages_path,
+    record_pages,
+    touched_pages,
+)
 
 from hf_server import write
 
@@ -143,3 +153,153 @@ def test_the_worker_does_not_import_the_comfyui_module():
     assert "comfy_nodes" not in text.split('"""', 2)[2]
     assert f'ENV = "{node_module().ENV}"' in text
     assert Path(NODE).read_text().count("import ltx2_worker") == 0
+
+
+TOUCHER = """
+import mmap, sys
+maps = []
+for name in sys.argv[1:]:
+    with open(name, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    m[3 * 4096]
+    m[100 * 4096:103 * 4096]
+    maps.append(m)
+print("touched", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def toucher(tmp_path):
+    """A process that maps a library and a data file of 256 pages each and touches pages 3 and 100-102 of both."""
+    library = write(tmp_path / "img" / "libfake.so.1", os.urandom(256 * 4096))
+    data = write(tmp_path / "img" / "weights.bin", os.urandom(256 * 4096))
+    proc = subprocess.Popen([sys.executable, "-c", TOUCHER, str(library), str(data)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "touched"
+        yield proc, library, data
+    finally:
+        proc.communicate("", timeout=30)
+
+
+def covered(spans, offset):
+    return any(a <= offset < b for a, b in spans)
+
+
+def test_the_touched_pages_of_a_processs_libraries_are_found_and_nothing_far_from_them(toucher):
+    proc, library, data = toucher
+    pages = touched_pages(proc.pid, gap=0)
+    assert str(data) not in pages  # not a shared library
+    spans = pages[str(library)]
+    assert all(covered(spans, page * PAGE) for page in (3, 100, 101, 102)), spans
+    # the kernel maps a touched page's neighbours in the page cache (64 KB around it), never farther
+    assert not any(covered(spans, page * PAGE) for page in (50, 150, 200, 255)), spans
+    assert sum(b - a for a, b in spans) <= 2 * 16 * PAGE + 3 * PAGE
+    merged_spans = touched_pages(proc.pid)[str(library)]  # MERGE_GAP joins the two places into one read
+    assert len(merged_spans) == 1 and merged_spans[0][0] <= 3 * PAGE and merged_spans[0][1] >= 103 * PAGE
+
+
+def test_the_touched_pages_are_listed_on_the_volume_and_read_back(tmp_path, toucher):
+    proc, library, _ = toucher
+    settings = load_settings(env={"NETWORK_VOLUME_PATH": str(tmp_path / "vol"), "COMFY_PYTHON": sys.executable})
+    listed = record_pages(settings, proc.pid)
+    path = pages_path(settings)
+    assert path.parent == list_path(settings).parent and path.name.startswith("comfy-start-pages-")
+    found = dict(listed_pages(path))
+    assert library in found and found[library][0][0] <= 3 * PAGE < 103 * PAGE <= found[library][-1][1]
+    assert listed == sum(b - a for spans in found.values() for a, b in spans)  # its other libraries too
+    assert not list(path.parent.glob("*.tmp"))  # written through a temporary name
+
+
+def test_a_pages_list_is_read_with_each_range_cut_to_the_file_and_bad_lines_skipped(tmp_path):
+    small = write(tmp_path / "img" / "libsmall.so", b"s" * 10_000)
+    other = write(tmp_path / "img" / "libother.so.2", b"o" * 10_000)
+    listing = tmp_path / "pages.txt"
+    listing.write_text(f"{small}\t0-4096,8192-20000,30000-40000\n"  # the last is past the end now
+                       f"relative/lib.so\t0-10\n{tmp_path / 'img' / 'gone.so'}\t0-10\n{other}\tx-y\n"
+                       f"{other}\t100\n{tmp_path / 'img'}\t0-10\n{small}\t0-10\n")
+    assert listed_pages(listing) == [(small, [(0, 4096), (8192, 10_000)])]
+    assert listed_pages(tmp_path / "none.txt") == []
+
+
+def test_the_prefetch_reads_only_the_listed_ranges_of_a_file(tmp_path):
+    from ltx2_worker.prefetch import os_read, prefetch
+
+    library = write(tmp_path / "libbig.so", os.urandom(1 << 20))
+    model = write(tmp_path / "model.bin", os.urandom(1 << 16))
+    reads = []
+
+    def recording(fd, buffer, offset):
+        n = os_read(fd, buffer, offset)
+        reads.append((os.readlink(f"/proc/self/fd/{fd}"), offset, n))
+        return n
+
+    result = prefetch([("libraries", library), ("model", model)], readers=1, budget=1 << 30, timeout_s=30,
+                      chunk=1 << 14, read=recording, only={library: [(0, 4096), (1 << 19, (1 << 19) + 40_000)]})
+    from_library = [(offset, n) for name, offset, n in reads if name == str(library)]
+    assert from_library == [(0, 4096), (1 << 19, 1 << 14), ((1 << 19) + (1 << 14), 1 << 14),
+                            ((1 << 19) + (2 << 14), 40_000 - (2 << 14))]
+    assert sum(n for name, _, n in reads if name == str(model)) == 1 << 16  # a file not in `only`: whole
+    assert result.bytes_read == 4096 + 40_000 + (1 << 16) and "skipped" not in result.summary()
+    short = prefetch([("libraries", library)], readers=1, budget=5000, timeout_s=30, read=os_read,
+                     only={library: [(0, 4096), (8192, 12288)]})
+    assert short.bytes_read == 5000 and (short.files[0].wanted, short.files[0].planned) == (8192, 5000)
+    assert "skipped: libraries 0.00 of 0.00 GB (memory budget)" in short.summary()  # short of its ranges
+
+
+def test_the_prefetch_reads_the_listed_pages_with_the_start_files_before_the_models(tmp_path):
+    volume = provisioned(tmp_path)
+    env = cli_env(tmp_path, volume, PREFETCH_HEADROOM_GB="0", PREFETCH_READERS="2", PREFETCH_LIBRARIES="true",
+                  COMFY_PYTHON=sys.executable, COMFYUI_DIR=str(tmp_path / "ComfyUI"),
+                  PREFETCH_YIELD_TO_COMFY="true", COMFY_URL="http://127.0.0.1:9")
+    settings = load_settings(env=env)
+    library = write(tmp_path / "img" / "libcuda-ish.so", os.urandom(1 << 20))
+    module = write(tmp_path / "img" / "m.pyc", os.urandom(1000))
+    list_path(settings).parent.mkdir(parents=True)
+    list_path(settings).write_text(f"{module}\n")
+    pages_path(settings).write_text(f"{library}\t0-65536,524288-655360\n{module}\t0-10\n")  # a listed module: whole
+    result = run_prefetch(env)
+    assert result.returncode == 0
+    assert files_in_memory(result)[:3] == ["libraries", "text_encoder", "checkpoint"], result.stderr
+    assert (f"libraries first: 2 files, 0.00 GB: what ComfyUI's last start read, listed in {list_path(settings)}, "
+            f"and the library pages it touched, listed in {pages_path(settings)}") in result.stderr
+    line = next(ln for ln in result.stderr.splitlines() if "prefetch: libraries: read " in ln)
+    # ComfyUI's own reads go at once with every reader, not one reader yielding to ComfyUI's start
+    assert "of 2 files" in line and "with 2 readers" in line and "one until" not in line, line
+    assert "libraries: read 0.00 GB" in line and f"{1000 + 65536 + 131072}" not in line
+
+
+def test_after_its_first_job_the_worker_lists_the_library_pages_comfyui_touched(tmp_path, toucher):
+    from ltx2_worker.worker import Worker
+
+    from comfy_server import ProtocolComfy
+    from helpers import loopback_settings
+
+    proc, library, _ = toucher
+    comfy_dir = tmp_path / "comfyui"
+    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input").start()
+    try:
+        settings = loopback_settings(comfy.url, comfy_dir / "output", tmp_path, COMFYUI_DIR=str(comfy_dir),
+                                     NETWORK_VOLUME_PATH=str(tmp_path / "vol"), PREFETCH_LIBRARIES="true")
+        settings.comfy_pid_file.write_text(str(proc.pid))  # the process standing in for ComfyUI's
+        worker = Worker(settings)
+        job = {"prompt": "a lighthouse", "width": 512, "height": 288, "frame_count": 9, "seed": 1}
+        assert "error" in worker.handle({"id": "bad", "input": {**job, "width": 7}})
+        assert not pages_path(settings).exists()  # a failed job lists nothing
+        assert "video" in worker.handle({"id": "one", "input": job})
+        for _ in range(100):
+            if pages_path(settings).exists():
+                break
+            time.sleep(0.05)
+        assert library in dict(listed_pages(pages_path(settings)))
+        pages_path(settings).unlink()
+        assert "video" in worker.handle({"id": "two", "input": job})
+        time.sleep(0.3)
+        assert not pages_path(settings).exists()  # once per worker
+        off = Worker(dataclasses.replace(settings, prefetch_libraries=False))
+        assert "video" in off.handle({"id": "three", "input": job})
+        time.sleep(0.3)
+        assert not pages_path(settings).exists()
+    finally:
+        comfy.stop()
