@@ -107,6 +107,16 @@ def record_pages(settings: Settings, pid: int | str) -> int:
     return sum(b - a for spans in pages.values() for a, b in spans)
 
 
+def _lines(path: Path) -> list[str]:
+    """A list's lines; [] when there is none, it cannot be read, or it is larger than any the worker writes."""
+    try:
+        if path.stat().st_size > MAX_LIST_BYTES:
+            return []
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
 def _span(text: str) -> tuple[int, int]:
     begin, end = text.split("-")  # ValueError unless exactly one dash
     return int(begin), int(end)
@@ -116,14 +126,8 @@ def listed_pages(path: Path) -> list[tuple[Path, list[tuple[int, int]]]]:
     """The libraries and byte ranges the list at `path` names, each range cut to the file's size now (another
     image's library of the same name may be shorter), each file once; [] when there is no list or it cannot
     be read. A line that is not path, tab, ranges is skipped."""
-    try:
-        if path.stat().st_size > MAX_LIST_BYTES:
-            return []
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
     found, seen = [], set()
-    for line in lines:
+    for line in _lines(path):
         name, _, text = line.partition("\t")
         try:
             st = os.stat(name) if name.startswith("/") else None
@@ -142,14 +146,8 @@ def listed_pages(path: Path) -> list[tuple[Path, list[tuple[int, int]]]]:
 def listed_files(path: Path) -> list[Path]:
     """The regular files the list at `path` names, in its order, each once (links to one file count once);
     [] when there is no list yet, or it cannot be read."""
-    try:
-        if path.stat().st_size > MAX_LIST_BYTES:
-            return []
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
     found, seen = [], set()
-    for line in lines:
+    for line in _lines(path):
         if not line.startswith("/"):
             continue
         try:
