@@ -245,8 +245,9 @@ class Worker:
                 listed = record_pages(self.settings, pid)
                 log.info("listed %.2f GB of the library pages ComfyUI touched in %s (%.1f s)", listed / 1e9,
                          pages_path(self.settings), time.monotonic() - mark)
-            except (OSError, ValueError) as exc:  # only the next worker's head start is lost
-                log.warning("could not list the library pages ComfyUI touched: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - ComfyUI gone mid-read, /proc unreadable: only the next
+                # worker's head start is lost, never this worker's jobs
+                log.warning("could not list the library pages ComfyUI touched: %s: %s", type(exc).__name__, exc)
 
         threading.Thread(target=run, name="list-touched-pages", daemon=True).start()
 

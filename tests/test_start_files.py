@@ -303,3 +303,32 @@ def test_after_its_first_job_the_worker_lists_the_library_pages_comfyui_touched(
         assert not pages_path(settings).exists()
     finally:
         comfy.stop()
+
+
+def test_a_pages_list_that_cannot_be_written_costs_a_warning_not_the_job(tmp_path, caplog):
+    import logging
+
+    from ltx2_worker.worker import Worker
+
+    from comfy_server import ProtocolComfy
+    from helpers import loopback_settings
+
+    comfy_dir = tmp_path / "comfyui"
+    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input").start()
+    try:
+        settings = loopback_settings(comfy.url, comfy_dir / "output", tmp_path, COMFYUI_DIR=str(comfy_dir),
+                                     NETWORK_VOLUME_PATH=str(tmp_path / "vol"), PREFETCH_LIBRARIES="true")
+        settings.comfy_pid_file.write_text(str(os.getpid()))
+        write(pages_path(settings).parent, b"a file where the worker's folder goes")  # the list cannot be written
+        with caplog.at_level(logging.WARNING, logger="ltx2_worker.worker"):
+            out = Worker(settings).handle({"id": "one", "input": {"prompt": "a lighthouse", "width": 512,
+                                                                   "height": 288, "frame_count": 9, "seed": 1}})
+            for _ in range(100):
+                if any("could not list the library pages" in r.getMessage() for r in caplog.records):
+                    break
+                time.sleep(0.05)
+        assert "video" in out
+        warned = [r.getMessage() for r in caplog.records if "could not list the library pages" in r.getMessage()]
+        assert warned and "FileExistsError" in warned[0] and not any(r.exc_info for r in caplog.records), warned
+    finally:
+        comfy.stop()
