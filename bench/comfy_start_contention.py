@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from gpu_clip import evict, image_roots  # noqa: E402
 
+from ltx2_worker.comfy import ComfyClient  # noqa: E402
 from ltx2_worker.launch import COMFY_NODES  # noqa: E402
 from ltx2_worker.manifest import load_manifest  # noqa: E402
 from ltx2_worker.settings import load_settings  # noqa: E402
@@ -85,16 +85,15 @@ def list_touched_pages(args, work: Path, env: dict, settings) -> int:
                              "--port", str(port), "--output-directory", str(work / "out"), "--input-directory",
                              str(work / "in")], cwd=args.comfyui_dir, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    client = ComfyClient(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/system_stats", timeout=2):
-                    return record_pages(settings, proc.pid)
-            except OSError:
-                if proc.poll() is not None:
-                    raise SystemExit(f"ComfyUI exited with {proc.returncode} before it answered") from None
-                time.sleep(0.5)
+            if client.ready(timeout=2.0):
+                return record_pages(settings, proc.pid)
+            if proc.poll() is not None:
+                raise SystemExit(f"ComfyUI exited with {proc.returncode} before it answered")
+            time.sleep(0.5)
         raise SystemExit("ComfyUI did not answer within 600 s")
     finally:
         proc.terminate()

@@ -235,9 +235,10 @@ def prefetch(files: list[tuple[str, Path]], readers: int, budget: int, timeout_s
             for a, b in only[path]:
                 take = max(0, min(b, f.size) - a)
                 f.wanted += take
-                if min(take, left) > 0:
-                    f.spans.append((a, a + min(take, left)))
-                    left -= min(take, left)
+                planned = min(take, left)
+                if planned > 0:
+                    f.spans.append((a, a + planned))
+                    left -= planned
             f.planned = sum(b - a for a, b in f.spans)
             continue
         f.wanted = f.size

@@ -270,65 +270,63 @@ def test_the_prefetch_reads_the_listed_pages_with_the_start_files_before_the_mod
     assert "libraries: read 0.00 GB" in line and f"{1000 + 65536 + 131072}" not in line
 
 
-def test_after_its_first_job_the_worker_lists_the_library_pages_comfyui_touched(tmp_path, toucher):
-    from ltx2_worker.worker import Worker
-
+@pytest.fixture
+def listing_worker_settings(tmp_path):
+    """Settings of a worker with PREFETCH_LIBRARIES beside the protocol ComfyUI, its volume in tmp_path/vol."""
     from comfy_server import ProtocolComfy
     from helpers import loopback_settings
 
-    proc, library, _ = toucher
     comfy_dir = tmp_path / "comfyui"
     comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input").start()
     try:
-        settings = loopback_settings(comfy.url, comfy_dir / "output", tmp_path, COMFYUI_DIR=str(comfy_dir),
-                                     NETWORK_VOLUME_PATH=str(tmp_path / "vol"), PREFETCH_LIBRARIES="true")
-        settings.comfy_pid_file.write_text(str(proc.pid))  # the process standing in for ComfyUI's
-        worker = Worker(settings)
-        job = {"prompt": "a lighthouse", "width": 512, "height": 288, "frame_count": 9, "seed": 1}
-        assert "error" in worker.handle({"id": "bad", "input": {**job, "width": 7}})
-        assert not pages_path(settings).exists()  # a failed job lists nothing
-        assert "video" in worker.handle({"id": "one", "input": job})
-        for _ in range(100):
-            if pages_path(settings).exists():
-                break
-            time.sleep(0.05)
-        assert library in dict(listed_pages(pages_path(settings)))
-        pages_path(settings).unlink()
-        assert "video" in worker.handle({"id": "two", "input": job})
-        time.sleep(0.3)
-        assert not pages_path(settings).exists()  # once per worker
-        off = Worker(dataclasses.replace(settings, prefetch_libraries=False))
-        assert "video" in off.handle({"id": "three", "input": job})
-        time.sleep(0.3)
-        assert not pages_path(settings).exists()
+        yield loopback_settings(comfy.url, comfy_dir / "output", tmp_path, COMFYUI_DIR=str(comfy_dir),
+                                NETWORK_VOLUME_PATH=str(tmp_path / "vol"), PREFETCH_LIBRARIES="true")
     finally:
         comfy.stop()
 
 
-def test_a_pages_list_that_cannot_be_written_costs_a_warning_not_the_job(tmp_path, caplog):
+JOB = {"prompt": "a lighthouse", "width": 512, "height": 288, "frame_count": 9, "seed": 1}
+
+
+def test_after_its_first_job_the_worker_lists_the_library_pages_comfyui_touched(listing_worker_settings, toucher):
+    from ltx2_worker.worker import Worker
+
+    proc, library, _ = toucher
+    settings = listing_worker_settings
+    settings.comfy_pid_file.write_text(str(proc.pid))  # the process standing in for ComfyUI's
+    worker = Worker(settings)
+    assert "error" in worker.handle({"id": "bad", "input": {**JOB, "width": 7}})
+    assert not pages_path(settings).exists()  # a failed job lists nothing
+    assert "video" in worker.handle({"id": "one", "input": JOB})
+    for _ in range(100):
+        if pages_path(settings).exists():
+            break
+        time.sleep(0.05)
+    assert library in dict(listed_pages(pages_path(settings)))
+    pages_path(settings).unlink()
+    assert "video" in worker.handle({"id": "two", "input": JOB})
+    time.sleep(0.3)
+    assert not pages_path(settings).exists()  # once per worker
+    off = Worker(dataclasses.replace(settings, prefetch_libraries=False))
+    assert "video" in off.handle({"id": "three", "input": JOB})
+    time.sleep(0.3)
+    assert not pages_path(settings).exists()
+
+
+def test_a_pages_list_that_cannot_be_written_costs_a_warning_not_the_job(listing_worker_settings, caplog):
     import logging
 
     from ltx2_worker.worker import Worker
 
-    from comfy_server import ProtocolComfy
-    from helpers import loopback_settings
-
-    comfy_dir = tmp_path / "comfyui"
-    comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input").start()
-    try:
-        settings = loopback_settings(comfy.url, comfy_dir / "output", tmp_path, COMFYUI_DIR=str(comfy_dir),
-                                     NETWORK_VOLUME_PATH=str(tmp_path / "vol"), PREFETCH_LIBRARIES="true")
-        settings.comfy_pid_file.write_text(str(os.getpid()))
-        write(pages_path(settings).parent, b"a file where the worker's folder goes")  # the list cannot be written
-        with caplog.at_level(logging.WARNING, logger="ltx2_worker.worker"):
-            out = Worker(settings).handle({"id": "one", "input": {"prompt": "a lighthouse", "width": 512,
-                                                                   "height": 288, "frame_count": 9, "seed": 1}})
-            for _ in range(100):
-                if any("could not list the library pages" in r.getMessage() for r in caplog.records):
-                    break
-                time.sleep(0.05)
-        assert "video" in out
-        warned = [r.getMessage() for r in caplog.records if "could not list the library pages" in r.getMessage()]
-        assert warned and "FileExistsError" in warned[0] and not any(r.exc_info for r in caplog.records), warned
-    finally:
-        comfy.stop()
+    settings = listing_worker_settings
+    settings.comfy_pid_file.write_text(str(os.getpid()))
+    write(pages_path(settings).parent, b"a file where the worker's folder goes")  # the list cannot be written
+    with caplog.at_level(logging.WARNING, logger="ltx2_worker.worker"):
+        out = Worker(settings).handle({"id": "one", "input": JOB})
+        for _ in range(100):
+            if any("could not list the library pages" in r.getMessage() for r in caplog.records):
+                break
+            time.sleep(0.05)
+    assert "video" in out
+    warned = [r.getMessage() for r in caplog.records if "could not list the library pages" in r.getMessage()]
+    assert warned and "FileExistsError" in warned[0] and not any(r.exc_info for r in caplog.records), warned
