@@ -1,8 +1,8 @@
 """ComfyUI's start beside the boot prefetch on this machine's disk, the page cache evicted before each run: ComfyUI
 alone, beside the prefetch as it ships, and beside it with PREFETCH_LIBRARIES reading the list of ComfyUI's start
 files first (written by the worker's ltx2_start_files module in a first, unmeasured start), and with it the pages of
-the shared libraries ComfyUI's process touched (listed, as the worker lists them after its first job, from a second
-unmeasured start once ComfyUI answers). Where the image and the
+ComfyUI's files its start read (listed, as the worker lists them after its first job, from a second unmeasured
+start, its files evicted first, once ComfyUI answers). Where the image and the
 models share one disk, every load of the first job waits for ComfyUI's start (docs/performance.md), so this is the
 part of a cold start that the list is for. Runs on a CPU: ComfyUI with --cpu and --quick-test-for-ci, which exits
 when its start is done; the models are files of the manifest's names with --gb in all, in the real files' ratio.
@@ -77,9 +77,10 @@ def comfy_start(args, work: Path, env: dict) -> float:
     return time.monotonic() - started
 
 
-def list_touched_pages(args, work: Path, env: dict, settings) -> int:
-    """Start ComfyUI as a server (not the quick test), and once it answers list the library pages its process
-    touched, as the worker does after its first job; the bytes listed."""
+def list_start_pages(args, work: Path, env: dict, settings) -> int:
+    """Start ComfyUI as a server (not the quick test) with its files evicted, and once it answers list the pages of
+    its files in memory, as the worker does after its first job; the bytes listed."""
+    evict(image_roots(args.comfyui_dir, args.comfy_python, settings.volume_path))
     port = free_port()
     proc = subprocess.Popen([args.comfy_python, "main.py", "--cpu", "--disable-api-nodes", "--disable-auto-launch",
                              "--port", str(port), "--output-directory", str(work / "out"), "--input-directory",
@@ -90,7 +91,7 @@ def list_touched_pages(args, work: Path, env: dict, settings) -> int:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if client.ready(timeout=2.0):
-                return record_pages(settings, proc.pid)
+                return record_pages(settings)
             if proc.poll() is not None:
                 raise SystemExit(f"ComfyUI exited with {proc.returncode} before it answered")
             time.sleep(0.5)
@@ -138,9 +139,9 @@ def main() -> int:
         lists["libraries"] = files + libraries
     pages = b""
     if any(case.endswith("+pages") for case in args.cases.split(",")):
-        listed = list_touched_pages(args, args.work, env, settings)
+        listed = list_start_pages(args, args.work, env, settings)
         pages = pages_path(settings).read_bytes()
-        print(f"touched library pages: {listed / 1e9:.2f} GB in {len(pages.splitlines())} libraries")
+        print(f"pages its start read: {listed / 1e9:.2f} GB in {len(pages.splitlines())} files")
     pages_path(settings).unlink(missing_ok=True)
     roots = image_roots(args.comfyui_dir, args.comfy_python, settings.volume_path) + [settings.volume_path]
     print("| case | run | ComfyUI's start s | prefetch's summary |\n|---|---|---|---|")

@@ -4,10 +4,9 @@ the weights in memory instead of waiting on the network volume.
     python -m ltx2_worker.prefetch     # entrypoint.sh runs it in the background, after provisioning
 
 Several readers take 64 MB chunks from one queue: first, with PREFETCH_LIBRARIES and every reader, what ComfyUI
-read the last time (its Python modules and the pages of its shared libraries it touched, listed on the volume:
-ltx2_worker/start_files.py), or before any list exists the shared libraries of its Python's packages (torch's,
-CUDA's, PyAV's) whole: ComfyUI's start otherwise reads them behind the model reads, and every load waits for
-ComfyUI; then the model files in the order the first job loads them
+read the last time (its Python modules, and the pages of its files its start and first job read, listed on the
+volume: ltx2_worker/start_files.py): ComfyUI's start otherwise reads them behind the model reads, and every load
+waits for ComfyUI; then the model files in the order the first job loads them
 (READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one buffer per
 reader. It reads at most what the container's memory allows at start (its cgroup's limit less its usage, and the
 host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what it read a moment
@@ -31,7 +30,6 @@ import json
 import logging
 import os
 import queue
-import shutil
 import sys
 import threading
 import time
@@ -58,9 +56,6 @@ FIRST_TENSORS = {"checkpoint": ("audio_vae.", "vocoder.", "text_embedding_projec
                                 "model.diffusion_model.audio_embeddings_connector.",
                                 "model.diffusion_model.video_embeddings_connector.")}
 MAX_HEADER = 100 * 1024 * 1024  # a safetensors header larger than this is not read
-# site-packages folders of ComfyUI's Python whose shared libraries ComfyUI loads when it starts
-LIBRARY_PACKAGES = ("torch", "nvidia", "torchaudio", "torchvision", "av", "av.libs", "pillow.libs", "tokenizers",
-                    "safetensors", "comfy_kitchen", "comfy_aimdo")
 LIBRARIES = "libraries"  # the name their reading is logged under
 CHUNK = 64 * 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -159,24 +154,6 @@ class Result:
         skipped = [f"{f.name} {(f.wanted - f.read) / 1e9:.2f} of {f.wanted / 1e9:.2f} GB ({f.why_short()})"
                    if f.wanted else f"{f.name} ({f.why_short()})" for f in self.files if f.reason or f.read < f.wanted]
         return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
-
-
-def library_files(comfy_python: str) -> list[Path]:
-    """The shared libraries (*.so, *.so.N) under LIBRARY_PACKAGES in the site-packages of `comfy_python`'s
-    environment (a venv's bin/python, or a name found on PATH), each once (lib64 is often a link to lib), largest
-    first; [] if none is found."""
-    found = shutil.which(comfy_python)
-    if found is None:
-        return []
-    env = Path(os.path.abspath(found)).parent.parent  # a venv's python is a link: its own folder, not the target's
-    found_files: dict[tuple[int, int], tuple[int, Path]] = {}
-    for site in sorted(env.glob("lib*/python3*/site-packages")):
-        for package in LIBRARY_PACKAGES:
-            for path in (site / package).rglob("*") if (site / package).is_dir() else ():
-                if path.is_file() and not path.is_symlink() and (path.name.endswith(".so") or ".so." in path.name):
-                    st = path.stat()
-                    found_files.setdefault((st.st_dev, st.st_ino), (st.st_size, path))
-    return [path for _, path in sorted(found_files.values(), key=lambda item: (-item[0], str(item[1])))]
 
 
 def tensor_ranges(path: Path, prefixes: tuple[str, ...]) -> list[tuple[int, int]]:
@@ -386,10 +363,9 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
             whole = set(libraries)
             pages = [(path, spans) for path, spans in listed_pages(pages_path(settings)) if path not in whole]
             if pages:
-                source += f", and the library pages it touched, listed in {pages_path(settings)}"
-            if not libraries and not pages:
-                libraries = library_files(settings.comfy_python)
-                source = f"no list yet: the shared libraries of {settings.comfy_python}'s packages"
+                source += f", and the pages its start and first job read, listed in {pages_path(settings)}"
+            if not libraries and not pages:  # a first start: reading the libraries whole (7.7 GB) delayed the
+                log.info("%s: no list yet in %s", LIBRARIES, listing.parent)  # models and started ComfyUI no sooner
         if libraries or pages:
             log.info("%s first: %d files, %.2f GB: %s", LIBRARIES, len(libraries) + len(pages),
                      (sum(p.stat().st_size for p in libraries) + sum(b - a for _, spans in pages for a, b in spans))

@@ -8,19 +8,27 @@ With PREFETCH_LIBRARIES the launcher names list_path() to ComfyUI (the LTX2_STAR
 the prefetch reads the listed files before the models. The list is keyed by ComfyUI's Python and tree, so images
 that share a volume keep one each; a listed file that is gone (another image's packages) is skipped.
 
-The modules are not all: on the GPU host ComfyUI still read 1.74 GB itself with them in memory (2026-12-06f), the
-pages of the shared libraries it maps (torch's, CUDA's), fetched one fault at a time behind the prefetch's reads.
-Reading those libraries whole (7.67 GB) delays the models. So after its first job the worker also lists the pages
-of them that ComfyUI's process has touched (pages_path(): its page table, /proc/<pid>/pagemap, covers the start and
-the first job's CUDA libraries), and the prefetch reads just those byte ranges.
+The modules are not all: on the GPU host ComfyUI still read 1.74 GB itself with them in memory (2026-12-06f), and
+with the pages its process had mapped listed too (/proc/<pid>/pagemap) still 0.07-0.09 GB, on which its main thread
+waited 7-9 s, one read at a time behind the prefetch's (bench/comfy_start_waits.py): pages read ahead around its
+faults but never mapped, Python sources read for their text, packages' metadata. So after its first job the worker
+lists every page in memory of the files under ComfyUI's folders (its Python's sys.path, its bytecode cache, its
+tree; mincore(2)): on a fresh host that is what the start and the first job read, 1.8 GB (2026-12-06g: ComfyUI then
+answered as from the page cache, 16.0 s against 23.3-23.5 s). A host whose cache held more of those files before
+the start (more than MAX_LISTED_BYTES in memory) says nothing about a fresh start: its list is not written.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import json
+import mmap
 import os
+import shlex
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 from .settings import Settings
@@ -29,9 +37,10 @@ from .verify import write_atomically
 FOLDER = ".ltx2-worker"  # inside the volume: the worker's own small state, beside models/ and the LoRA cache
 ENV = "LTX2_START_FILES"  # the variable ComfyUI's ltx2_start_files module reads (it cannot import this one)
 MAX_LIST_BYTES = 16 * 1024 * 1024  # a list larger than this is not one the module wrote
-PAGE = os.sysconf("SC_PAGE_SIZE")
-PRESENT = 1 << 63  # a /proc/<pid>/pagemap entry's bit: the page is in the process's memory
-MERGE_GAP = 1024 * 1024  # touched ranges closer than this are read as one: fewer, larger reads for a little more
+PAGE = mmap.PAGESIZE
+MERGE_GAP = 1024 * 1024  # ranges in memory closer than this are read as one: fewer, larger reads for a little more
+MAX_LISTED_BYTES = 4 * 10**9  # a fresh start and first job read 1.8 GB of ComfyUI's files (H100 host, 2026-12-06g)
+ROOTS_TIMEOUT_S = 60.0  # ComfyUI's Python asked for its sys.path
 
 
 def _key(settings: Settings) -> str:
@@ -45,13 +54,9 @@ def list_path(settings: Settings) -> Path:
 
 
 def pages_path(settings: Settings) -> Path:
-    """Where the pages of the shared libraries ComfyUI touched are listed: one file per ComfyUI Python and tree."""
+    """Where the pages of ComfyUI's files in memory after the first job are listed: one file per ComfyUI Python and
+    tree."""
     return settings.volume_path / FOLDER / f"comfy-start-pages-{_key(settings)}.txt"
-
-
-def is_library(path: str) -> bool:
-    name = os.path.basename(path)
-    return name.endswith(".so") or ".so." in name
 
 
 def merged(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
@@ -65,46 +70,111 @@ def merged(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def touched_pages(pid: int | str, gap: int = MERGE_GAP) -> dict[str, list[tuple[int, int]]]:
-    """The byte ranges of each shared library mapped by process `pid` whose pages are in its memory (touched by
-    it, or mapped beside a touched page from the page cache), merged across `gap`. Reads /proc/<pid>/maps and
-    /proc/<pid>/pagemap (the present bit needs no privilege; the same user may read another process's)."""
-    spans: dict[str, list[tuple[int, int]]] = {}
-    with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
-        maps = f.read().splitlines()
-    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
-        for line in maps:
-            fields = line.split(None, 5)
-            if len(fields) < 6 or not fields[5].startswith("/") or fields[4] == "0" or not is_library(fields[5]):
-                continue
-            path = fields[5].strip()
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            offset = int(fields[2], 16)
-            pagemap.seek(start // PAGE * 8)
-            entries = memoryview(pagemap.read((end - start) // PAGE * 8)).cast("Q")
-            at = [offset + i * PAGE for i, entry in enumerate(entries) if entry & PRESENT]
-            spans.setdefault(path, []).extend((a, a + PAGE) for a in at)
-    out = {}
-    for path, found in spans.items():
+class WarmHost(Exception):
+    """More of ComfyUI's files were in memory than a fresh start reads: the host's cache was warm before it."""
+
+
+_libc = None
+
+
+def _mincore():
+    global _libc
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+        _libc = libc
+    return _libc
+
+
+def resident_ranges(path: str | Path) -> list[tuple[int, int]]:
+    """The byte ranges of the file at `path` whose pages are in the page cache (mincore(2) on a read-only shared
+    mapping: nothing is read, no privilege needed); [] when it cannot be opened or mapped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return []
+        libc = _mincore()
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address is None or address == ctypes.c_void_p(-1).value:
+            return []
         try:
-            size = os.stat(path).st_size  # a mapping's last page runs past the file's end
-        except OSError:
-            continue
-        cut = [(a, min(b, size)) for a, b in merged(found, gap) if a < size]
-        if cut:
-            out[path] = cut
+            pages = (size + PAGE - 1) // PAGE
+            vec = (ctypes.c_ubyte * pages)()
+            if libc.mincore(address, size, vec) != 0:
+                return []
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+    spans, start = [], None
+    for i, byte in enumerate(bytes(vec) + b"\0"):
+        if byte & 1 and start is None:
+            start = i
+        elif not byte & 1 and start is not None:
+            spans.append((start * PAGE, min(i * PAGE, size)))
+            start = None
+    return spans
+
+
+def comfy_roots(settings: Settings) -> list[Path]:
+    """The folders ComfyUI's files are read from: its Python's sys.path and bytecode cache, asked of that Python
+    as ComfyUI runs it, and its tree; none inside another."""
+    code = "import json, sys; print(json.dumps(sys.path + [sys.pycache_prefix or '']))"
+    out = subprocess.run([*shlex.split(settings.comfy_python), "-c", code], capture_output=True, text=True,
+                         check=True, timeout=ROOTS_TIMEOUT_S, cwd=settings.comfy_dir)
+    paths = json.loads(out.stdout.strip().splitlines()[-1])  # "" (the current folder) is ComfyUI's tree
+    found = {Path(p).resolve() for p in paths if p and os.path.isabs(p) and os.path.isdir(p)}
+    found.add(Path(settings.comfy_dir).resolve())
+    return sorted(p for p in found if not any(p != q and p.is_relative_to(q) for q in found))
+
+
+def resident_pages(roots: list[Path], skip: Path | None = None,
+                   gap: int = MERGE_GAP) -> dict[str, list[tuple[int, int]]]:
+    """Each regular file under `roots`, outside the folder `skip` (the volume: its models are the prefetch's
+    own), with pages in memory: its ranges, merged across `gap`. Links are not followed, and a file reached twice
+    (hard links) is listed once."""
+    out, seen = {}, set()
+    skipped = str(skip.resolve()) if skip is not None else None
+    for root in roots:
+        for folder, folders, names in os.walk(root):
+            folders[:] = [f for f in folders if os.path.join(folder, f) != skipped]
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                spans = resident_ranges(path)
+                if spans:
+                    out[path] = merged(spans, gap)
     return out
 
 
-def record_pages(settings: Settings, pid: int | str) -> int:
-    """List on the volume (pages_path(), atomically) what touched_pages() finds in ComfyUI's process `pid`;
-    returns the bytes listed. One line a library: its path, a tab, its ranges as start-end, comma-separated."""
-    pages = touched_pages(pid)
+def record_pages(settings: Settings) -> int:
+    """List on the volume (pages_path(), atomically) the pages of ComfyUI's files in memory now, what its start
+    and first job read on a fresh host; returns the bytes listed. One line a file: its path, a tab, its ranges as
+    start-end, comma-separated. Raises WarmHost, writing nothing, past MAX_LISTED_BYTES."""
+    pages = resident_pages(comfy_roots(settings), skip=Path(settings.volume_path))
+    total = sum(b - a for spans in pages.values() for a, b in spans)
+    if total > MAX_LISTED_BYTES:
+        raise WarmHost(f"{total / 1e9:.2f} GB of ComfyUI's files are in memory, more than a fresh start reads "
+                       f"({MAX_LISTED_BYTES / 1e9:g} GB): this host had them before its start; not listed")
     text = "".join(f"{path}\t{','.join(f'{a}-{b}' for a, b in spans)}\n" for path, spans in sorted(pages.items()))
     path = pages_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, text.encode())
-    return sum(b - a for spans in pages.values() for a, b in spans)
+    return total
 
 
 def _lines(path: Path) -> list[str]:

@@ -116,7 +116,7 @@ class Worker:
         self.encoding: Encoding | None = Encoding(settings.x264_preset, settings.x264_crf)
         self.setup_checked = False  # whether ComfyUI was checked for what the launcher gives it (nodes, cache flag)
         self.loras = LoraCache(settings, lambda: checkpoint_layers(settings))
-        self.pages_listed = not settings.prefetch_libraries  # whether ComfyUI's touched library pages were listed
+        self.pages_listed = not settings.prefetch_libraries  # whether the pages ComfyUI's start read were listed
 
     def check_output_folder(self) -> str | None:
         """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
@@ -136,7 +136,7 @@ class Worker:
                 result = self._handle(job_id, job.get("input"), started)
             if not self.pages_listed and "error" not in result and "health" not in result:
                 self.pages_listed = True
-                self._list_touched_pages()
+                self._list_start_pages()
             return result
         except Stopping as exc:
             log.warning("job %s stopped by %s", job_id, exc)
@@ -234,22 +234,22 @@ class Worker:
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
 
-    def _list_touched_pages(self) -> None:
-        """PREFETCH_LIBRARIES, after the first job: list on the volume the pages of the shared libraries ComfyUI
-        has touched in its start and that job (its CUDA libraries load on first use), for the next fresh worker's
-        prefetch to read first (ltx2_worker/start_files.py). In a thread: the job's answer does not wait."""
+    def _list_start_pages(self) -> None:
+        """PREFETCH_LIBRARIES, after the first job: list on the volume the pages of ComfyUI's files in memory, what
+        its start and that job read (its CUDA libraries load on first use), for the next fresh worker's prefetch
+        to read first (ltx2_worker/start_files.py). In a thread: the job's answer does not wait."""
         def run() -> None:
             mark = time.monotonic()
             try:
-                pid = int(self.settings.comfy_pid_file.read_text().strip())
-                listed = record_pages(self.settings, pid)
-                log.info("listed %.2f GB of the library pages ComfyUI touched in %s (%.1f s)", listed / 1e9,
-                         pages_path(self.settings), time.monotonic() - mark)
-            except Exception as exc:  # noqa: BLE001 - ComfyUI gone mid-read, /proc unreadable: only the next
-                # worker's head start is lost, never this worker's jobs
-                log.warning("could not list the library pages ComfyUI touched: %s: %s", type(exc).__name__, exc)
+                listed = record_pages(self.settings)
+                log.info("listed %.2f GB of pages of ComfyUI's files read by its start and first job in %s (%.1f s)",
+                         listed / 1e9, pages_path(self.settings), time.monotonic() - mark)
+            except Exception as exc:  # noqa: BLE001 - a warm host, an unreadable folder, ComfyUI's Python gone:
+                # only the next worker's head start is lost, never this worker's jobs
+                log.warning("could not list the pages of ComfyUI's files its start read: %s: %s",
+                            type(exc).__name__, exc)
 
-        threading.Thread(target=run, name="list-touched-pages", daemon=True).start()
+        threading.Thread(target=run, name="list-start-pages", daemon=True).start()
 
     def health_report(self) -> dict[str, Any]:
         """What `{"health": true}` answers, at once and without running a job: whether a job could run now, and

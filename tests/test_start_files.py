@@ -19,12 +19,14 @@ from ltx2_worker.settings import ROOT, load_settings
 from ltx2_worker.start_files import (
     FOLDER,
     PAGE,
+    WarmHost,
+    comfy_roots,
     list_path,
     listed_files,
     listed_pages,
     pages_path,
     record_pages,
-    touched_pages,
+    resident_ranges,
 )
 
 from hf_server import write
@@ -155,61 +157,102 @@ def test_the_worker_does_not_import_the_comfyui_module():
     assert Path(NODE).read_text().count("import ltx2_worker") == 0
 
 
-TOUCHER = """
-import mmap, sys
-maps = []
-for name in sys.argv[1:]:
-    with open(name, "rb") as f:
-        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-    m[3 * 4096]
-    m[100 * 4096:103 * 4096]
-    maps.append(m)
-print("touched", flush=True)
-sys.stdin.read()
-"""
+def evicted(path: Path) -> Path:
+    """`path` written out and dropped from the page cache, as a fresh host has it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    if resident_ranges(path):
+        pytest.skip(f"{path.parent}'s file system keeps files in memory (tmpfs): no cold file to read")
+    return path
+
+
+def touch(path: Path, pages) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for page in pages:
+            os.pread(fd, PAGE, page * PAGE)
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture
-def toucher(tmp_path):
-    """A process that maps a library and a data file of 256 pages each and touches pages 3 and 100-102 of both."""
-    library = write(tmp_path / "img" / "libfake.so.1", os.urandom(256 * 4096))
-    data = write(tmp_path / "img" / "weights.bin", os.urandom(256 * 4096))
-    proc = subprocess.Popen([sys.executable, "-c", TOUCHER, str(library), str(data)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "touched"
-        yield proc, library, data
-    finally:
-        proc.communicate("", timeout=30)
+def cold_python(tmp_path):
+    """A stand-in for ComfyUI's Python whose sys.path holds a folder of cold files, some then read: a library of
+    4,096 pages (pages 3 and 100-102 read), a package's METADATA (read), a module's source (not read), and the
+    volume inside that folder with a model file read whole."""
+    site = tmp_path / "img" / "site"
+    library = evicted(write(site / "libfake.so.1", os.urandom(4096 * PAGE)))
+    metadata = evicted(write(site / "pkg-1.0.dist-info" / "METADATA", b"Name: pkg\n" * 400))
+    source = evicted(write(site / "pkg" / "mod.py", b"x = 1\n" * 1000))
+    model = evicted(write(site / "vol" / "models" / "model.bin", os.urandom(64 * PAGE)))
+    touch(library, [3, 100, 101, 102])
+    metadata.read_bytes()
+    model.read_bytes()
+    python = f"env PYTHONPATH={site} PYTHONPYCACHEPREFIX={tmp_path / 'pyc'} {sys.executable} -S"
+    (tmp_path / "pyc").mkdir()
+    return types.SimpleNamespace(python=python, site=site, library=library, metadata=metadata, source=source,
+                                 volume=site / "vol", comfy_dir=tmp_path / "ComfyUI")
 
 
 def covered(spans, offset):
     return any(a <= offset < b for a, b in spans)
 
 
-def test_the_touched_pages_of_a_processs_libraries_are_found_and_nothing_far_from_them(toucher):
-    proc, library, data = toucher
-    pages = touched_pages(proc.pid, gap=0)
-    assert str(data) not in pages  # not a shared library
-    spans = pages[str(library)]
+def test_the_pages_of_a_file_in_memory_are_found_and_nothing_far_from_them(tmp_path):
+    library = evicted(write(tmp_path / "libfake.so.1", os.urandom(4096 * PAGE)))
+    assert resident_ranges(library) == []
+    touch(library, [3, 100, 101, 102])
+    spans = resident_ranges(library)
     assert all(covered(spans, page * PAGE) for page in (3, 100, 101, 102)), spans
-    # the kernel maps a touched page's neighbours in the page cache (64 KB around it), never farther
-    assert not any(covered(spans, page * PAGE) for page in (50, 150, 200, 255)), spans
-    assert sum(b - a for a, b in spans) <= 2 * 16 * PAGE + 3 * PAGE
-    merged_spans = touched_pages(proc.pid)[str(library)]  # MERGE_GAP joins the two places into one read
-    assert len(merged_spans) == 1 and merged_spans[0][0] <= 3 * PAGE and merged_spans[0][1] >= 103 * PAGE
+    # the kernel reads ahead of a read (128 KB by default), never megabytes
+    assert not any(covered(spans, page * PAGE) for page in (1000, 2000, 4095)), spans
+    assert sum(b - a for a, b in spans) <= 1 << 20
+    assert resident_ranges(tmp_path / "none") == [] and resident_ranges(write(tmp_path / "empty", b"")) == []
 
 
-def test_the_touched_pages_are_listed_on_the_volume_and_read_back(tmp_path, toucher):
-    proc, library, _ = toucher
-    settings = load_settings(env={"NETWORK_VOLUME_PATH": str(tmp_path / "vol"), "COMFY_PYTHON": sys.executable})
-    listed = record_pages(settings, proc.pid)
+def test_comfyuis_folders_are_its_pythons_path_its_bytecode_cache_and_its_tree_none_inside_another(tmp_path,
+                                                                                                 cold_python):
+    (tmp_path / "ComfyUI").mkdir()
+    settings = load_settings(env={"NETWORK_VOLUME_PATH": str(cold_python.volume), "COMFY_PYTHON": cold_python.python,
+                                  "COMFYUI_DIR": str(tmp_path / "ComfyUI")})
+    roots = comfy_roots(settings)
+    assert cold_python.site in roots and tmp_path / "pyc" in roots and tmp_path / "ComfyUI" in roots
+    assert not any(p != q and p.is_relative_to(q) for p in roots for q in roots)
+    assert ROOT not in roots  # "" in its sys.path is ComfyUI's tree, not the worker's current folder
+
+
+def test_the_pages_read_are_listed_on_the_volume_and_read_back_not_the_volumes_own(tmp_path, cold_python):
+    settings = load_settings(env={"NETWORK_VOLUME_PATH": str(cold_python.volume), "COMFY_PYTHON": cold_python.python,
+                                  "COMFYUI_DIR": str(tmp_path / "ComfyUI")})
+    (tmp_path / "ComfyUI").mkdir()
+    listed = record_pages(settings)
     path = pages_path(settings)
     assert path.parent == list_path(settings).parent and path.name.startswith("comfy-start-pages-")
     found = dict(listed_pages(path))
-    assert library in found and found[library][0][0] <= 3 * PAGE < 103 * PAGE <= found[library][-1][1]
-    assert listed == sum(b - a for spans in found.values() for a, b in spans)  # its other libraries too
+    spans = found[cold_python.library]
+    assert len(spans) == 1 and spans[0][0] <= 3 * PAGE < 103 * PAGE <= spans[0][1] < 1000 * PAGE  # MERGE_GAP
+    assert found[cold_python.metadata] == [(0, cold_python.metadata.stat().st_size)]
+    assert cold_python.source not in found  # never read
+    assert not any(p.is_relative_to(cold_python.volume) for p in found)  # the models are the prefetch's own
+    assert listed == sum(b - a for spans in found.values() for a, b in spans)  # its stdlib's pages too
     assert not list(path.parent.glob("*.tmp"))  # written through a temporary name
+
+
+def test_a_host_with_more_of_comfyuis_files_in_memory_than_a_start_reads_lists_nothing(tmp_path, cold_python,
+                                                                                      monkeypatch):
+    import ltx2_worker.start_files as start_files
+
+    settings = load_settings(env={"NETWORK_VOLUME_PATH": str(cold_python.volume), "COMFY_PYTHON": cold_python.python,
+                                  "COMFYUI_DIR": str(tmp_path / "ComfyUI")})
+    (tmp_path / "ComfyUI").mkdir()
+    monkeypatch.setattr(start_files, "MAX_LISTED_BYTES", 4 * PAGE)
+    with pytest.raises(WarmHost, match="GB of ComfyUI's files are in memory, more than a fresh start reads"):
+        record_pages(settings)
+    assert not pages_path(settings).exists()
 
 
 def test_a_pages_list_is_read_with_each_range_cut_to_the_file_and_bad_lines_skipped(tmp_path):
@@ -263,7 +306,7 @@ def test_the_prefetch_reads_the_listed_pages_with_the_start_files_before_the_mod
     assert result.returncode == 0
     assert files_in_memory(result)[:3] == ["libraries", "text_encoder", "checkpoint"], result.stderr
     assert (f"libraries first: 2 files, 0.00 GB: what ComfyUI's last start read, listed in {list_path(settings)}, "
-            f"and the library pages it touched, listed in {pages_path(settings)}") in result.stderr
+            f"and the pages its start and first job read, listed in {pages_path(settings)}") in result.stderr
     line = next(ln for ln in result.stderr.splitlines() if "prefetch: libraries: read " in ln)
     # ComfyUI's own reads go at once with every reader, not one reader yielding to ComfyUI's start
     assert "of 2 files" in line and "with 2 readers" in line and "one until" not in line, line
@@ -271,8 +314,9 @@ def test_the_prefetch_reads_the_listed_pages_with_the_start_files_before_the_mod
 
 
 @pytest.fixture
-def listing_worker_settings(tmp_path):
-    """Settings of a worker with PREFETCH_LIBRARIES beside the protocol ComfyUI, its volume in tmp_path/vol."""
+def listing_worker_settings(tmp_path, cold_python):
+    """Settings of a worker with PREFETCH_LIBRARIES beside the protocol ComfyUI, its volume in tmp_path/vol, its
+    ComfyUI's Python cold_python's."""
     from comfy_server import ProtocolComfy
     from helpers import loopback_settings
 
@@ -280,7 +324,8 @@ def listing_worker_settings(tmp_path):
     comfy = ProtocolComfy(output_dir=comfy_dir / "output", input_dir=comfy_dir / "input").start()
     try:
         yield loopback_settings(comfy.url, comfy_dir / "output", tmp_path, COMFYUI_DIR=str(comfy_dir),
-                                NETWORK_VOLUME_PATH=str(tmp_path / "vol"), PREFETCH_LIBRARIES="true")
+                                NETWORK_VOLUME_PATH=str(tmp_path / "vol"), PREFETCH_LIBRARIES="true",
+                                COMFY_PYTHON=cold_python.python)
     finally:
         comfy.stop()
 
@@ -288,12 +333,10 @@ def listing_worker_settings(tmp_path):
 JOB = {"prompt": "a lighthouse", "width": 512, "height": 288, "frame_count": 9, "seed": 1}
 
 
-def test_after_its_first_job_the_worker_lists_the_library_pages_comfyui_touched(listing_worker_settings, toucher):
+def test_after_its_first_job_the_worker_lists_the_pages_comfyuis_start_read(listing_worker_settings, cold_python):
     from ltx2_worker.worker import Worker
 
-    proc, library, _ = toucher
     settings = listing_worker_settings
-    settings.comfy_pid_file.write_text(str(proc.pid))  # the process standing in for ComfyUI's
     worker = Worker(settings)
     assert "error" in worker.handle({"id": "bad", "input": {**JOB, "width": 7}})
     assert not pages_path(settings).exists()  # a failed job lists nothing
@@ -302,7 +345,7 @@ def test_after_its_first_job_the_worker_lists_the_library_pages_comfyui_touched(
         if pages_path(settings).exists():
             break
         time.sleep(0.05)
-    assert library in dict(listed_pages(pages_path(settings)))
+    assert cold_python.library in dict(listed_pages(pages_path(settings)))
     pages_path(settings).unlink()
     assert "video" in worker.handle({"id": "two", "input": JOB})
     time.sleep(0.3)
@@ -319,14 +362,13 @@ def test_a_pages_list_that_cannot_be_written_costs_a_warning_not_the_job(listing
     from ltx2_worker.worker import Worker
 
     settings = listing_worker_settings
-    settings.comfy_pid_file.write_text(str(os.getpid()))
     write(pages_path(settings).parent, b"a file where the worker's folder goes")  # the list cannot be written
     with caplog.at_level(logging.WARNING, logger="ltx2_worker.worker"):
         out = Worker(settings).handle({"id": "one", "input": JOB})
         for _ in range(100):
-            if any("could not list the library pages" in r.getMessage() for r in caplog.records):
+            if any("could not list the pages of ComfyUI's files" in r.getMessage() for r in caplog.records):
                 break
             time.sleep(0.05)
     assert "video" in out
-    warned = [r.getMessage() for r in caplog.records if "could not list the library pages" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "could not list the pages of ComfyUI's files" in r.getMessage()]
     assert warned and "FileExistsError" in warned[0] and not any(r.exc_info for r in caplog.records), warned

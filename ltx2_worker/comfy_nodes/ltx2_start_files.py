@@ -9,8 +9,8 @@ behind the prefetch's large ones (H100, 2026-12-06: ComfyUI answered in 20.2 s w
 s beside the prefetch). The next fresh worker's prefetch reads this list first (PREFETCH_LIBRARIES,
 ltx2_worker/start_files.py): about 4,700 files but only 0.7 GB. Shared libraries are left out: ComfyUI's
 start touches a part of them, and reading them whole (5.3 GB of torch's and CUDA's) delayed the models without
-starting ComfyUI sooner (bench/comfy_start_contention.py); the worker lists the pages of them ComfyUI touched
-instead, after its first job. The list is rewritten when it differs (another image,
+starting ComfyUI sooner (bench/comfy_start_contention.py); after its first job the worker lists the pages of
+ComfyUI's files in memory instead, the libraries' among them. The list is rewritten when it differs (another image,
 other packages), atomically, so a reader never sees half of one. Self-contained on purpose: it runs inside
 ComfyUI's Python, which need not have the worker's packages.
 """

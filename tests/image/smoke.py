@@ -11,7 +11,8 @@ reach each other) and a volume folder at /runpod-volume:
    track, and the container's log does not hold it; a bad input is answered with the field's error;
 3. second start on the same volume, with PREFETCH_LIBRARIES: nothing is downloaded, no model file on the volume
    changes, jobs are served, ComfyUI's start lists the image's module files it read on the volume, and after
-   the first job the worker lists the pages of the image's torch libraries ComfyUI's process touched;
+   the first job the worker lists the pages of ComfyUI's files in memory (the image's torch libraries and
+   ComfyUI's own modules among them);
 4. third start with one file gone and a hub that serves it corrupted: every job gets the provisioning error
    naming the file, and neither the file nor its partial download is left on the volume.
 
@@ -195,8 +196,8 @@ def start_files_listed(volume: Path, deadline_s: float) -> list[str]:
 
 
 def listed_pages(volume: Path, deadline_s: float) -> dict[str, int]:
-    """Library -> bytes, of the list the worker writes after its first job with PREFETCH_LIBRARIES (the pages
-    of ComfyUI's shared libraries its process touched), waiting for it until the deadline."""
+    """File -> bytes, of the list the worker writes after its first job with PREFETCH_LIBRARIES (the pages of
+    ComfyUI's files in memory), waiting for it until the deadline."""
     ends = time.monotonic() + deadline_s
     while time.monotonic() < ends:
         found = sorted((volume / ".ltx2-worker").glob("comfy-start-pages-*.txt"))
@@ -207,7 +208,7 @@ def listed_pages(volume: Path, deadline_s: float) -> dict[str, int]:
                 pages[path] = sum(int(b) - int(a) for a, b in (span.split("-") for span in spans.split(",")))
             return pages
         time.sleep(1)
-    raise SmokeFailure(f"no list of the library pages ComfyUI touched on the volume after {deadline_s:g} s")
+    raise SmokeFailure(f"no list of the pages of ComfyUI's files on the volume after {deadline_s:g} s")
 
 
 def check(condition: bool, message: str) -> None:
@@ -300,10 +301,11 @@ def run(engine: str, image: str, work: Path) -> None:
             out = second.runsync(JOB, timeout=JOB_DEADLINE_S)
             check(out.get("status") == "COMPLETED", f"the second start's job ended {json.dumps(out)[:2000]}")
             pages = listed_pages(volume, deadline_s=60)
-            check(any(p.startswith("/opt/venv/comfyui/") and "libtorch" in p for p in pages),
-                  f"the library pages listed after the first job are not the image's torch's: {sorted(pages)[:10]}")
+            check(any(p.startswith("/opt/venv/comfyui/") and "libtorch" in p for p in pages)
+                  and any(p.startswith("/comfyui/") for p in pages),
+                  f"the pages listed after a first job are not the image's torch's and ComfyUI's: {sorted(pages)[:9]}")
             t = step(f"after its first job the worker listed {sum(pages.values()) / 1e6:.0f} MB of pages of "
-                     f"{len(pages)} libraries ComfyUI touched", t)
+                     f"{len(pages)} of ComfyUI's files", t)
 
     key, content, folder, name = files[MISSING_ROLE]
     (volume / "models" / folder / name).unlink()
