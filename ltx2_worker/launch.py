@@ -90,10 +90,10 @@ def command(settings: Settings, yaml_path: Path, flags: list[str]) -> list[str]:
 
 
 def comfy_env(settings: Settings) -> dict[str, str]:
-    """ComfyUI's environment: the worker's, and with PREFETCH_LIBRARIES where its start-files module lists what
-    the start read (for the next fresh worker's prefetch)."""
+    """ComfyUI's environment: the worker's, and unless PREFETCH_LIBRARIES is false where its start-files module
+    lists what the start read (for the next fresh worker's prefetch)."""
     env = {k: v for k, v in os.environ.items() if k != START_FILES_ENV}
-    if settings.prefetch_libraries:
+    if settings.prefetch_libraries is not False:  # true or auto: the prefetch decides whether it reads the list
         env[START_FILES_ENV] = str(list_path(settings))
     return env
 

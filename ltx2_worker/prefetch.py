@@ -333,14 +333,28 @@ def _end(f: File, reason: str, lock: threading.Lock) -> None:
             log.warning("%s: %s %s; the rest of it is not read", f.name, f.path, reason)
 
 
+def _beside_the_image(cached_roles: set[str]) -> bool:
+    """Whether the first job's first reads, the text encoder and the checkpoint, come from RunPod's model cache,
+    on the host's own disk like the image ComfyUI starts from (not from a network volume)."""
+    return {"text_encoder", "checkpoint"} <= cached_roles
+
+
 def yields_to_comfy(settings: Settings, cached_roles: set[str]) -> bool:
-    """PREFETCH_YIELD_TO_COMFY, its "auto" decided: yield where the first job's first reads, the text encoder
-    and the checkpoint, come from RunPod's model cache, on the host's own disk like the image ComfyUI starts from
-    (the lent GPU host, one disk: yielding gave the first MP4 sooner in every pair of runs of three leases);
-    not where they come from a network volume, where one reader would only read them slower."""
+    """PREFETCH_YIELD_TO_COMFY, its "auto" decided: yield where the models share the image's disk (the lent GPU
+    host, one disk: yielding gave the first MP4 sooner in every pair of runs of three leases); not where they come
+    from a network volume, where one reader would only read them slower."""
     if settings.prefetch_yield_to_comfy is not None:
         return settings.prefetch_yield_to_comfy
-    return {"text_encoder", "checkpoint"} <= cached_roles
+    return _beside_the_image(cached_roles)
+
+
+def start_files_first(settings: Settings, cached_roles: set[str]) -> bool:
+    """PREFETCH_LIBRARIES, its "auto" decided: read ComfyUI's start files first where the models share the image's
+    disk (there ComfyUI's own reads queue behind the models'); not where the models come over the network, whose
+    reads they would only delay."""
+    if settings.prefetch_libraries is not None:
+        return settings.prefetch_libraries
+    return _beside_the_image(cached_roles)
 
 
 def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Path = CGROUP_ROOT,
@@ -357,7 +371,7 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
         cached = cached_files(settings, list(models.values()))
         files = [(role, model_path(settings, models[role], cached)) for role in in_read_order(list(models))]
         libraries, pages, source = [], [], ""
-        if settings.prefetch_libraries:
+        if start_files_first(settings, set(cached)):
             listing = list_path(settings)
             libraries, source = listed_files(listing), f"what ComfyUI's last start read, listed in {listing}"
             whole = set(libraries)

@@ -81,7 +81,8 @@ def _x264_preset(text: str) -> str:
 
 def _auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """`parse`, or None for "auto": the value is then decided where it is used (limits: from the GPU's memory
-    class, ltx2_worker.gpu; the prefetch's yielding: from where the models are read, ltx2_worker.prefetch)."""
+    class, ltx2_worker.gpu; the prefetch's yielding and its start files: from where the models are read,
+    ltx2_worker.prefetch)."""
 
     def parse_or_auto(text: str) -> Any:
         if text.strip().lower() == "auto":
@@ -146,7 +147,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model_cache_path", "volume", "model_cache", "MODEL_CACHE_PATH", _optional_path),
     Setting("prefetch", "prefetch", "enabled", "PREFETCH", _bool),
     Setting("prefetch_readers", "prefetch", "readers", "PREFETCH_READERS", _ranged(int, 1, 64)),
-    Setting("prefetch_libraries", "prefetch", "libraries", "PREFETCH_LIBRARIES", _bool),
+    Setting("prefetch_libraries", "prefetch", "libraries", "PREFETCH_LIBRARIES", _auto(_bool)),
     Setting("prefetch_yield_to_comfy", "prefetch", "yield_to_comfy", "PREFETCH_YIELD_TO_COMFY", _auto(_bool)),
     Setting("prefetch_headroom_gb", "prefetch", "headroom_gb", "PREFETCH_HEADROOM_GB", _ranged(float, 0, 1024)),
     Setting("prefetch_timeout_s", "prefetch", "timeout_s", "PREFETCH_TIMEOUT_S", _ranged(float, 1, 3600)),
@@ -219,7 +220,7 @@ class Settings:
     model_cache_path: Path | None
     prefetch: bool
     prefetch_readers: int
-    prefetch_libraries: bool
+    prefetch_libraries: bool | None  # None: auto, on where the models come from RunPod's model cache
     prefetch_yield_to_comfy: bool | None  # None: auto, on where the models come from RunPod's model cache
     prefetch_headroom_gb: float
     prefetch_timeout_s: float

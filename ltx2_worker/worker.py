@@ -116,7 +116,7 @@ class Worker:
         self.encoding: Encoding | None = Encoding(settings.x264_preset, settings.x264_crf)
         self.setup_checked = False  # whether ComfyUI was checked for what the launcher gives it (nodes, cache flag)
         self.loras = LoraCache(settings, lambda: checkpoint_layers(settings))
-        self.pages_listed = not settings.prefetch_libraries  # whether the pages ComfyUI's start read were listed
+        self.pages_listed = settings.prefetch_libraries is False  # whether the pages ComfyUI's start read were listed
 
     def check_output_folder(self) -> str | None:
         """At start: warn when the folder each job's MP4 is removed from is probably not ComfyUI's output
@@ -235,9 +235,10 @@ class Worker:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
 
     def _list_start_pages(self) -> None:
-        """PREFETCH_LIBRARIES, after the first job: list on the volume the pages of ComfyUI's files in memory, what
-        its start and that job read (its CUDA libraries load on first use), for the next fresh worker's prefetch
-        to read first (ltx2_worker/start_files.py). In a thread: the job's answer does not wait."""
+        """PREFETCH_LIBRARIES true or auto, after the first job: list on the volume the pages of ComfyUI's files in
+        memory, what its start and that job read (its CUDA libraries load on first use), for the next fresh
+        worker's prefetch to read first (ltx2_worker/start_files.py). In a thread: the job's answer does not
+        wait."""
         def run() -> None:
             mark = time.monotonic()
             try:

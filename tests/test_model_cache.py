@@ -197,6 +197,23 @@ def test_the_prefetch_yields_to_comfyui_by_default_only_where_the_first_reads_co
     assert yielding not in run_prefetch_with(env)
 
 
+def test_the_prefetch_reads_comfyuis_start_files_first_on_auto_only_where_the_models_come_from_the_model_cache(
+        tmp_path, volume, hub):
+    """PREFETCH_LIBRARIES=auto decides as yielding does: the models on the image's disk, ComfyUI's start files
+    first; the models on the network volume, not (they would only delay the models)."""
+    cache = tmp_path / "cache"
+    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
+    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    env = {**cache_env(tmp_path, tmp_path / "no-volume", hub, cache), "PREFETCH_LIBRARIES": "auto"}
+    assert run_cli(env).returncode == 0
+    first = "prefetch: libraries: no list yet in "  # a first start: the branch taken, nothing listed to read
+    assert first in run_prefetch_with(env)
+    assert first not in run_prefetch_with({**env, "PREFETCH_LIBRARIES": "false"})
+    env = {**env_for(tmp_path, volume, hub), "MODEL_CACHE_PATH": "", "PREFETCH_LIBRARIES": "auto"}
+    assert first not in run_prefetch_with(env)
+    assert first in run_prefetch_with({**env, "PREFETCH_LIBRARIES": "true"})
+
+
 def test_yield_to_comfy_is_true_false_or_auto():
     assert load_settings(env={}).prefetch_yield_to_comfy is None
     assert load_settings(env={"PREFETCH_YIELD_TO_COMFY": "AUTO"}).prefetch_yield_to_comfy is None

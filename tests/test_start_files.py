@@ -138,12 +138,15 @@ def test_the_prefetch_reads_the_listed_start_files_before_the_models(tmp_path, l
         assert "libraries" not in done and "listed in" not in result.stderr
 
 
-def test_comfyui_is_told_where_to_list_its_start_only_with_prefetch_libraries(tmp_path, monkeypatch):
+def test_comfyui_is_told_where_to_list_its_start_unless_prefetch_libraries_is_false(tmp_path, monkeypatch):
     from ltx2_worker import launch
 
     monkeypatch.setenv("LTX2_START_FILES", "/stale/from/the/parent")
     settings = load_settings(env={"NETWORK_VOLUME_PATH": str(tmp_path), "PREFETCH_LIBRARIES": "true"})
     assert launch.comfy_env(settings)["LTX2_START_FILES"] == str(list_path(settings))
+    auto = load_settings(env={"NETWORK_VOLUME_PATH": str(tmp_path), "PREFETCH_LIBRARIES": "auto"})
+    assert auto.prefetch_libraries is None  # the prefetch decides whether it reads the list: it is kept anyway
+    assert launch.comfy_env(auto)["LTX2_START_FILES"] == str(list_path(settings))
     off = dataclasses.replace(settings, prefetch_libraries=False)
     assert "LTX2_START_FILES" not in launch.comfy_env(off)
     assert launch.comfy_env(off)["PATH"] == os.environ["PATH"]
@@ -354,6 +357,13 @@ def test_after_its_first_job_the_worker_lists_the_pages_comfyuis_start_read(list
     assert "video" in off.handle({"id": "three", "input": JOB})
     time.sleep(0.3)
     assert not pages_path(settings).exists()
+    auto = Worker(dataclasses.replace(settings, prefetch_libraries=None))  # auto: listed wherever it runs
+    assert "video" in auto.handle({"id": "four", "input": JOB})
+    for _ in range(100):
+        if pages_path(settings).exists():
+            break
+        time.sleep(0.05)
+    assert cold_python.library in dict(listed_pages(pages_path(settings)))
 
 
 def test_a_pages_list_that_cannot_be_written_costs_a_warning_not_the_job(listing_worker_settings, caplog):
