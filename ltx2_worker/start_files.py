@@ -3,10 +3,11 @@
 Where the image and the models share a disk (the lent GPU host; RunPod's model cache on the host's disk), ComfyUI's
 start, thousands of small reads of Python modules and library pages, queues behind the prefetch's large reads and
 every load waits for ComfyUI (H100, 2026-12-06: 20.2 s with the disk to itself, 32.5-42.2 s beside the prefetch).
-With PREFETCH_LIBRARIES the launcher names list_path() to ComfyUI (the LTX2_START_FILES variable), whose
-`ltx2_start_files` module writes the list when ComfyUI loads it (ltx2_worker/comfy_nodes/ltx2_start_files.py), and
-the prefetch reads the listed files before the models. The list is keyed by ComfyUI's Python and tree, so images
-that share a volume keep one each; a listed file that is gone (another image's packages) is skipped.
+Unless PREFETCH_LIBRARIES is false the launcher names list_path() to ComfyUI (the LTX2_START_FILES variable),
+whose `ltx2_start_files` module writes the list when ComfyUI loads it (ltx2_worker/comfy_nodes/ltx2_start_files.py),
+and the prefetch reads the listed files before the models where PREFETCH_LIBRARIES (or its auto) says so. The list
+is keyed by ComfyUI's Python and tree, so images that share a volume keep one each; a listed file that is gone
+(another image's packages) is skipped.
 
 The modules are not all: on the GPU host ComfyUI still read 1.74 GB itself with them in memory (2026-12-06f), and
 with the pages its process had mapped listed too (/proc/<pid>/pagemap) still 0.07-0.09 GB, on which its main thread
