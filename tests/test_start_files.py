@@ -336,6 +336,15 @@ def listing_worker_settings(tmp_path, cold_python):
 JOB = {"prompt": "a lighthouse", "width": 512, "height": 288, "frame_count": 9, "seed": 1}
 
 
+def listed_soon(path: Path) -> dict:
+    """The pages list at `path` once the worker's listing thread has written it (5 s at most)."""
+    for _ in range(100):
+        if path.exists():
+            break
+        time.sleep(0.05)
+    return dict(listed_pages(path))
+
+
 def test_after_its_first_job_the_worker_lists_the_pages_comfyuis_start_read(listing_worker_settings, cold_python):
     from ltx2_worker.worker import Worker
 
@@ -344,11 +353,7 @@ def test_after_its_first_job_the_worker_lists_the_pages_comfyuis_start_read(list
     assert "error" in worker.handle({"id": "bad", "input": {**JOB, "width": 7}})
     assert not pages_path(settings).exists()  # a failed job lists nothing
     assert "video" in worker.handle({"id": "one", "input": JOB})
-    for _ in range(100):
-        if pages_path(settings).exists():
-            break
-        time.sleep(0.05)
-    assert cold_python.library in dict(listed_pages(pages_path(settings)))
+    assert cold_python.library in listed_soon(pages_path(settings))
     pages_path(settings).unlink()
     assert "video" in worker.handle({"id": "two", "input": JOB})
     time.sleep(0.3)
@@ -359,11 +364,7 @@ def test_after_its_first_job_the_worker_lists_the_pages_comfyuis_start_read(list
     assert not pages_path(settings).exists()
     auto = Worker(dataclasses.replace(settings, prefetch_libraries=None))  # auto: listed wherever it runs
     assert "video" in auto.handle({"id": "four", "input": JOB})
-    for _ in range(100):
-        if pages_path(settings).exists():
-            break
-        time.sleep(0.05)
-    assert cold_python.library in dict(listed_pages(pages_path(settings)))
+    assert cold_python.library in listed_soon(pages_path(settings))
 
 
 def test_a_pages_list_that_cannot_be_written_costs_a_warning_not_the_job(listing_worker_settings, caplog):
