@@ -25,6 +25,7 @@ from ltx2_worker.start_files import (  # noqa: E402
     listed_files,
     listed_pages,
     merged,
+    pages_text,
     resident_ranges,
 )
 
@@ -86,8 +87,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({**summary, "unlisted": unlisted}))
     if args.write_pages:
-        args.write_pages.write_text("".join(f"{path}\t{','.join(f'{a}-{b}' for a, b in spans)}\n"
-                                            for path, spans in sorted(union.items())))
+        args.write_pages.write_text(pages_text(union))
     return 0
 
 

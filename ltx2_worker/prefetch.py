@@ -374,10 +374,10 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
         if start_files_first(settings, set(cached)):
             listing = list_path(settings)
             libraries, source = listed_files(listing), f"what ComfyUI's last start read, listed in {listing}"
-            whole = set(libraries)
-            pages = [(path, spans) for path, spans in listed_pages(pages_path(settings)) if path not in whole]
+            whole, page_list = set(libraries), pages_path(settings)
+            pages = [(path, spans) for path, spans in listed_pages(page_list) if path not in whole]
             if pages:
-                source += f", and the pages its start and first job read, listed in {pages_path(settings)}"
+                source += f", and the pages its start and first job read, listed in {page_list}"
             if not libraries and not pages:  # a first start: reading the libraries whole (7.7 GB) delayed the
                 log.info("%s: no list yet in %s", LIBRARIES, listing.parent)  # models and started ComfyUI no sooner
         if libraries or pages:

@@ -162,19 +162,24 @@ def resident_pages(roots: list[Path], skip: Path | None = None,
     return out
 
 
+def pages_text(pages: dict[str, list[tuple[int, int]]]) -> str:
+    """A pages list as listed_pages() reads it: one line a file, its path, a tab, its ranges as start-end,
+    comma-separated."""
+    return "".join(f"{path}\t{','.join(f'{a}-{b}' for a, b in spans)}\n" for path, spans in sorted(pages.items()))
+
+
 def record_pages(settings: Settings) -> int:
     """List on the volume (pages_path(), atomically) the pages of ComfyUI's files in memory now, what its start
-    and first job read on a fresh host; returns the bytes listed. One line a file: its path, a tab, its ranges as
-    start-end, comma-separated. Raises WarmHost, writing nothing, past MAX_LISTED_BYTES."""
+    and first job read on a fresh host (pages_text()); returns the bytes listed. Raises WarmHost, writing nothing,
+    past MAX_LISTED_BYTES."""
     pages = resident_pages(comfy_roots(settings), skip=Path(settings.volume_path))
     total = sum(b - a for spans in pages.values() for a, b in spans)
     if total > MAX_LISTED_BYTES:
         raise WarmHost(f"{total / 1e9:.2f} GB of ComfyUI's files are in memory, more than a fresh start reads "
                        f"({MAX_LISTED_BYTES / 1e9:g} GB): this host had them before its start; not listed")
-    text = "".join(f"{path}\t{','.join(f'{a}-{b}' for a, b in spans)}\n" for path, spans in sorted(pages.items()))
     path = pages_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, text.encode())
+    write_atomically(path, pages_text(pages).encode())
     return total
 
 
