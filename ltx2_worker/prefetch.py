@@ -339,13 +339,15 @@ def _beside_the_image(cached_roles: set[str]) -> bool:
     return {"text_encoder", "checkpoint"} <= cached_roles
 
 
-def yields_to_comfy(settings: Settings, cached_roles: set[str]) -> bool:
-    """PREFETCH_YIELD_TO_COMFY, its "auto" decided: yield where the models share the image's disk (the lent GPU
-    host, one disk: yielding gave the first MP4 sooner in every pair of runs of three leases); not where they come
-    from a network volume, where one reader would only read them slower."""
+def yields_to_comfy(settings: Settings, cached_roles: set[str], start_read_first: bool) -> bool:
+    """PREFETCH_YIELD_TO_COMFY, its "auto" decided: yield where the models share the image's disk and ComfyUI's
+    start files were not read first (a first start: yielding gave the first MP4 sooner in every pair of runs of
+    three leases); not once they were (ComfyUI then reads almost nothing from the disk, and one reader only delayed
+    the models: 51.5-52.9 s against 46.9-47.8 s, 2026-12-06h); not where the models come from a network volume,
+    where one reader would only read them slower."""
     if settings.prefetch_yield_to_comfy is not None:
         return settings.prefetch_yield_to_comfy
-    return _beside_the_image(cached_roles)
+    return _beside_the_image(cached_roles) and not start_read_first
 
 
 def start_files_first(settings: Settings, cached_roles: set[str]) -> bool:
@@ -398,7 +400,7 @@ def main(argv: list[str] | None = None, read: Reader = os_read, cgroup_root: Pat
                  budget / 1e9, f"{memory.limit / 1e9:.2f} GB" if memory.limit is not None else "none",
                  memory.usage / 1e9, memory.available / 1e9, settings.prefetch_headroom_gb)
         yield_to = None
-        if yields_to_comfy(settings, set(cached)):
+        if yields_to_comfy(settings, set(cached), bool(libraries or pages)):
             from .comfy import ComfyClient  # here: the HTTP client's import would delay every other prefetch
 
             client = ComfyClient(settings.comfy_url)

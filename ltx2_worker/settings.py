@@ -221,7 +221,8 @@ class Settings:
     prefetch: bool
     prefetch_readers: int
     prefetch_libraries: bool | None  # None: auto, on where the models come from RunPod's model cache
-    prefetch_yield_to_comfy: bool | None  # None: auto, on where the models come from RunPod's model cache
+    prefetch_yield_to_comfy: bool | None  # None: auto, on where the models come from RunPod's model cache and
+    # ComfyUI's start files were not read first
     prefetch_headroom_gb: float
     prefetch_timeout_s: float
     comfy_ready_timeout_s: float

@@ -65,8 +65,11 @@ def video_field_frames(output: dict) -> np.ndarray:
 
 
 def state_env(comfy_url: str, output_dir: Path, tmp: Path) -> dict[str, str]:
-    """Environment for a worker talking to a ComfyUI it did not start, with its state files in `tmp`."""
+    """Environment for a worker talking to a ComfyUI it did not start, with its state files in `tmp`; no start
+    lists (tests/test_start_files.py asks for them: elsewhere every first job would list the pages of this
+    Python's folders)."""
     return {
+        "PREFETCH_LIBRARIES": "false",
         "COMFY_URL": comfy_url,
         "COMFY_OUTPUT_DIR": str(output_dir),
         "BOOT_ERROR_FILE": str(tmp / "boot-error"),

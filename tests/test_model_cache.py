@@ -19,6 +19,7 @@ from ltx2_worker.launch import extra_model_paths_yaml
 from ltx2_worker.manifest import load_manifest
 from ltx2_worker.model_cache import cached_files
 from ltx2_worker.settings import SettingsError, load_settings
+from ltx2_worker.start_files import list_path
 
 from helpers import free_port
 from hf_server import tiny_safetensors
@@ -212,6 +213,28 @@ def test_the_prefetch_reads_comfyuis_start_files_first_on_auto_only_where_the_mo
     env = {**env_for(tmp_path, volume, hub), "MODEL_CACHE_PATH": "", "PREFETCH_LIBRARIES": "auto"}
     assert first not in run_prefetch_with(env)
     assert first in run_prefetch_with({**env, "PREFETCH_LIBRARIES": "true"})
+
+
+def test_once_comfyuis_start_files_are_read_first_the_prefetch_no_longer_yields_on_auto(tmp_path, hub):
+    """The models in the model cache and a list from an earlier start: the list is read first with every reader,
+    and then no reader yields to ComfyUI's start (there is little left for it to read, and one reader only
+    delayed the models on the GPU host); PREFETCH_YIELD_TO_COMFY=true still yields."""
+    cache = tmp_path / "cache"
+    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
+    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    env = {**cache_env(tmp_path, tmp_path / "no-volume", hub, cache), "COMFY_PYTHON": sys.executable}
+    assert run_cli(env).returncode == 0
+    yielding = "one reader until ComfyUI answers at "
+    assert yielding in run_prefetch_with(env)  # a first start: no list, so it yields
+    listing = list_path(load_settings(env=env))
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    module = tmp_path / "img" / "m.pyc"
+    module.parent.mkdir()
+    module.write_bytes(os.urandom(4096))
+    listing.write_text(f"{module}\n")
+    log = run_prefetch_with(env)
+    assert "prefetch: libraries first: 1 files" in log and yielding not in log, log
+    assert yielding in run_prefetch_with({**env, "PREFETCH_YIELD_TO_COMFY": "true"})
 
 
 def test_yield_to_comfy_is_true_false_or_auto():

@@ -9,10 +9,10 @@ reach each other) and a volume folder at /runpod-volume:
 2. first start on an empty volume: the four files are downloaded and verified, ComfyUI starts on the CPU, the
    local API answers; a small text-to-video job returns an MP4 of the asked size and frame count with an audio
    track, and the container's log does not hold it; a bad input is answered with the field's error;
-3. second start on the same volume, with PREFETCH_LIBRARIES: nothing is downloaded, no model file on the volume
-   changes, jobs are served, ComfyUI's start lists the image's module files it read on the volume, and after
-   the first job the worker lists the pages of ComfyUI's files in memory (the image's torch libraries and
-   ComfyUI's own modules among them);
+3. second start on the same volume, PREFETCH_LIBRARIES as shipped (auto, which keeps the lists): nothing is
+   downloaded, no model file on the volume changes, jobs are served, ComfyUI's start lists the image's module
+   files it read on the volume, and after the first job the worker lists the pages of ComfyUI's files in memory
+   (the image's torch libraries and ComfyUI's own modules among them);
 4. third start with one file gone and a hub that serves it corrupted: every job gets the provisioning error
    naming the file, and neither the file nor its partial download is left on the volume.
 
@@ -184,8 +184,8 @@ def volume_files(volume: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def start_files_listed(volume: Path, deadline_s: float) -> list[str]:
-    """The paths of the list ComfyUI's start writes on the volume with PREFETCH_LIBRARIES (its worker module
-    writes it once ComfyUI loads the worker's nodes), waiting for it until the deadline."""
+    """The paths of the list ComfyUI's start writes on the volume unless PREFETCH_LIBRARIES is false (its worker
+    module writes it once ComfyUI loads the worker's nodes), waiting for it until the deadline."""
     ends = time.monotonic() + deadline_s
     while time.monotonic() < ends:
         found = sorted((volume / ".ltx2-worker").glob("comfy-start-files-*.txt"))
@@ -196,8 +196,8 @@ def start_files_listed(volume: Path, deadline_s: float) -> list[str]:
 
 
 def listed_pages(volume: Path, deadline_s: float) -> dict[str, int]:
-    """File -> bytes, of the list the worker writes after its first job with PREFETCH_LIBRARIES (the pages of
-    ComfyUI's files in memory), waiting for it until the deadline."""
+    """File -> bytes, of the list the worker writes after its first job unless PREFETCH_LIBRARIES is false (the
+    pages of ComfyUI's files in memory), waiting for it until the deadline."""
     ends = time.monotonic() + deadline_s
     while time.monotonic() < ends:
         found = sorted((volume / ".ltx2-worker").glob("comfy-start-pages-*.txt"))
@@ -282,7 +282,7 @@ def run(engine: str, image: str, work: Path) -> None:
         before = volume_files(volume)
         downloads = len([r for r in hub.requests if r["method"] == "GET"])
 
-        with Container(engine, image, "ltx2-smoke-2", work, volume, {**env, "PREFETCH_LIBRARIES": "true"}) as second:
+        with Container(engine, image, "ltx2-smoke-2", work, volume, env) as second:
             second.wait_api()
             t = step("second start (same volume) to the local API answering", t)
             again = len([r for r in hub.requests if r["method"] == "GET"]) - downloads
@@ -297,7 +297,7 @@ def run(engine: str, image: str, work: Path) -> None:
                   and any(p.startswith("/opt/venv/comfyui/") for p in listed),
                   f"ComfyUI's start files listed on the volume are not the image's: {listed[:10]}")
             second.exec("test", "-f", listed[-1])  # a path inside the image, not the host's
-            t = step(f"ComfyUI's start listed its {len(listed)} module files on the volume (PREFETCH_LIBRARIES)", t)
+            t = step(f"ComfyUI's start listed its {len(listed)} module files on the volume", t)
             out = second.runsync(JOB, timeout=JOB_DEADLINE_S)
             check(out.get("status") == "COMPLETED", f"the second start's job ended {json.dumps(out)[:2000]}")
             pages = listed_pages(volume, deadline_s=60)
