@@ -103,7 +103,11 @@ WORKDIR /app
 COPY requirements.txt constraints.txt ./
 RUN uv pip install --python "${WORKER_PYTHON}" -r requirements.txt
 
-# The worker's code last: editing it rebuilds only this layer.
+# The worker's code last: editing it rebuilds only these layers. Compiled to bytecode as ComfyUI's tree is (both
+# venvs run the one Python 3.11, so one .pyc serves the worker and the nodes ComfyUI loads from ltx2_worker/):
+# a fresh container would otherwise compile them at every start, and the start lists on the volume would name
+# bytecode that only the container that wrote it had.
 COPY . .
+RUN "${WORKER_PYTHON}" -m compileall -q -j 0 /app
 
 CMD ["bash", "/app/entrypoint.sh"]

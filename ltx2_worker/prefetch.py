@@ -3,23 +3,23 @@ the weights in memory instead of waiting on the network volume.
 
     python -m ltx2_worker.prefetch     # entrypoint.sh runs it in the background, after provisioning
 
-Several readers take 64 MB chunks from one queue: first, with PREFETCH_LIBRARIES and every reader, what ComfyUI
-read the last time (its Python modules, and the pages of its files its start and first job read, listed on the
-volume: ltx2_worker/start_files.py): ComfyUI's start otherwise reads them behind the model reads, and every load
-waits for ComfyUI; then the model files in the order the first job loads them
-(READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one buffer per
-reader. It reads at most what the container's memory allows at start (its cgroup's limit less its usage, and the
-host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what it read a moment
-ago. A file that does not fit is read from its start up to the budget (the loader reads each file in full, so its
-first bytes found in memory are bytes it need not fetch) and later files not at all. Where ComfyUI starts from the
-same disk as the models (by default where they come from RunPod's model cache), PREFETCH_YIELD_TO_COMFY keeps one
-reader in small reads until ComfyUI answers, so ComfyUI's own reads wait behind little; the others join then (on the
-lent GPU host, one disk: ComfyUI ready in 15-21 s against 26-42 s beside eight readers). The checkpoint's audio VAE
-and vocoder and the text encoder's parts of it (FIRST_TENSORS) are read before everything else: the first job's
-first two loaders take them out of it. A missing or shrinking file ends that file's reading with a warning;
-PREFETCH_TIMEOUT_S ends it all. It always exits 0: jobs never wait for it, and a failed prefetch only means the
-loaders read from storage. Each file's line says when it was all in memory, so a slow cold start's log shows which
-load waited on which read.
+Several readers take 64 MB chunks from one queue: first, with PREFETCH_LIBRARIES (by default where the models come
+from RunPod's model cache) and every reader, what ComfyUI read the last time (its Python modules, and the pages of
+its files its start and first job read, listed on the volume: ltx2_worker/start_files.py): ComfyUI's start otherwise
+reads them behind the model reads, and every load waits for ComfyUI; then the model files in the order the first job
+loads them (READ_ORDER): every byte is read once, the first-needed file lands first, and the process holds only one
+buffer per reader. It reads at most what the container's memory allows at start (its cgroup's limit less its usage,
+and the host's MemAvailable) less PREFETCH_HEADROOM_GB for ComfyUI and the job, so it never evicts what it read a
+moment ago. A file that does not fit is read from its start up to the budget (the loader reads each file in full, so
+its first bytes found in memory are bytes it need not fetch) and later files not at all. Where ComfyUI starts from
+the same disk as the models and nothing was read first (by default a first start where they come from RunPod's model
+cache), PREFETCH_YIELD_TO_COMFY keeps one reader in small reads until ComfyUI answers, so ComfyUI's own reads wait
+behind little; the others join then (on the lent GPU host, one disk: ComfyUI ready in 15-21 s against 26-42 s beside
+eight readers). The checkpoint's audio VAE and vocoder and the text encoder's parts of it (FIRST_TENSORS) are read
+before everything else: the first job's first two loaders take them out of it. A missing or shrinking file ends that
+file's reading with a warning; PREFETCH_TIMEOUT_S ends it all. It always exits 0: jobs never wait for it, and a
+failed prefetch only means the loaders read from storage. Each file's line says when it was all in memory, so a slow
+cold start's log shows which load waited on which read.
 """
 
 from __future__ import annotations

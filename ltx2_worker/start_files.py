@@ -14,8 +14,9 @@ with the pages its process had mapped listed too (/proc/<pid>/pagemap) still 0.0
 waited 7-9 s, one read at a time behind the prefetch's (bench/comfy_start_waits.py): pages read ahead around its
 faults but never mapped, Python sources read for their text, packages' metadata. So after its first job the worker
 lists every page in memory of the files under ComfyUI's folders (its Python's sys.path, its bytecode cache, its
-tree; mincore(2)): on a fresh host that is what the start and the first job read, 1.8 GB (2026-12-06g: ComfyUI then
-answered as from the page cache, 16.0 s against 23.3-23.5 s). A host whose cache held more of those files before
+tree; mincore(2)): on a fresh host that is what the start and the first job read, 1.5-1.8 GB (2026-12-06g: ComfyUI
+then answered as from the page cache, 16.0 s against 23.3-23.5 s; 2026-12-06h, the worker's own lists, no yielding:
+17.5-17.8 s against 31.0-31.5 s). A host whose cache held more of those files before
 the start (more than MAX_LISTED_BYTES in memory) says nothing about a fresh start: its list is not written.
 """
 

@@ -191,7 +191,10 @@ def test_two_venvs_and_the_layer_order_keep_code_changes_cheap():
     comfy = index(r"^COPY --from=comfyui-source /comfyui")
     worker_reqs = index(r"uv pip install --python \"\$\{WORKER_PYTHON\}\" -r requirements.txt")
     code = index(r"^COPY \. \.")
-    assert torch < comfy < worker_reqs < code == len(steps) - 2, steps
+    assert torch < comfy < worker_reqs < code == len(steps) - 3, steps
+    # the code's bytecode, for the worker and the nodes ComfyUI loads from it, made in the image (the start lists
+    # name it, and a fresh container would otherwise write its own)
+    assert re.fullmatch(r'RUN "\$\{WORKER_PYTHON\}" -m compileall -q -j 0 /app', steps[-2]), steps[-2]
     assert steps[-1].startswith("CMD") and "entrypoint.sh" in steps[-1]
     env = _env()
     assert env["COMFY_PYTHON"] != env["WORKER_PYTHON"]
