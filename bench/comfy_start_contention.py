@@ -2,7 +2,8 @@
 alone, beside the prefetch as it ships, and beside it with PREFETCH_LIBRARIES reading the list of ComfyUI's start
 files first (written by the worker's ltx2_start_files module in a first, unmeasured start), and with it the pages of
 ComfyUI's files its start read (listed, as the worker lists them after its first job, from a second unmeasured
-start, its files evicted first, once ComfyUI answers). Where the image and the
+start, its files evicted first, once ComfyUI answers); and beside a prefetch whose readers copy nothing
+(PREFETCH_PAGE_IN), with ComfyUI's and the prefetch's CPU seconds. Where the image and the
 models share one disk, every load of the first job waits for ComfyUI's start (docs/performance.md), so this is the
 part of a cold start that the list is for. Runs on a CPU: ComfyUI with --cpu and --quick-test-for-ci, which exits
 when its start is done; the models are files of the manifest's names with --gb in all, in the real files' ratio.
@@ -33,13 +34,16 @@ from ltx2_worker.manifest import load_manifest  # noqa: E402
 from ltx2_worker.settings import load_settings  # noqa: E402
 from ltx2_worker.start_files import ENV, list_path, listed_files, pages_path, record_pages  # noqa: E402
 
-# case: (PREFETCH_LIBRARIES, what the start list holds, PREFETCH_YIELD_TO_COMFY); "libraries" lists, besides the
-# modules, the shared libraries a ComfyUI Python maps (/proc/PID/maps), read whole; "+pages": the modules and the
-# pages list; a yielding prefetch keeps its one reader here for the whole start (the quick test never answers HTTP)
-CASES = {"alone": (None, None, False), "prefetch": ("false", None, False),
-         "prefetch+modules": ("true", "modules", False), "prefetch+libraries": ("true", "libraries", False),
-         "prefetch+pages": ("true", "modules", False), "yield": ("false", None, True),
-         "yield+modules": ("true", "modules", True), "yield+pages": ("true", "modules", True)}
+# case: (PREFETCH_LIBRARIES, what the start list holds, PREFETCH_YIELD_TO_COMFY, PREFETCH_PAGE_IN); "libraries"
+# lists, besides the modules, the shared libraries a ComfyUI Python maps (/proc/PID/maps), read whole; "+pages":
+# the modules and the pages list; a yielding prefetch keeps its one reader here for the whole start (the quick test
+# never answers HTTP); "pagein": the kernel fills mapped chunks instead of the readers copying them
+CASES = {"alone": (None, None, False, False), "prefetch": ("false", None, False, False),
+         "prefetch+modules": ("true", "modules", False, False),
+         "prefetch+libraries": ("true", "libraries", False, False),
+         "prefetch+pages": ("true", "modules", False, False), "yield": ("false", None, True, False),
+         "yield+modules": ("true", "modules", True, False), "yield+pages": ("true", "modules", True, False),
+         "pagein": ("false", None, False, True), "pagein+pages": ("true", "modules", False, True)}
 BLOCK = 64 * 1024 * 1024
 
 
@@ -65,16 +69,33 @@ def make_models(settings, gb: float) -> None:
                 left -= f.write(block[:min(left, BLOCK)])
 
 
-def comfy_start(args, work: Path, env: dict) -> float:
-    """Seconds until ComfyUI, started as the worker starts it but on the CPU, has finished its start."""
+def waited(proc: subprocess.Popen, deadline_s: float) -> float:
+    """Wait for `proc` (at most `deadline_s`); the CPU seconds it used, user and system."""
+    ends = time.monotonic() + deadline_s
+    while time.monotonic() < ends:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{proc.args[:3]} did not end within {deadline_s:g} s")
+
+
+def comfy_start(args, work: Path, env: dict) -> tuple[float, float]:
+    """Seconds until ComfyUI, started as the worker starts it but on the CPU, has finished its start; its CPU
+    seconds."""
     yaml = work / "nodes.yaml"
     yaml.write_text(f"ltx2_worker_nodes:\n    custom_nodes: {COMFY_NODES}\n")
     started = time.monotonic()
-    subprocess.run([args.comfy_python, "main.py", "--cpu", "--quick-test-for-ci", "--disable-api-nodes",
-                    "--disable-auto-launch", "--extra-model-paths-config", str(yaml), "--output-directory",
-                    str(work / "out"), "--input-directory", str(work / "in")], cwd=args.comfyui_dir, env=env,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    return time.monotonic() - started
+    proc = subprocess.Popen([args.comfy_python, "main.py", "--cpu", "--quick-test-for-ci", "--disable-api-nodes",
+                             "--disable-auto-launch", "--extra-model-paths-config", str(yaml), "--output-directory",
+                             str(work / "out"), "--input-directory", str(work / "in")], cwd=args.comfyui_dir,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu = waited(proc, 600)
+    if proc.returncode:
+        raise SystemExit(f"ComfyUI's start exited with {proc.returncode}")
+    return time.monotonic() - started, cpu
 
 
 def list_start_pages(args, work: Path, env: dict, settings) -> int:
@@ -144,10 +165,11 @@ def main() -> int:
         print(f"pages its start read: {listed / 1e9:.2f} GB in {len(pages.splitlines())} files")
     pages_path(settings).unlink(missing_ok=True)
     roots = image_roots(args.comfyui_dir, args.comfy_python, settings.volume_path) + [settings.volume_path]
-    print("| case | run | ComfyUI's start s | prefetch's summary |\n|---|---|---|---|")
+    print("| case | run | ComfyUI's start s | its CPU s | the prefetch's CPU s | prefetch's summary |\n"
+          "|---|---|---|---|---|---|")
     for run in range(1, args.repeat + 1):
         for case in args.cases.split(","):
-            flag, keep, yielding = CASES[case]
+            flag, keep, yielding, paging = CASES[case]
             if keep is not None:
                 listing.write_text("".join(f"{f}\n" for f in lists[keep]))
             if case.endswith("+pages"):
@@ -160,14 +182,16 @@ def main() -> int:
                 yield_env = {"PREFETCH_YIELD_TO_COMFY": "true", "COMFY_URL": f"http://127.0.0.1:{free_port()}"}
                 prefetch = subprocess.Popen([sys.executable, "-m", "ltx2_worker.prefetch"], cwd=ROOT,
                                             env={**env, "PREFETCH_LIBRARIES": flag,
+                                                 "PREFETCH_PAGE_IN": str(paging).lower(),
                                                  **(yield_env if yielding else {})},
                                             stderr=subprocess.PIPE, text=True)
-            seconds = comfy_start(args, args.work, env)
-            summary = ""
+            seconds, comfy_cpu = comfy_start(args, args.work, env)
+            summary, prefetch_cpu = "", ""
             if prefetch is not None:
-                lines = prefetch.communicate(timeout=600)[1].splitlines()
+                lines = prefetch.stderr.read().splitlines()
+                prefetch_cpu = f"{waited(prefetch, 600):.1f}"
                 summary = next((ln.split("prefetch: ", 1)[1] for ln in lines if "prefetch: read " in ln), "")
-            print(f"| {case} | {run} | {seconds:.1f} | {summary} |", flush=True)
+            print(f"| {case} | {run} | {seconds:.1f} | {comfy_cpu:.1f} | {prefetch_cpu} | {summary} |", flush=True)
     return 0
 
 

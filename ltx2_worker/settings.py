@@ -147,6 +147,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model_cache_path", "volume", "model_cache", "MODEL_CACHE_PATH", _optional_path),
     Setting("prefetch", "prefetch", "enabled", "PREFETCH", _bool),
     Setting("prefetch_readers", "prefetch", "readers", "PREFETCH_READERS", _ranged(int, 1, 64)),
+    Setting("prefetch_page_in", "prefetch", "page_in", "PREFETCH_PAGE_IN", _bool),
     Setting("prefetch_libraries", "prefetch", "libraries", "PREFETCH_LIBRARIES", _auto(_bool)),
     Setting("prefetch_yield_to_comfy", "prefetch", "yield_to_comfy", "PREFETCH_YIELD_TO_COMFY", _auto(_bool)),
     Setting("prefetch_headroom_gb", "prefetch", "headroom_gb", "PREFETCH_HEADROOM_GB", _ranged(float, 0, 1024)),
@@ -220,6 +221,7 @@ class Settings:
     model_cache_path: Path | None
     prefetch: bool
     prefetch_readers: int
+    prefetch_page_in: bool
     prefetch_libraries: bool | None  # None: auto, on where the models come from RunPod's model cache
     prefetch_yield_to_comfy: bool | None  # None: auto, on where the models come from RunPod's model cache and
     # ComfyUI's start files were not read first
