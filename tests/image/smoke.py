@@ -9,10 +9,11 @@ reach each other) and a volume folder at /runpod-volume:
 2. first start on an empty volume: the four files are downloaded and verified, ComfyUI starts on the CPU, the
    local API answers; a small text-to-video job returns an MP4 of the asked size and frame count with an audio
    track, and the container's log does not hold it; a bad input is answered with the field's error;
-3. second start on the same volume, PREFETCH_LIBRARIES as shipped (auto, which keeps the lists): nothing is
-   downloaded, no model file on the volume changes, jobs are served, ComfyUI's start lists the image's module
-   files it read on the volume, and after the first job the worker lists the pages of ComfyUI's files in memory
-   (the image's torch libraries and ComfyUI's own modules among them);
+3. second start on the same volume, PREFETCH_LIBRARIES as shipped (auto, which keeps the lists) and
+   PREFETCH_PAGE_IN: nothing is downloaded, no model file on the volume changes, jobs are served, the prefetch
+   reads every model file by paging it in, ComfyUI's start lists the image's module files it read on the volume,
+   and after the first job the worker lists the pages of ComfyUI's files in memory (the image's torch libraries
+   and ComfyUI's own modules among them);
 4. third start with one file gone and a hub that serves it corrupted: every job gets the provisioning error
    naming the file, and neither the file nor its partial download is left on the volume.
 
@@ -282,7 +283,8 @@ def run(engine: str, image: str, work: Path) -> None:
         before = volume_files(volume)
         downloads = len([r for r in hub.requests if r["method"] == "GET"])
 
-        with Container(engine, image, "ltx2-smoke-2", work, volume, env) as second:
+        paging_in = {**env, "PREFETCH_PAGE_IN": "true", "PREFETCH_HEADROOM_GB": "2"}  # 2: this host's memory is small
+        with Container(engine, image, "ltx2-smoke-2", work, volume, paging_in) as second:
             second.wait_api()
             t = step("second start (same volume) to the local API answering", t)
             again = len([r for r in hub.requests if r["method"] == "GET"]) - downloads
@@ -300,6 +302,14 @@ def run(engine: str, image: str, work: Path) -> None:
             t = step(f"ComfyUI's start listed its {len(listed)} module files on the volume", t)
             out = second.runsync(JOB, timeout=JOB_DEADLINE_S)
             check(out.get("status") == "COMPLETED", f"the second start's job ended {json.dumps(out)[:2000]}")
+            log = second.log()
+            summary = [ln for ln in log.splitlines() if "prefetch: read " in ln]
+            in_memory = {role for role in ("text_encoder", "checkpoint", "upscaler", "lora")
+                         if re.search(rf"prefetch: {role}: [\d.]+ GB in memory at", log)}
+            check("nothing is copied (PREFETCH_PAGE_IN)" in log and len(summary) == 1 and len(in_memory) == 4
+                  and "skipped" not in summary[0],
+                  f"the second start's prefetch did not page in every model file: {summary}, {sorted(in_memory)}")
+            t = step(f"the prefetch paged in the models: {summary[0].split('prefetch: ', 1)[1]}", t)
             pages = listed_pages(volume, deadline_s=60)
             check(any(p.startswith("/opt/venv/comfyui/") and "libtorch" in p for p in pages)
                   and any(p.startswith("/comfyui/") for p in pages),
