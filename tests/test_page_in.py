@@ -8,7 +8,7 @@ import mmap
 import os
 import re
 
-from test_prefetch import cli_env, files_in_memory, provisioned, run_prefetch
+from test_prefetch import cli_env, files_in_memory, provisioned, run_prefetch, shrinking
 from test_start_files import evicted
 
 from ltx2_worker import prefetch
@@ -72,15 +72,8 @@ def test_a_kernel_without_the_advice_gets_the_bytes_copied_and_one_line_saying_s
 def test_a_file_that_shrinks_while_paged_in_ends_only_that_file(tmp_path):
     files = [(name, write(tmp_path / f"{name}.bin", os.urandom(size)))
              for name, size in (("text_encoder", 40 * PAGE), ("checkpoint", 80 * PAGE), ("lora", 30 * PAGE))]
-    shrink = files[1][1]
-
-    def shrinking(fd, buffer, offset):
-        n = page_in(fd, buffer, offset)
-        if os.readlink(f"/proc/self/fd/{fd}") == str(shrink) and offset == 0:
-            os.truncate(shrink, 10 * PAGE)  # as a file replaced or cut while being read
-        return n
-
-    result = prefetch.prefetch(files, readers=1, budget=10**9, timeout_s=30, chunk=8 * PAGE, read=shrinking)
+    result = prefetch.prefetch(files, readers=1, budget=10**9, timeout_s=30, chunk=8 * PAGE,
+                               read=shrinking(page_in, files[1][1], 10 * PAGE))
     read = {f.name: f.read for f in result.files}
     assert read == {"text_encoder": 40 * PAGE, "checkpoint": 10 * PAGE, "lora": 30 * PAGE}, read
     assert f"(shrank to {10 * PAGE} bytes while being read)" in result.summary()

@@ -124,21 +124,26 @@ def test_the_budget_keeps_the_headroom_and_the_readers_buffers():
     assert budget_bytes(memory, headroom_gb=200, readers=8) == 0
 
 
+def shrinking(read, path: Path, size: int):
+    """`read`, which cuts the file at `path` to `size` bytes once it has read its first chunk, as a file replaced or
+    cut while being read."""
+    def reads_and_cuts(fd, buffer, offset):
+        n = read(fd, buffer, offset)
+        if os.readlink(f"/proc/self/fd/{fd}") == str(path) and offset == 0:
+            os.truncate(path, size)
+        return n
+
+    return reads_and_cuts
+
+
 def test_a_missing_or_shrinking_file_ends_only_that_file(tmp_path, caplog):
     files = files_of(tmp_path, {"text_encoder": 40_000, "checkpoint": 80_000, "lora": 30_000})
     missing = ("upscaler", tmp_path / "gone.safetensors")
     recorder = Recorder()
     shrink = files[1][1]
-
-    def shrinking(fd, buffer, offset):
-        n = recorder(fd, buffer, offset)
-        if os.readlink(f"/proc/self/fd/{fd}") == str(shrink) and offset == 0:
-            os.truncate(shrink, 10_000)  # as a file replaced or cut while being read
-        return n
-
     with caplog.at_level(logging.WARNING, logger="ltx2_worker.prefetch"):
         result = prefetch.prefetch([*files[:2], missing, files[2]], readers=1, budget=10**9, timeout_s=30,
-                                   chunk=4096, read=shrinking)
+                                   chunk=4096, read=shrinking(recorder, shrink, 10_000))
     assert sum(e - s for s, e in recorder.coverage(files[0][1])) == 40_000
     assert sum(e - s for s, e in recorder.coverage(files[2][1])) == 30_000, "the files after it are still read"
     assert sum(e - s for s, e in recorder.coverage(shrink)) == 10_000
