@@ -26,7 +26,7 @@ from .manifest import ModelFile, load_manifest
 from .model_cache import cached_files, repo_folder
 from .settings import Settings, SettingsError, load_settings
 from .start_files import ENV as START_FILES_ENV
-from .start_files import list_path
+from .start_files import list_path, start_files_first
 from .verify import write_atomically
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,11 @@ def command(settings: Settings, yaml_path: Path, flags: list[str]) -> list[str]:
             "--input-directory", str(settings.comfy_input_dir), *flags]
 
 
-def comfy_env(settings: Settings) -> dict[str, str]:
-    """ComfyUI's environment: the worker's, and unless PREFETCH_LIBRARIES is false where its start-files module
-    lists what the start read (for the next fresh worker's prefetch)."""
+def comfy_env(settings: Settings, cached_roles: set[str]) -> dict[str, str]:
+    """ComfyUI's environment: the worker's, and where PREFETCH_LIBRARIES (or its auto) has the next fresh worker's
+    prefetch read them first, where its start-files module lists what the start read."""
     env = {k: v for k, v in os.environ.items() if k != START_FILES_ENV}
-    if settings.prefetch_libraries is not False:  # true or auto: the prefetch decides whether it reads the list
+    if start_files_first(settings, cached_roles):
         env[START_FILES_ENV] = str(list_path(settings))
     return env
 
@@ -120,7 +120,7 @@ def start(settings: Settings, models: list[ModelFile]) -> subprocess.Popen:
         folder.mkdir(parents=True, exist_ok=True)
     log_file = open(settings.comfy_log_file, "ab")
     proc = subprocess.Popen(command(settings, yaml_path, flags), cwd=settings.comfy_dir, stdout=log_file,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=comfy_env(settings))
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=comfy_env(settings, set(cached)))
     log_file.close()
     write_atomically(settings.comfy_pid_file, str(proc.pid).encode())
     return proc

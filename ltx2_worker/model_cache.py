@@ -47,6 +47,12 @@ def cached_path(root: Path, model: ModelFile) -> Path | None:
     return snapshot / model.path if snapshot else None
 
 
+def beside_the_image(cached_roles: set[str]) -> bool:
+    """Whether the first job's first reads, the text encoder and the checkpoint, come from RunPod's model cache,
+    on the host's own disk like the image ComfyUI starts from (not from a network volume)."""
+    return {"text_encoder", "checkpoint"} <= cached_roles
+
+
 def cached_files(settings: Settings, models: list[ModelFile]) -> dict[str, Path]:
     """role -> cached path, for every model whose cached copy is valid and may be used in place.
 

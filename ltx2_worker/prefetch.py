@@ -39,9 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .manifest import load_manifest
-from .model_cache import cached_files, model_path
+from .model_cache import beside_the_image, cached_files, model_path
 from .settings import Settings, load_settings
-from .start_files import list_path, listed_files, listed_pages, pages_path
+from .start_files import list_path, listed_files, listed_pages, pages_path, start_files_first
 
 log = logging.getLogger(__name__)
 
@@ -367,12 +367,6 @@ def _end(f: File, reason: str, lock: threading.Lock) -> None:
             log.warning("%s: %s %s; the rest of it is not read", f.name, f.path, reason)
 
 
-def _beside_the_image(cached_roles: set[str]) -> bool:
-    """Whether the first job's first reads, the text encoder and the checkpoint, come from RunPod's model cache,
-    on the host's own disk like the image ComfyUI starts from (not from a network volume)."""
-    return {"text_encoder", "checkpoint"} <= cached_roles
-
-
 def yields_to_comfy(settings: Settings, cached_roles: set[str], start_read_first: bool) -> bool:
     """PREFETCH_YIELD_TO_COMFY, its "auto" decided: yield where the models share the image's disk and ComfyUI's
     start files were not read first (a first start: yielding gave the first MP4 sooner in every pair of runs of
@@ -381,16 +375,7 @@ def yields_to_comfy(settings: Settings, cached_roles: set[str], start_read_first
     where one reader would only read them slower."""
     if settings.prefetch_yield_to_comfy is not None:
         return settings.prefetch_yield_to_comfy
-    return _beside_the_image(cached_roles) and not start_read_first
-
-
-def start_files_first(settings: Settings, cached_roles: set[str]) -> bool:
-    """PREFETCH_LIBRARIES, its "auto" decided: read ComfyUI's start files first where the models share the image's
-    disk (there ComfyUI's own reads queue behind the models'); not where the models come over the network, whose
-    reads they would only delay."""
-    if settings.prefetch_libraries is not None:
-        return settings.prefetch_libraries
-    return _beside_the_image(cached_roles)
+    return beside_the_image(cached_roles) and not start_read_first
 
 
 def main(argv: list[str] | None = None, read: Reader | None = None, cgroup_root: Path = CGROUP_ROOT,

@@ -3,10 +3,10 @@
 Where the image and the models share a disk (the lent GPU host; RunPod's model cache on the host's disk), ComfyUI's
 start, thousands of small reads of Python modules and library pages, queues behind the prefetch's large reads and
 every load waits for ComfyUI (H100, 2026-12-06: 20.2 s with the disk to itself, 32.5-42.2 s beside the prefetch).
-Unless PREFETCH_LIBRARIES is false the launcher names list_path() to ComfyUI (the LTX2_START_FILES variable),
-whose `ltx2_start_files` module writes the list when ComfyUI loads it (ltx2_worker/comfy_nodes/ltx2_start_files.py),
-and the prefetch reads the listed files before the models where PREFETCH_LIBRARIES (or its auto) says so. The list
-is keyed by ComfyUI's Python and tree, so images that share a volume keep one each; a listed file that is gone
+Where PREFETCH_LIBRARIES (or its auto: start_files_first) says so, the launcher names list_path() to ComfyUI (the
+LTX2_START_FILES variable), whose `ltx2_start_files` module writes the list when ComfyUI loads it
+(ltx2_worker/comfy_nodes/ltx2_start_files.py), and the prefetch reads the listed files before the models. The list is
+keyed by ComfyUI's Python and tree, so images that share a volume keep one each; a listed file that is gone
 (another image's packages) is skipped.
 
 The modules are not all: on the GPU host ComfyUI still read 1.74 GB itself with them in memory (2026-12-06f), and
@@ -33,6 +33,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+from .model_cache import beside_the_image
 from .settings import Settings
 from .verify import write_atomically
 
@@ -43,6 +44,16 @@ PAGE = mmap.PAGESIZE
 MERGE_GAP = 1024 * 1024  # ranges in memory closer than this are read as one: fewer, larger reads for a little more
 MAX_LISTED_BYTES = 4 * 10**9  # a fresh start and first job read 1.8 GB of ComfyUI's files (H100 host, 2026-12-06g)
 ROOTS_TIMEOUT_S = 60.0  # ComfyUI's Python asked for its sys.path
+
+
+def start_files_first(settings: Settings, cached_roles: set[str]) -> bool:
+    """PREFETCH_LIBRARIES, its "auto" decided: ComfyUI's start files are listed and read first where the models
+    share the image's disk (there ComfyUI's own reads queue behind the models'); not where the models come over the
+    network, whose reads they would only delay, and where listing them would only cost each start and first job
+    its CPU time and writes to the volume."""
+    if settings.prefetch_libraries is not None:
+        return settings.prefetch_libraries
+    return beside_the_image(cached_roles)
 
 
 def _key(settings: Settings) -> str:

@@ -27,6 +27,7 @@ from .launch import CACHE_FLAG
 from .lora_cache import CachedLora, LoraCache, LoraCacheUnusable, checkpoint_layers
 from .manifest import load_manifest
 from .media import ProbeUnavailable
+from .model_cache import cached_files
 from .output import (
     BUCKET_ENV,
     OUTPUT_DIR_FIX,
@@ -41,7 +42,7 @@ from .output import (
 from .progress import NodeClock, ProgressReporter, runpod_sender
 from .provision import check
 from .settings import Settings, SettingsError, load_settings
-from .start_files import pages_path, record_pages
+from .start_files import pages_path, record_pages, start_files_first
 from .stopping import Stopping, stop_on_signals
 from .text_encoder import sees_images, text_encoder_file
 from .workflow import (
@@ -235,13 +236,15 @@ class Worker:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
 
     def _list_start_pages(self) -> None:
-        """PREFETCH_LIBRARIES true or auto, after the first job: list on the volume the pages of ComfyUI's files in
-        memory, what its start and that job read (its CUDA libraries load on first use), for the next fresh
-        worker's prefetch to read first (ltx2_worker/start_files.py). In a thread: the job's answer does not
+        """After the first job, where PREFETCH_LIBRARIES (or its auto) has the next fresh worker's prefetch read
+        them first: list on the volume the pages of ComfyUI's files in memory, what its start and that job read (its
+        CUDA libraries load on first use; ltx2_worker/start_files.py). In a thread: the job's answer does not
         wait."""
         def run() -> None:
             mark = time.monotonic()
             try:
+                if not start_files_first(self.settings, set(cached_files(self.settings, load_manifest(self.settings)))):
+                    return  # auto, the models on the network volume: the list would never be read
                 listed = record_pages(self.settings)
                 log.info("listed %.2f GB of pages of ComfyUI's files read by its start and first job in %s (%.1f s)",
                          listed / 1e9, pages_path(self.settings), time.monotonic() - mark)

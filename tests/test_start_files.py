@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -138,18 +139,22 @@ def test_the_prefetch_reads_the_listed_start_files_before_the_models(tmp_path, l
         assert "libraries" not in done and "listed in" not in result.stderr
 
 
-def test_comfyui_is_told_where_to_list_its_start_unless_prefetch_libraries_is_false(tmp_path, monkeypatch):
+def test_comfyui_is_told_where_to_list_its_start_only_where_the_list_will_be_read(tmp_path, monkeypatch):
+    """true: always; auto: where the text encoder and the checkpoint come from RunPod's model cache (the prefetch
+    reads the list first only there); false: never, and a stale variable from the parent is not passed on."""
     from ltx2_worker import launch
 
     monkeypatch.setenv("LTX2_START_FILES", "/stale/from/the/parent")
     settings = load_settings(env={"NETWORK_VOLUME_PATH": str(tmp_path), "PREFETCH_LIBRARIES": "true"})
-    assert launch.comfy_env(settings)["LTX2_START_FILES"] == str(list_path(settings))
+    assert launch.comfy_env(settings, set())["LTX2_START_FILES"] == str(list_path(settings))
     auto = load_settings(env={"NETWORK_VOLUME_PATH": str(tmp_path), "PREFETCH_LIBRARIES": "auto"})
-    assert auto.prefetch_libraries is None  # the prefetch decides whether it reads the list: it is kept anyway
-    assert launch.comfy_env(auto)["LTX2_START_FILES"] == str(list_path(settings))
+    assert auto.prefetch_libraries is None
+    assert launch.comfy_env(auto, {"text_encoder", "checkpoint"})["LTX2_START_FILES"] == str(list_path(settings))
+    for network_volume in (set(), {"checkpoint", "lora", "upscaler"}):  # the text encoder from the volume too
+        assert "LTX2_START_FILES" not in launch.comfy_env(auto, network_volume)
     off = dataclasses.replace(settings, prefetch_libraries=False)
-    assert "LTX2_START_FILES" not in launch.comfy_env(off)
-    assert launch.comfy_env(off)["PATH"] == os.environ["PATH"]
+    assert "LTX2_START_FILES" not in launch.comfy_env(off, {"text_encoder", "checkpoint"})
+    assert launch.comfy_env(off, set())["PATH"] == os.environ["PATH"]
 
 
 def test_the_worker_does_not_import_the_comfyui_module():
@@ -337,12 +342,16 @@ JOB = {"prompt": "a lighthouse", "width": 512, "height": 288, "frame_count": 9, 
 
 
 def listed_soon(path: Path) -> dict:
-    """The pages list at `path` once the worker's listing thread has written it (5 s at most)."""
-    for _ in range(100):
-        if path.exists():
-            break
-        time.sleep(0.05)
+    """The pages list at `path` once the worker's listing thread has ended (5 s at most)."""
+    listing_ended()
     return dict(listed_pages(path))
+
+
+def listing_ended() -> None:
+    """Wait (5 s at most) for the worker's listing thread, whether it lists or decides not to."""
+    for thread in [t for t in threading.enumerate() if t.name == "list-start-pages"]:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
 
 
 def test_after_its_first_job_the_worker_lists_the_pages_comfyuis_start_read(listing_worker_settings, cold_python):
@@ -356,15 +365,33 @@ def test_after_its_first_job_the_worker_lists_the_pages_comfyuis_start_read(list
     assert cold_python.library in listed_soon(pages_path(settings))
     pages_path(settings).unlink()
     assert "video" in worker.handle({"id": "two", "input": JOB})
-    time.sleep(0.3)
+    listing_ended()
     assert not pages_path(settings).exists()  # once per worker
     off = Worker(dataclasses.replace(settings, prefetch_libraries=False))
     assert "video" in off.handle({"id": "three", "input": JOB})
-    time.sleep(0.3)
+    listing_ended()
     assert not pages_path(settings).exists()
-    auto = Worker(dataclasses.replace(settings, prefetch_libraries=None))  # auto: listed wherever it runs
-    assert "video" in auto.handle({"id": "four", "input": JOB})
-    assert cold_python.library in listed_soon(pages_path(settings))
+
+
+def test_on_auto_the_worker_lists_the_pages_only_where_the_models_come_from_the_model_cache(
+        listing_worker_settings, cold_python, tmp_path, monkeypatch):
+    """Where the prefetch would read the list first: the text encoder and the checkpoint on the image's disk."""
+    from test_model_cache import COMMIT, LIGHTRICKS, OTHER, runpod_cache
+    from test_provision import FILES, make_config
+
+    from ltx2_worker.worker import Worker
+
+    monkeypatch.setenv("LTX2_CONFIG", str(make_config(tmp_path)))  # the manifest the cache's files match
+    auto = dataclasses.replace(listing_worker_settings, prefetch_libraries=None)
+    assert "video" in Worker(auto).handle({"id": "volume", "input": JOB})
+    listing_ended()
+    assert not pages_path(auto).exists()  # the models on the network volume: the list would never be read
+    cache = tmp_path / "cache"
+    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
+    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    cached = dataclasses.replace(auto, model_cache_path=cache)
+    assert "video" in Worker(cached).handle({"id": "cache", "input": JOB})
+    assert cold_python.library in listed_soon(pages_path(cached))
 
 
 def test_a_pages_list_that_cannot_be_written_costs_a_warning_not_the_job(listing_worker_settings, caplog):

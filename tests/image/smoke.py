@@ -8,12 +8,12 @@ reach each other) and a volume folder at /runpod-volume:
    sizes and sha256 (LTX2_CONFIG);
 2. first start on an empty volume: the four files are downloaded and verified, ComfyUI starts on the CPU, the
    local API answers; a small text-to-video job returns an MP4 of the asked size and frame count with an audio
-   track, and the container's log does not hold it; a bad input is answered with the field's error;
-3. second start on the same volume, PREFETCH_LIBRARIES as shipped (auto, which keeps the lists) and
-   PREFETCH_PAGE_IN: nothing is downloaded, no model file on the volume changes, jobs are served, the prefetch
-   reads every model file by paging it in, ComfyUI's start lists the image's module files it read on the volume,
-   and after the first job the worker lists the pages of ComfyUI's files in memory (the image's torch libraries
-   and ComfyUI's own modules among them);
+   track, and the container's log does not hold it; a bad input is answered with the field's error; nothing is
+   listed for a next start's prefetch (PREFETCH_LIBRARIES auto, the models on the volume);
+3. second start on the same volume, PREFETCH_LIBRARIES=true and PREFETCH_PAGE_IN: nothing is downloaded, no
+   model file on the volume changes, jobs are served, the prefetch reads every model file by paging it in,
+   ComfyUI's start lists the image's module files it read on the volume, and after the first job the worker lists
+   the pages of ComfyUI's files in memory (the image's torch libraries and ComfyUI's own modules among them);
 4. third start with one file gone and a hub that serves it corrupted: every job gets the provisioning error
    naming the file, and neither the file nor its partial download is left on the volume.
 
@@ -185,7 +185,7 @@ def volume_files(volume: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def start_files_listed(volume: Path, deadline_s: float) -> list[str]:
-    """The paths of the list ComfyUI's start writes on the volume unless PREFETCH_LIBRARIES is false (its worker
+    """The paths of the list ComfyUI's start writes on the volume where PREFETCH_LIBRARIES says so (its worker
     module writes it once ComfyUI loads the worker's nodes), waiting for it until the deadline."""
     ends = time.monotonic() + deadline_s
     while time.monotonic() < ends:
@@ -197,7 +197,7 @@ def start_files_listed(volume: Path, deadline_s: float) -> list[str]:
 
 
 def listed_pages(volume: Path, deadline_s: float) -> dict[str, int]:
-    """File -> bytes, of the list the worker writes after its first job unless PREFETCH_LIBRARIES is false (the
+    """File -> bytes, of the list the worker writes after its first job where PREFETCH_LIBRARIES says so (the
     pages of ComfyUI's files in memory), waiting for it until the deadline."""
     ends = time.monotonic() + deadline_s
     while time.monotonic() < ends:
@@ -280,10 +280,13 @@ def run(engine: str, image: str, work: Path) -> None:
             check(out.get("status") == "COMPLETED" and out["output"]["frame_count"] == 9,
                   f"a 0.5 s audio_input was answered {json.dumps(out)[:1000]}")
             t = step("audio_input checked in the image and a clip made to it", t)
+        stray = sorted(p.name for p in (volume / ".ltx2-worker").glob("comfy-start-*"))
+        check(not stray, f"the first start (PREFETCH_LIBRARIES auto, the models on the volume) listed {stray}")
         before = volume_files(volume)
         downloads = len([r for r in hub.requests if r["method"] == "GET"])
 
-        paging_in = {**env, "PREFETCH_PAGE_IN": "true", "PREFETCH_HEADROOM_GB": "2"}  # 2: this host's memory is small
+        paging_in = {**env, "PREFETCH_PAGE_IN": "true", "PREFETCH_LIBRARIES": "true",
+                     "PREFETCH_HEADROOM_GB": "2"}  # 2: this host's memory is small
         with Container(engine, image, "ltx2-smoke-2", work, volume, paging_in) as second:
             second.wait_api()
             t = step("second start (same volume) to the local API answering", t)
