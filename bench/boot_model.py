@@ -86,13 +86,11 @@ class Storage:
 
 
 def modelled_read(storage_of: dict[str, Storage]):
-    """os.preadv, then the wait of the storage that holds the file (by its path)."""
-    paths: dict[int, str] = {}
-
+    """os.preadv, then the wait of the storage that holds the file (by its path, looked up at every read: the
+    prefetch opens a file per chunk, so one descriptor number stands for different files over a boot)."""
     def read(fd: int, buffer: memoryview, offset: int) -> int:
         n = os_read(fd, buffer, offset)
-        path = paths.get(fd) or paths.setdefault(fd, os.readlink(f"/proc/self/fd/{fd}"))
-        storage_of[Path(path).stem].wait(n)
+        storage_of[Path(os.readlink(f"/proc/self/fd/{fd}")).stem].wait(n)
         return n
     return read
 

@@ -42,3 +42,32 @@ def test_the_model_reads_the_manifests_default_files():
     sizes = boot_model.manifest_sizes()
     assert set(sizes) == {"checkpoint", "text_encoder", "lora", "upscaler"}  # not the optional distilled one
     assert 45.0e9 < sum(sizes.values()) < 45.4e9
+
+
+class Counting:
+    """A storage that only counts the bytes charged to it."""
+
+    def __init__(self):
+        self.charged = 0
+
+    def wait(self, nbytes: int) -> None:
+        self.charged += nbytes
+
+
+def test_each_read_is_charged_to_the_storage_of_the_file_it_reads(tmp_path):
+    """The prefetch opens a file per chunk, so one descriptor number comes back for another file: each read must
+    be charged by the file it reads, not by the first file that descriptor number had."""
+    import os
+
+    storages = {"text_encoder": Counting(), "checkpoint": Counting()}
+    read = boot_model.modelled_read(storages)
+    buffer = memoryview(bytearray(1000))
+    for role, size in (("text_encoder", 300), ("checkpoint", 700), ("checkpoint", 700)):
+        path = tmp_path / f"{role}.safetensors"
+        path.write_bytes(b"x" * size)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert read(fd, buffer, 0) == size
+        finally:
+            os.close(fd)  # the next open gets this number again
+    assert storages["text_encoder"].charged == 300 and storages["checkpoint"].charged == 1400
