@@ -48,6 +48,13 @@ def runpod_cache(root: Path, repo: str, commit: str, files: dict[str, bytes],
     return repo_dir / "snapshots" / commit
 
 
+def every_model_cached(root: Path) -> None:
+    """Both repos in RunPod's cache at `root`: Lightricks/LTX-2 (checkpoint, LoRA, upscaler) and Comfy-Org/ltx-2
+    (the text encoder)."""
+    runpod_cache(root, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
+    runpod_cache(root, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+
+
 def tree(root: Path) -> dict[str, tuple]:
     """Every entry under `root` with its size and mtime: what "untouched" compares."""
     return {str(p.relative_to(root)): (p.is_symlink(), p.lstat().st_size, p.lstat().st_mtime_ns)
@@ -84,8 +91,7 @@ def test_cached_files_are_used_in_place_and_only_the_rest_is_downloaded(tmp_path
 
 def test_a_fully_cached_manifest_needs_no_volume(tmp_path, hub):
     cache = tmp_path / "cache"
-    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
-    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    every_model_cached(cache)
     result = run_cli(cache_env(tmp_path, tmp_path / "no-volume", hub, cache))
     assert result.returncode == 0, result.stderr
     assert hub.downloads(".safetensors") == [] and not (tmp_path / "no-volume").exists()
@@ -179,8 +185,7 @@ def test_the_prefetch_yields_to_comfyui_by_default_only_where_the_first_reads_co
     """auto: the text encoder and the checkpoint on the host's own disk (the model cache) beside the image that
     ComfyUI starts from: yield; on the network volume: eight readers at once. true and false decide alone."""
     cache = tmp_path / "cache"
-    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
-    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    every_model_cached(cache)
     env = cache_env(tmp_path, tmp_path / "no-volume", hub, cache)
     assert run_cli(env).returncode == 0
     yielding = "one reader until ComfyUI answers at "
@@ -203,8 +208,7 @@ def test_the_prefetch_reads_comfyuis_start_files_first_on_auto_only_where_the_mo
     """PREFETCH_LIBRARIES=auto decides as yielding does: the models on the image's disk, ComfyUI's start files
     first; the models on the network volume, not (they would only delay the models)."""
     cache = tmp_path / "cache"
-    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
-    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    every_model_cached(cache)
     env = {**cache_env(tmp_path, tmp_path / "no-volume", hub, cache), "PREFETCH_LIBRARIES": "auto"}
     assert run_cli(env).returncode == 0
     first = "prefetch: libraries: no list yet in "  # a first start: the branch taken, nothing listed to read
@@ -220,8 +224,7 @@ def test_once_comfyuis_start_files_are_read_first_the_prefetch_no_longer_yields_
     and then no reader yields to ComfyUI's start (there is little left for it to read, and one reader only
     delayed the models on the GPU host); PREFETCH_YIELD_TO_COMFY=true still yields."""
     cache = tmp_path / "cache"
-    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
-    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    every_model_cached(cache)
     env = {**cache_env(tmp_path, tmp_path / "no-volume", hub, cache), "COMFY_PYTHON": sys.executable}
     assert run_cli(env).returncode == 0
     yielding = "one reader until ComfyUI answers at "

@@ -376,8 +376,8 @@ def test_after_its_first_job_the_worker_lists_the_pages_comfyuis_start_read(list
 def test_on_auto_the_worker_lists_the_pages_only_where_the_models_come_from_the_model_cache(
         listing_worker_settings, cold_python, tmp_path, monkeypatch):
     """Where the prefetch would read the list first: the text encoder and the checkpoint on the image's disk."""
-    from test_model_cache import COMMIT, LIGHTRICKS, OTHER, runpod_cache
-    from test_provision import FILES, make_config
+    from test_model_cache import every_model_cached
+    from test_provision import make_config
 
     from ltx2_worker.worker import Worker
 
@@ -387,8 +387,7 @@ def test_on_auto_the_worker_lists_the_pages_only_where_the_models_come_from_the_
     listing_ended()
     assert not pages_path(auto).exists()  # the models on the network volume: the list would never be read
     cache = tmp_path / "cache"
-    runpod_cache(cache, "Lightricks/LTX-2", COMMIT, LIGHTRICKS)
-    runpod_cache(cache, "Comfy-Org/ltx-2", OTHER, {FILES["text_encoder"][1]: FILES["text_encoder"][3]})
+    every_model_cached(cache)
     cached = dataclasses.replace(auto, model_cache_path=cache)
     assert "video" in Worker(cached).handle({"id": "cache", "input": JOB})
     assert cold_python.library in listed_soon(pages_path(cached))
