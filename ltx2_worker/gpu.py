@@ -110,10 +110,12 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
 
 
 def profile_for(settings: Settings, gpu: Gpu | None) -> Profile:
-    """The memory class of `gpu` as these settings use it (COMFY_EXTRA_ARGS, DECODE_TILE_PX); the launcher and
-    the worker both call this, so ComfyUI's flags and the graph always belong to one class."""
+    """The memory class of `gpu` as these settings use it (COMFY_EXTRA_ARGS, DECODE_TILE_PX, COMPILE_BLOCKS); the
+    launcher and the worker both call this, so ComfyUI's flags and the graph always belong to one class."""
     profile = choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args)
     if settings.decode_tile_px:
         profile = dataclasses.replace(profile, graph=dataclasses.replace(profile.graph,
                                                                         decode_tile_px=settings.decode_tile_px))
+    if settings.compile_blocks:
+        profile = dataclasses.replace(profile, graph=dataclasses.replace(profile.graph, compile_blocks=True))
     return profile

@@ -26,7 +26,7 @@ from .manifest import ModelFile, load_manifest
 from .model_cache import cached_files, repo_folder
 from .settings import Settings, SettingsError, load_settings
 from .start_files import ENV as START_FILES_ENV
-from .start_files import list_path, start_files_first
+from .start_files import FOLDER, list_path, start_files_first
 from .verify import write_atomically
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,26 @@ def command(settings: Settings, yaml_path: Path, flags: list[str]) -> list[str]:
             "--input-directory", str(settings.comfy_input_dir), *flags]
 
 
+COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # Inductor's compiled graphs and its Triton kernels
+
+
+def compile_cache_dir(settings: Settings) -> Path:
+    """Where COMPILE_BLOCKS keeps what torch.compile made, on the volume: the next fresh worker of the same GPU,
+    torch and ComfyUI finds it there instead of compiling again (H100: the first job 26-29 s longer without,
+    2-8 s with; docs/performance.md). Inductor keys each entry by the graph, the GPU and the versions and writes
+    it whole, so entries of another GPU or version are never used, only added beside."""
+    return settings.volume_path / FOLDER / "torch-compile"
+
+
 def comfy_env(settings: Settings, cached_roles: set[str]) -> dict[str, str]:
-    """ComfyUI's environment: the worker's, and where PREFETCH_LIBRARIES (or its auto) has the next fresh worker's
-    prefetch read them first, where its start-files module lists what the start read."""
+    """ComfyUI's environment: the worker's; where PREFETCH_LIBRARIES (or its auto) has the next fresh worker's
+    prefetch read them first, where its start-files module lists what the start read; with COMPILE_BLOCKS, the
+    compile cache on the volume unless the environment names one."""
     env = {k: v for k, v in os.environ.items() if k != START_FILES_ENV}
     if start_files_first(settings, cached_roles):
         env[START_FILES_ENV] = str(list_path(settings))
+    if settings.compile_blocks and not env.get(COMPILE_CACHE_ENV):
+        env[COMPILE_CACHE_ENV] = str(compile_cache_dir(settings))
     return env
 
 

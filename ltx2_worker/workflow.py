@@ -148,10 +148,11 @@ class GraphChoices:
         to ComfyUI's model management instead of moving it to the GPU and back in every job (0.7-1.1 s a job);
         the same computation, the same latent.
     compile_blocks: stage 1's model goes through the worker's `LTX2CompileBlocks` node (before LTX2CudaGraphs,
-        which then records the compiled kernels): each transformer block's attention and feed-forward modules
-        compiled by torch.compile, so the elementwise work between the matrix products runs fused. The first job
-        of each size compiles. Off in every class: 0.7 s less a warm job on an H100 for 20.9 s more in a fresh
-        worker's first job (docs/performance.md).
+        which then records the compiled kernels): each transformer block's attention and feed-forward modules,
+        their FP8 linears included, compiled by torch.compile, so the elementwise work between the matrix
+        products runs fused. The first job of each size compiles. Off unless COMPILE_BLOCKS: on an H100 0.7-1.3 s
+        less a warm job, frames 28.9 dB from the eager ones on the stand-ins, the first job of a fresh worker
+        26-29 s longer, 2-8 s with the compile cache on the volume (docs/performance.md).
     decode_tile_px: the video decode's spatial tile in pixels (0: the graph's 512). A tile as large as the frame
         decodes it in one piece: no tile seams to blend, and fewer, larger convolutions, for the memory of the
         whole latent's decode instead of one tile's.

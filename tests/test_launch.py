@@ -14,7 +14,15 @@ import yaml
 
 from ltx2_worker import health
 from ltx2_worker.gpu import Gpu, GpuError, choose_profile, detect_gpu, profile_for
-from ltx2_worker.launch import COMFY_NODES, LaunchError, extra_model_paths_yaml, start, wait_ready
+from ltx2_worker.launch import (
+    COMFY_NODES,
+    LaunchError,
+    comfy_env,
+    compile_cache_dir,
+    extra_model_paths_yaml,
+    start,
+    wait_ready,
+)
 from ltx2_worker.manifest import ModelFile
 from ltx2_worker.settings import load_settings
 from ltx2_worker.worker import Worker
@@ -119,6 +127,7 @@ STAND_IN = textwrap.dedent('''
     import http.server, os, sys
     args = sys.argv[1:]
     print("stand-in ComfyUI starting with", " ".join(args), flush=True)
+    print("compile cache:", os.environ.get("TORCHINDUCTOR_CACHE_DIR"), flush=True)
     if os.environ.get("STAND_IN_FAIL"):
         print("Traceback: torch.cuda.OutOfMemoryError: CUDA error: out of memory", flush=True)
         sys.exit(3)
@@ -195,6 +204,35 @@ def test_a_failed_launch_at_boot_is_reported_by_every_job(tmp_path, monkeypatch)
     problem = health.worker_problem(load_settings())
     assert problem.refresh_worker is True
     assert problem.message.startswith("worker start-up failed: ComfyUI launch failed: nvidia-smi failed (GPU is lost)")
+
+
+def test_compile_blocks_changes_the_graphs_compile_choice_only_in_every_class():
+    for gpu in (Gpu("NVIDIA H100 80GB HBM3", 79.6, 9.0), Gpu("NVIDIA L40S", 44.4, 8.9), Gpu("RTX 4090", 23.6, 8.9)):
+        plain, compiled = profile_for(S, gpu), profile_for(S.replace(compile_blocks=True), gpu)
+        assert not plain.graph.compile_blocks and compiled.graph.compile_blocks
+        assert compiled.flags == plain.flags
+        assert dataclasses.replace(compiled.graph, compile_blocks=False) == plain.graph
+    assert load_settings(env={"COMPILE_BLOCKS": "true"}).compile_blocks is True
+    assert S.compile_blocks is False
+
+
+def test_compile_blocks_gives_comfyui_the_compile_cache_on_the_volume(stand_in, monkeypatch):
+    """With COMPILE_BLOCKS the launched ComfyUI keeps torch.compile's output on the volume, where the next fresh
+    worker finds it; without, ComfyUI's environment is left as it was; a cache the environment names is kept."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    folder = stand_in.volume_path / ".ltx2-worker" / "torch-compile"
+    assert compile_cache_dir(stand_in) == folder
+    for settings, expected in ((stand_in, "None"), (stand_in.replace(compile_blocks=True), str(folder))):
+        stand_in.comfy_log_file.unlink(missing_ok=True)
+        proc = start(settings, MODELS)
+        try:
+            wait_ready(settings, proc)
+            assert f"compile cache: {expected}\n" in settings.comfy_log_file.read_text()
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/fast/disk/inductor")
+    assert comfy_env(stand_in.replace(compile_blocks=True), set())["TORCHINDUCTOR_CACHE_DIR"] == "/fast/disk/inductor"
 
 
 def test_decode_tile_px_changes_the_graphs_decode_tile_only():
