@@ -41,6 +41,7 @@ class Part(torch.nn.Module):  # an attention or feed-forward part: norm, linear,
     def __init__(self):
         super().__init__()
         self.a, self.b, self.odd = ops.Linear(64, 96), ops.Linear(96, 32), ops.Linear(32, 24)
+        self.half_scale = ops.Linear(64, 32)  # its input scale in bf16: torch._scaled_mm takes float32 only
         self.with_odd = False
     def forward(self, x):
         h = self.b(torch.nn.functional.gelu(self.a(torch.nn.functional.rms_norm(x, (64,)))))
@@ -49,10 +50,11 @@ class Part(torch.nn.Module):  # an attention or feed-forward part: norm, linear,
 part = Part()
 tag = torch.frombuffer(bytearray(json.dumps({"format": "float8_e4m3fn"}).encode()), dtype=torch.uint8)
 state = {}
-for name, (o, i) in (("a", (96, 64)), ("b", (32, 96)), ("odd", (24, 32))):
+for name, (o, i) in (("a", (96, 64)), ("b", (32, 96)), ("odd", (24, 32)), ("half_scale", (32, 64))):
     state[f"{name}.weight"] = (torch.randn(o, i) * 4).to(torch.float8_e4m3fn)
     state[f"{name}.weight_scale"] = torch.tensor(0.0625)
-    state[f"{name}.input_scale"] = torch.tensor(0.5)  # a power of two: x / s and x * (1 / s) round alike
+    # a power of two: x / s and x * (1 / s) round alike
+    state[f"{name}.input_scale"] = torch.tensor(0.5, dtype=torch.bfloat16 if name == "half_scale" else None)
     state[f"{name}.comfy_quant"] = tag.clone()
     state[f"{name}.bias"] = torch.randn(o).to(torch.bfloat16)
 part.load_state_dict(state, strict=False)
@@ -122,7 +124,8 @@ def has_cuda() -> bool:
 
 
 def check_facts(facts: dict) -> None:
-    # "odd" has 24 outputs, not a multiple of 16: cuBLASLt's FP8 product refuses it, ComfyUI's path keeps it
+    # "odd" has 24 outputs, not a multiple of 16: cuBLASLt's FP8 product refuses it, ComfyUI's path keeps it;
+    # so does "half_scale", whose input scale is not float32
     assert facts["linears"] == ["a", "b"] and facts["isinstance"], facts
     assert facts["eager_unchanged"] and facts["plain_equal"] and facts["plain_equal_2d"], facts
     assert facts["float32_declined"] and facts["patched_declined"], facts

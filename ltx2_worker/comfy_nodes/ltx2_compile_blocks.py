@@ -56,7 +56,8 @@ def part_keys(diffusion_model) -> list[str]:
 
 def fp8_linears(parts) -> list:
     """The linears inside `parts` that the plain path can run: ComfyUI's mixed-precision linears holding a
-    float8_e4m3fn weight with an input scale, both dimensions multiples of 16 (cuBLASLt's FP8 rule)."""
+    float8_e4m3fn weight with a float32 input scale (what `torch._scaled_mm` takes), both dimensions multiples of
+    16 (cuBLASLt's FP8 rule)."""
     import torch
 
     found = []
@@ -64,6 +65,7 @@ def fp8_linears(parts) -> list:
         for module in part.modules():
             if (getattr(module, "quant_format", None) == "float8_e4m3fn" and
                     getattr(module, "input_scale", None) is not None and
+                    module.input_scale.dtype == torch.float32 and module.input_scale.numel() == 1 and
                     getattr(module.weight, "_qdata", None) is not None and
                     module.weight._qdata.dtype == torch.float8_e4m3fn and
                     module.in_features % 16 == 0 and module.out_features % 16 == 0):
