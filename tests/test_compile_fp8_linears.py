@@ -69,6 +69,9 @@ with torch.inference_mode():
         module.__class__ = node.plain_fp8_class(type(module))
     facts["isinstance"] = all(isinstance(m, ops.Linear) for m in linears)
     node.refresh(linears)
+    kept = getattr(part.a, node.PLAIN)
+    node.refresh(linears)
+    facts["refresh_keeps_the_tuple"] = getattr(part.a, node.PLAIN) is kept  # nothing new for Dynamo's guards
     facts["eager_unchanged"] = torch.equal(part(x), theirs)  # not compiling: ComfyUI's own path
     h = part.a(torch.nn.functional.rms_norm(x, (64,)))
     facts["plain_equal"] = torch.equal(node.plain_fp8(part.a, torch.nn.functional.rms_norm(x, (64,))), h)
@@ -105,6 +108,9 @@ with torch.inference_mode():
     part.b.weight_function.append(lambda w: w)
     node.refresh(linears)
     facts["patched_declined"] = node.plain_fp8(part.b, h) is None
+    part.b.weight_function.clear()
+    node.refresh(linears)
+    facts["unpatched_taken_again"] = torch.equal(node.plain_fp8(part.b, h), part.b(h))
 print(json.dumps(facts))
 """
 
@@ -128,7 +134,8 @@ def check_facts(facts: dict) -> None:
     # so does "half_scale", whose input scale is not float32
     assert facts["linears"] == ["a", "b"] and facts["isinstance"], facts
     assert facts["eager_unchanged"] and facts["plain_equal"] and facts["plain_equal_2d"], facts
-    assert facts["float32_declined"] and facts["patched_declined"], facts
+    assert facts["float32_declined"] and facts["patched_declined"] and facts["unpatched_taken_again"], facts
+    assert facts["refresh_keeps_the_tuple"], facts
     assert facts["graph_breaks"] == 0 and facts["graphs"] == 1, facts
     assert facts["graph_breaks_with_comfyuis_path"] > 0, facts
     # fused elementwise work rounds differently from eager bf16 steps; a wrong product would be off by ~1

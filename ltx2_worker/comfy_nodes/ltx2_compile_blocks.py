@@ -83,7 +83,10 @@ def refresh(linears) -> None:
                   not getattr(module, "_full_precision_mm", False) and
                   module.input_scale.device == weight._qdata.device)
         plain = (weight._qdata, weight._params.scale, module.input_scale) if usable else None
-        if module.__dict__.get(PLAIN) is not plain:
+        current = module.__dict__.get(PLAIN)
+        same = (plain is None and current is None) or (plain is not None and current is not None and all(
+            a is b for a, b in zip(plain, current, strict=True)))
+        if not same:  # the same tensors keep the same tuple: nothing new for Dynamo to guard
             module.__dict__[PLAIN] = plain
 
 
@@ -140,7 +143,7 @@ def refresh_wrapper(linears):
     return wrapper
 
 
-def comfy_get_attrs(patcher, keys):
+def modules_at(patcher, keys):
     """The modules at `keys` (paths from the ModelPatcher's model, as `part_keys` gives them)."""
     return [patcher.get_model_object(key) for key in keys]
 
@@ -176,7 +179,7 @@ class LTX2CompileBlocks:
         # Dynamo's warning in ComfyUI's log, instead of failing every job: only this node compiles in ComfyUI
         torch._dynamo.config.suppress_errors = True
         patched = model.clone()
-        linears = fp8_linears(comfy_get_attrs(patched, keys))
+        linears = fp8_linears(modules_at(patched, keys))
         for module in linears:
             if type(module) not in _PLAIN_CLASSES.values():  # once per layer, whichever clone comes first
                 module.__class__ = plain_fp8_class(type(module))
