@@ -197,6 +197,30 @@ def test_4o_compiled_block_parts_give_the_eager_frames(stack):
     assert psnr > 40, psnr
 
 
+def test_4q_the_whole_frame_decode_differs_from_the_tiled_one_only_at_the_seams(stack):
+    """DECODE_TILE_PX (GraphChoices.decode_tile_px) decodes each frame in one tile instead of the graph's 512-pixel
+    tiles blended at their overlaps. On a frame wider than one tile the two decodes differ (so the setting reaches
+    the decode), but as the same function does: closer to each other than another seed's clip is (35.1 against
+    27.7 dB on the tiny model, CPU, 2026-12-06; at least 5 dB asked)."""
+    cpu = Worker(stack["settings"]).profile
+    wide = {**SMALL, "width": 768, "height": 256}
+    outs = {}
+    for name, tile, seed in (("tiled", 0, 7), ("whole", 1536, 7), ("other-seed", 0, 8)):
+        profile = dataclasses.replace(cpu, graph=GraphChoices(tile_memory_decode=True, decode_tile_px=tile))
+        outs[name] = Worker(stack["settings"], profile=profile).handle(
+            {"id": f"decode-{name}", "input": {**wide, "seed": seed}})
+        assert "error" not in outs[name], outs[name]
+    pid = outs["whole"]["prompt_id"]
+    entry = requests.get(f"{stack['settings'].comfy_url}/history/{pid}", timeout=30).json()[pid]
+    tiles = [node["inputs"].get("tile_size") for node in entry["prompt"][2].values()
+             if node["class_type"] == "LTX2VAEDecodeTiled"]
+    assert tiles == [1536], tiles
+    frames = {name: video_field_frames(out) for name, out in outs.items()}
+    same_function = _psnr(frames["whole"], frames["tiled"])
+    unrelated = _psnr(frames["other-seed"], frames["tiled"])
+    assert same_function != float("inf") and same_function > unrelated + 5, (same_function, unrelated)
+
+
 # run in ComfyUI's Python, in its folder; UPSCALERS and NODE come from the environment
 UPSCALER_CHECK = """
 import importlib.util, json, os, sys
