@@ -68,6 +68,7 @@ with torch.inference_mode():
     for module in linears:
         module.__class__ = node.plain_fp8_class(type(module))
     facts["isinstance"] = all(isinstance(m, ops.Linear) for m in linears)
+    facts["subclassed_once"] = node.plain_fp8_class(type(part.a)) is type(part.a)  # a later clone's layers
     node.refresh(linears)
     kept = getattr(part.a, node.PLAIN)
     node.refresh(linears)
@@ -132,7 +133,7 @@ def has_cuda() -> bool:
 def check_facts(facts: dict) -> None:
     # "odd" has 24 outputs, not a multiple of 16: cuBLASLt's FP8 product refuses it, ComfyUI's path keeps it;
     # so does "half_scale", whose input scale is not float32
-    assert facts["linears"] == ["a", "b"] and facts["isinstance"], facts
+    assert facts["linears"] == ["a", "b"] and facts["isinstance"] and facts["subclassed_once"], facts
     assert facts["eager_unchanged"] and facts["plain_equal"] and facts["plain_equal_2d"], facts
     assert facts["float32_declined"] and facts["patched_declined"] and facts["unpatched_taken_again"], facts
     assert facts["refresh_keeps_the_tuple"], facts

@@ -84,10 +84,9 @@ def refresh(linears) -> None:
                   module.input_scale.device == weight._qdata.device)
         plain = (weight._qdata, weight._params.scale, module.input_scale) if usable else None
         current = module.__dict__.get(PLAIN)
-        same = (plain is None and current is None) or (plain is not None and current is not None and all(
-            a is b for a, b in zip(plain, current, strict=True)))
-        if not same:  # the same tensors keep the same tuple: nothing new for Dynamo to guard
-            module.__dict__[PLAIN] = plain
+        if plain and current and all(a is b for a, b in zip(plain, current, strict=True)):
+            continue  # the same tensors keep the same tuple: nothing new for Dynamo to guard
+        module.__dict__[PLAIN] = plain
 
 
 def plain_fp8(module, x):
@@ -117,9 +116,12 @@ _PLAIN_CLASSES: dict = {}
 def plain_fp8_class(cls):
     """A subclass of ComfyUI's linear class `cls` whose forward, while Dynamo traces it, takes `plain_fp8`, and
     otherwise is ComfyUI's. A class, not an instance's `forward`: ComfyUI's bypass LoRAs wrap and restore the
-    instance's `forward`, and wrap this one like any other, so a LoRA's branch is never bypassed."""
+    instance's `forward`, and wrap this one like any other, so a LoRA's branch is never bypassed. `cls` itself
+    where it is one of these already (a layer seen by an earlier clone of the model)."""
     import torch
 
+    if cls in _PLAIN_CLASSES.values():
+        return cls
     if cls not in _PLAIN_CLASSES:
         def forward(self, x, *args, **kwargs):
             if torch.compiler.is_compiling() and not args and not kwargs:
@@ -181,8 +183,7 @@ class LTX2CompileBlocks:
         patched = model.clone()
         linears = fp8_linears(modules_at(patched, keys))
         for module in linears:
-            if type(module) not in _PLAIN_CLASSES.values():  # once per layer, whichever clone comes first
-                module.__class__ = plain_fp8_class(type(module))
+            module.__class__ = plain_fp8_class(type(module))
         from comfy.patcher_extension import WrappersMP
 
         patched.add_wrapper_with_key(WrappersMP.APPLY_MODEL, REFRESH_KEY, refresh_wrapper(linears))
