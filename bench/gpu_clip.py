@@ -28,7 +28,6 @@ Configurations (--configs):
                    checkpoint_beside_prompts)
   worker-whole-decode  the worker decoding each frame as one tile (the lever decode_tile_px=1536)
   worker-levers    the worker with both levers
-  worker-cpu-blend  the worker blending the decode's tiles on the CPU (the ablation of device_decode_blend)
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
   class-medium-merged  the medium class with stage 2's LoRA merged (the ablation of lora_bypass there)
   class-small      the small class's choices, leaving --usable-small GB
@@ -78,8 +77,8 @@ NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
 CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "worker-compiled",
-           "worker-mapped-load", "worker-pinned-beside", "worker-whole-decode", "worker-levers", "worker-cpu-blend",
-           "class-medium", "class-medium-merged", "class-small", "custom")
+           "worker-mapped-load", "worker-pinned-beside", "worker-whole-decode", "worker-levers", "class-medium",
+           "class-medium-merged", "class-small", "custom")
 WHOLE_FRAME_TILE = 1536  # pixels: one tile covers the generated frame up to 1536 x 1536
 ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
              "worker-moving-upscaler": {"resident_upscaler": False},
@@ -88,7 +87,6 @@ ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_gra
              "worker-pinned-beside": {"checkpoint_beside_prompts": True},
              "worker-whole-decode": {"decode_tile_px": WHOLE_FRAME_TILE},
              "worker-levers": {"compile_blocks": True, "decode_tile_px": WHOLE_FRAME_TILE},
-             "worker-cpu-blend": {"device_decode_blend": False},
              "class-medium-merged": {"lora_bypass": False}}
 I2V_SIZE = (1280, 720)  # the first frame of the image-to-video job (a gradient PNG made here)
 

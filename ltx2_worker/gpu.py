@@ -33,10 +33,9 @@ LOW_VRAM_BELOW_GB = 32  # Lightricks: 32 GB+ for ComfyUI; 24 GB cards run out of
 # 2026-12-05): 1280 x 720 x 481 (20 s at 24 fps) in 80-85 s at a peak of 62-64 GiB, 1920 x 1080 x 225 (the same
 # pixels) in 82-88 s at 65.6-65.8 GiB, no OOM-ladder rung. The other classes keep EVERY_CLASS_CLIP, unmeasured beyond.
 LARGE_CLASS_CLIP = ClipLimits(max_frames=481, max_clip_pixels=1280 * 768 * 481)
-# the worker's decode, loader and stacking LoRA nodes cost no memory (the decode blends on the GPU only where the
-# clip's buffers fit in free memory): every GPU class uses them
-EVERY_CLASS = GraphChoices(tile_memory_decode=True, device_decode_blend=True, fast_upscaler_load=True,
-                           fast_audio_vae_load=True, fast_text_encoder_load=True, lora_stack=True)
+# the worker's decode, loader and stacking LoRA nodes cost no memory: every GPU class uses them
+EVERY_CLASS = GraphChoices(tile_memory_decode=True, fast_upscaler_load=True, fast_audio_vae_load=True,
+                           fast_text_encoder_load=True, lora_stack=True)
 
 
 class GpuError(Exception):

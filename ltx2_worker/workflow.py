@@ -114,9 +114,6 @@ class GraphChoices:
     tile_memory_decode: the tiled decode runs as the worker's `LTX2VAEDecodeTiled` node, which asks ComfyUI's
         model management for one tile's memory instead of the whole latent's (18.1 GB for the standard clip),
         so the decode no longer pushes the text encoder off the GPU; the same tiles, the same pixels.
-    device_decode_blend: with tile_memory_decode, the node blends the tiles in GPU memory where the clip's
-        buffers fit beside a tile's decode (ComfyUI copies each tile to the CPU and blends it there while the
-        GPU waits); the same float32 operations, the same pixels.
     fast_upscaler_load: the latent upscaler is loaded by the worker's `LTX2LatentUpscaleModelLoader` node, which
         builds the model without PyTorch's random initialisation that ComfyUI's loader throws away (2.7-4.3 s
         of a cold start on the GPU host, 0.01-0.02 s this way); the same model, the same weights.
@@ -163,7 +160,6 @@ class GraphChoices:
 
     cuda_graphs: bool = False
     tile_memory_decode: bool = False
-    device_decode_blend: bool = False
     fast_upscaler_load: bool = False
     fast_audio_vae_load: bool = False
     fast_text_encoder_load: bool = False
@@ -293,8 +289,6 @@ class Workflow:
         for choice, (role, class_type) in SWAPPED_NODES.items():
             if getattr(choices, choice):
                 graph[self.node_ids[role]]["class_type"] = class_type
-        if choices.tile_memory_decode and choices.device_decode_blend:
-            self.node(graph, "video_decode")["blend_on_device"] = True
         if encoding is not None:
             self._encoding(graph, encoding)
         return graph

@@ -225,35 +225,6 @@ def test_a_node_swapping_choice_changes_only_that_nodes_class(choice, role, clas
     assert {nid for nid in plain if plain[nid] != g[nid]} == {node} and set(g) == set(plain)
 
 
-def test_the_decode_blends_on_the_gpu_only_through_the_workers_node():
-    """blend_on_device is an input of LTX2VAEDecodeTiled only: without the node swap, ComfyUI's VAEDecodeTiled
-    gets its own inputs."""
-    from comfy_server import worker_node_schemas
-
-    req = parse_request({"prompt": "x"}, S)
-    decode = WF.node_ids["video_decode"]
-    both = WF.build(req, "ltx2/a", choices=GraphChoices(tile_memory_decode=True, device_decode_blend=True))
-    swapped = WF.build(req, "ltx2/a", choices=GraphChoices(tile_memory_decode=True))
-    alone = WF.build(req, "ltx2/a", choices=GraphChoices(device_decode_blend=True))
-    assert both[decode]["inputs"] == {**swapped[decode]["inputs"], "blend_on_device": True}
-    assert "blend_on_device" not in swapped[decode]["inputs"]
-    assert alone == WF.build(req, "ltx2/a") and alone[decode]["class_type"] == "VAEDecodeTiled"
-    assert worker_node_schemas()["LTX2VAEDecodeTiled"]["input"]["optional"]["blend_on_device"][0] == "BOOLEAN"
-
-
-def test_the_blend_buffers_bound_is_the_frames_and_their_weights_in_float32():
-    import importlib.util
-
-    from ltx2_worker.launch import COMFY_NODES
-
-    spec = importlib.util.spec_from_file_location("ltx2_vae_decode_under_test", COMFY_NODES / "ltx2_vae_decode.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    # the standard clip's latent: at most 16 x 8 frames of 736 x 1280, three channels and one weight, 4 bytes
-    assert module.blend_bytes((1, 128, 16, 23, 40), 32, 8) == 4 * 4 * 128 * 736 * 1280
-    assert module.blend_bytes((1, 4, 96, 128), 8, None) == 4 * 4 * 768 * 1024  # an image VAE's latent
-
-
 def test_the_workers_upsampler_takes_and_gives_what_comfyuis_does():
     from comfy_server import DATA, worker_node_schemas
 
