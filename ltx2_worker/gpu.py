@@ -113,9 +113,9 @@ def profile_for(settings: Settings, gpu: Gpu | None) -> Profile:
     """The memory class of `gpu` as these settings use it (COMFY_EXTRA_ARGS, DECODE_TILE_PX, COMPILE_BLOCKS); the
     launcher and the worker both call this, so ComfyUI's flags and the graph always belong to one class."""
     profile = choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args)
+    levers = {}  # the opt-in graph levers these settings turn on, over the class's choices
     if settings.decode_tile_px:
-        profile = dataclasses.replace(profile, graph=dataclasses.replace(profile.graph,
-                                                                        decode_tile_px=settings.decode_tile_px))
+        levers["decode_tile_px"] = settings.decode_tile_px
     if settings.compile_blocks:
-        profile = dataclasses.replace(profile, graph=dataclasses.replace(profile.graph, compile_blocks=True))
-    return profile
+        levers["compile_blocks"] = True
+    return dataclasses.replace(profile, graph=dataclasses.replace(profile.graph, **levers))
