@@ -27,6 +27,8 @@ Configurations (--configs):
   worker-pinned-beside  the worker loading the checkpoint beside the text encoder and prompts (the lever
                    checkpoint_beside_prompts)
   worker-whole-decode  the worker decoding each frame as one tile (the lever decode_tile_px=1536)
+  worker-early-prompts  the worker encoding a fresh worker's first prompts beside ComfyUI's start (the lever
+                   early_prompts; it acts only on a cold job that arrives before ComfyUI answers: --job-at-launch)
   worker-levers    the worker with both levers
   class-medium     the medium class's choices, on this GPU with memory held back to leave --usable-medium GB
   class-medium-merged  the medium class with stage 2's LoRA merged (the ablation of lora_bypass there)
@@ -44,7 +46,9 @@ cold start reads both from storage as a fresh worker does; the start then runs a
 provisioning's verification, the prefetch (unless --no-prefetch), the launcher. The cold job's figures give the
 bytes read from storage by ComfyUI and by the prefetch (/proc/<pid>/io), when the reads ended, and a timeline
 (seconds from the start): each file the prefetch finished, ComfyUI ready, each node's start, each sampler's
-first step.
+first step. --job-at-launch sends the cold job as the launcher starts, as RunPod's first job reaches a fresh
+worker whose handler starts beside ComfyUI: it waits for ComfyUI (and, with early_prompts, encodes its prompts
+meanwhile); its cold start is then provisioning plus the job's own wall time.
 Weights: tools/make_tiny_models.py --size full writes stand-ins of the real shapes and sizes (docs/performance.md).
 Cold starts compare with the image only where Python finds bytecode for ComfyUI and its packages, as the image
 has it (Dockerfile): on a host without, compile it first (docs/performance.md: how to reproduce).
@@ -77,7 +81,8 @@ NEGATIVE = "blurry, low quality"
 REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sampler_stage2",
                    "92:98": "video_decode", "75": "save_video"}
 CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "worker-compiled",
-           "worker-mapped-load", "worker-pinned-beside", "worker-whole-decode", "worker-levers", "class-medium",
+           "worker-mapped-load", "worker-pinned-beside", "worker-whole-decode", "worker-levers", "worker-early-prompts",
+           "class-medium",
            "class-medium-merged", "class-small", "custom")
 WHOLE_FRAME_TILE = 1536  # pixels: one tile covers the generated frame up to 1536 x 1536
 ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
@@ -87,6 +92,7 @@ ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_gra
              "worker-pinned-beside": {"checkpoint_beside_prompts": True},
              "worker-whole-decode": {"decode_tile_px": WHOLE_FRAME_TILE},
              "worker-levers": {"compile_blocks": True, "decode_tile_px": WHOLE_FRAME_TILE},
+             "worker-early-prompts": {"early_prompts": True},
              "class-medium-merged": {"lora_bypass": False}}
 I2V_SIZE = (1280, 720)  # the first frame of the image-to-video job (a gradient PNG made here)
 
@@ -133,6 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--from-storage", action="store_true", help="evict the volume's files from the page cache "
                    "before each configuration starts; start as entrypoint.sh does (verify, prefetch, launch)")
     p.add_argument("--no-prefetch", action="store_true", help="with --from-storage: start without the prefetch")
+    p.add_argument("--job-at-launch", action="store_true", help="send the cold job as the launcher starts, not "
+                   "once ComfyUI answers (a fresh worker's first job, the handler beside ComfyUI)")
     p.add_argument("--endurance", type=int, default=0, help="worker configs: then this many warm jobs in a row, "
                    "watching VRAM, RAM, loads and files left")
     p.add_argument("--endurance-size", default="768x512x49", help="WIDTHxHEIGHTxFRAMES of the endurance jobs")
@@ -571,6 +579,8 @@ class Run:
         self.t0 = time.monotonic()  # the start's beginning, for the cold job's timeline
         self.prefetch_at = 0.0
         self.launched_s: float | None = None
+        self.launcher: threading.Thread | None = None  # with --job-at-launch: the launcher, run beside the cold job
+        self.launch_failed = False
         # one Worker for the whole run, as in a worker process (it remembers the last job's mode)
         from ltx2_worker.gpu import Profile
         from ltx2_worker.worker import Worker
@@ -603,11 +613,28 @@ class Run:
                                              stdout=open(self.tmp / "prefetch.log", "w"), stderr=subprocess.STDOUT)
             self.reads.pids["prefetch"] = self.prefetch.pid
         launched = time.monotonic()
-        subprocess.run([sys.executable, "-m", "ltx2_worker.launch", "--boot"], cwd=ROOT, check=True, env=env,
-                       timeout=600)
-        parts["launch_s"] = round(time.monotonic() - launched, 2)
-        self.launched_s = time.monotonic() - started
+
+        def launch() -> None:
+            try:
+                subprocess.run([sys.executable, "-m", "ltx2_worker.launch", "--boot"], cwd=ROOT, check=True,
+                               env=env, timeout=600)
+            except subprocess.CalledProcessError:
+                self.launch_failed = True
+                raise
+            parts["launch_s"] = round(time.monotonic() - launched, 2)
+            self.launched_s = time.monotonic() - started
+
+        if self.args.job_at_launch:  # the cold job waits for ComfyUI as the worker's handler does
+            self.launcher = threading.Thread(target=launch, daemon=True)
+            self.launcher.start()
+        else:
+            launch()
         return parts
+
+    def launched(self) -> None:
+        """With --job-at-launch, after the cold job: the launcher's end (ComfyUI ready or failed)."""
+        if self.launcher is not None:
+            self.launcher.join(timeout=600)
 
     def timeline(self, record: dict) -> list[tuple[float, str]]:
         """The cold start's events in seconds from its start: provisioned, each file the prefetch finished (its
@@ -796,9 +823,13 @@ def main(argv: list[str] | None = None) -> int:
             for label, prompt, seed, mode, size, extra in plan_for(name, args):
                 fig, frames = run.job(label, prompt, seed, mode, size, extra)
                 if label == "cold":
+                    run.launched()
                     fig.update(parts, **run.storage_figures())
                     fig["timeline"] = run.timeline(run.last_record)
-                    fig["cold_start_s"] = round(parts["provision_s"] + parts["launch_s"] + fig["wall_s"], 1)
+                    # with --job-at-launch the job's wall time began with the launch and holds it
+                    launch_s = 0 if args.job_at_launch else parts["launch_s"]
+                    fig["cold_start_s"] = round(parts["provision_s"] + launch_s + fig["wall_s"], 1)
+                    fig["job_at_launch"] = args.job_at_launch
                 fig["usable_gib"] = usable
                 key = (seed, prompt, mode, size, json.dumps(extra, sort_keys=True))
                 if frames is not None and not label.startswith("endurance"):

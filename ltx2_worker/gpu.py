@@ -110,12 +110,16 @@ def choose_profile(gpu: Gpu | None, reserve_vram_gb: float = 0.0, extra_args: st
 
 
 def profile_for(settings: Settings, gpu: Gpu | None) -> Profile:
-    """The memory class of `gpu` as these settings use it (COMFY_EXTRA_ARGS, DECODE_TILE_PX, COMPILE_BLOCKS); the
-    launcher and the worker both call this, so ComfyUI's flags and the graph always belong to one class."""
+    """The memory class of `gpu` as these settings use it (COMFY_EXTRA_ARGS, DECODE_TILE_PX, COMPILE_BLOCKS,
+    EARLY_PROMPTS); the launcher and the worker both call this, so ComfyUI's flags and the graph always belong to
+    one class. EARLY_PROMPTS holds only in the 80 GB class: its encoder process holds the text encoder beside
+    ComfyUI while it starts."""
     profile = choose_profile(gpu, settings.comfy_reserve_vram_gb, settings.comfy_extra_args)
     levers = {}  # the opt-in graph levers these settings turn on, over the class's choices
     if settings.decode_tile_px:
         levers["decode_tile_px"] = settings.decode_tile_px
     if settings.compile_blocks:
         levers["compile_blocks"] = True
+    if settings.early_prompts and profile.name == "large":
+        levers["early_prompts"] = True
     return dataclasses.replace(profile, graph=dataclasses.replace(profile.graph, **levers))

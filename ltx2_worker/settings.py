@@ -133,6 +133,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("comfy_reserve_vram_gb", "comfy", "reserve_vram_gb", "COMFY_RESERVE_VRAM_GB", _ranged(float, 0, 64)),
     Setting("decode_tile_px", "comfy", "decode_tile_px", "DECODE_TILE_PX", _ranged(int, 0, 4096)),
     Setting("compile_blocks", "comfy", "compile_blocks", "COMPILE_BLOCKS", _bool),
+    Setting("early_prompts", "comfy", "early_prompts", "EARLY_PROMPTS", _bool),
     Setting("volume_path", "volume", "path", "NETWORK_VOLUME_PATH", Path),
     Setting("allow_container_disk", "volume", "allow_container_disk", "ALLOW_CONTAINER_DISK", _bool),
     Setting("enable_models", "volume", "enable_models", "ENABLE_MODELS", str),
@@ -209,6 +210,7 @@ class Settings:
     comfy_reserve_vram_gb: float
     decode_tile_px: int
     compile_blocks: bool
+    early_prompts: bool
     volume_path: Path
     allow_container_disk: bool
     enable_models: str

@@ -18,6 +18,7 @@ from .audio_input import fit_clip, load_audio
 from .camera import camera_lora
 from .comfy import ComfyClient, ComfyError, ComfyUnavailable, ExecutionFailed, OutputFile, output_files, output_text
 from .control import check_available, ic_lora
+from .early_prompts import EarlyPrompts
 from .failures import ProvisionError
 from .gpu import GpuError, Profile, detect_gpu, profile_for
 from .image_input import load_image
@@ -52,6 +53,7 @@ from .workflow import (
     COMPILE_BLOCKS_NODE,
     CUDA_GRAPHS_NODE,
     DISTILLED_CHECKPOINT,
+    ENCODED_PROMPTS_NODE,
     ENHANCED_PROMPT_NODE,
     ENHANCER_NODE,
     LORA_BYPASS_NODE,
@@ -90,8 +92,12 @@ CHOICE_NODES = (
     ("lora_stack", LORA_STACK_NODE,
      "a request's LoRAs are merged into the weights, re-patched whenever they change"),
     ("resident_upscaler", UPSAMPLER_NODE, "the upscaler moves to the GPU and back in every job, about 1 s a job"),
+    ("early_prompts", ENCODED_PROMPTS_NODE, "a fresh worker's first prompts are encoded after ComfyUI's start"),
 )
 READY_POLL_S = 0.5
+# How long a job whose prompts are being encoded beside ComfyUI's start waits for that process once ComfyUI is
+# ready: it reads the same text encoder ComfyUI would, so waiting costs nothing unless it hangs.
+EARLY_PROMPTS_WAIT_S = 120
 
 
 class BootFailed(Exception):
@@ -160,6 +166,7 @@ class Worker:
             return _error(problem.message, problem.refresh_worker)
         prefixes: list[str] = []  # every output prefix this job used, all removed at the end
         uploads: list[str] = []  # every file this job put in ComfyUI's input folder, all removed at the end
+        early: EarlyPrompts | None = None  # its prompts' encoder, where it arrived before ComfyUI answered
         try:
             req = parse_request(raw_input, s, self.profile.clip)
             if req.delivery == "url" and self.bucket is None:  # known now: never generate a clip that cannot go
@@ -196,6 +203,7 @@ class Worker:
             loras = [self.loras.get(spec, deadline) for spec in specs]
             if loras:
                 timings["loras"] = time.monotonic() - mark
+            early = self._start_early_prompts(job_id, req)
             self._wait_ready(deadline, timings)
             if req.mode == "distilled":
                 self._check_distilled_available()
@@ -211,7 +219,7 @@ class Worker:
             video = (upload(source.data, source.extension), control_report, control_files) \
                 if source is not None else None
             return self._run_with_fallback(job_id, req, deadline, timings, started, prefixes, image_names, loras,
-                                           audio, video)
+                                           audio, video, early)
         except InputError as exc:
             log.info("job %s rejected: %s", job_id, exc)
             return {"error": str(exc)}
@@ -232,6 +240,10 @@ class Worker:
             removed = sum(len(remove_outputs(s.comfy_output_dir, prefix)) for prefix in prefixes)
             for name in uploads:
                 (s.comfy_input_dir / name).unlink(missing_ok=True)
+            if early is not None:
+                early.stop()
+                for path in early.files():
+                    path.unlink(missing_ok=True)
             if prefixes:
                 log.info("job %s: removed %d output file(s)", job_id, removed)
 
@@ -329,10 +341,19 @@ class Worker:
     def _run_with_fallback(self, job_id: str, req: VideoRequest, deadline: float, timings: dict[str, float],
                            started: float, prefixes: list[str], image_names: list[str],
                            loras: list[CachedLora], audio: tuple[str, dict] | None = None,
-                           video: tuple[str, dict, dict[str, str]] | None = None) -> dict[str, Any]:
+                           video: tuple[str, dict, dict[str, str]] | None = None,
+                           early: EarlyPrompts | None = None) -> dict[str, Any]:
         """Run the request; on a GPU out-of-memory failure climb down the OOM ladder (config.ini)."""
         s = self.settings
         self._check_comfyui_setup()
+        encoded = None
+        if early is not None and self.profile.graph.early_prompts:
+            mark = time.monotonic()
+            path = early.wait(min(deadline, mark + EARLY_PROMPTS_WAIT_S))
+            encoded = str(path) if path is not None else None
+            timings["early_prompts_wait"] = time.monotonic() - mark
+        elif early is not None:  # this ComfyUI lacks LTX2EncodedPrompts: its GPU memory is given back at once
+            early.stop()
         current, last_oom = req, None
         for rung in [None, *s.oom_ladder]:
             if rung is not None:
@@ -351,7 +372,7 @@ class Worker:
                 graph = self.workflow.build(current, prefix, image_names, self.profile.graph, self.encoding,
                                             [lora.name for lora in loras], s.enhance_max_tokens,
                                             audio[0] if audio else None, video[0] if video else None,
-                                            video[2] if video else None)
+                                            video[2] if video else None, encoded)
                 out = self._run(job_id, current, graph, deadline, timings, started, loras)
                 if audio:
                     out["audio_input"] = {**audio[1], "used_seconds": round(current.frame_count / current.fps, 3)}
@@ -460,6 +481,21 @@ class Worker:
                     "output folder until its disk fills; %s. Videos are still fetched through ComfyUI's /view; "
                     "this is logged once per worker process.", f"{item.subfolder}/{item.filename}".lstrip("/"),
                     path, self.settings.comfy_output_dir, output_dir_source(self.settings), OUTPUT_DIR_FIX)
+
+    def _start_early_prompts(self, job_id: str, req: VideoRequest) -> EarlyPrompts | None:
+        """Where EARLY_PROMPTS holds and ComfyUI is not answering yet (a fresh worker's first job), start encoding
+        the job's prompts beside ComfyUI's start (ltx2_worker.early_prompts); None otherwise, or where it cannot
+        start (logged: the job then encodes them in ComfyUI)."""
+        if not self.profile.graph.early_prompts or req.enhance_prompt or self.client.ready():
+            return None
+        positive, negative = self.workflow.prompt_texts(req)
+        try:
+            return EarlyPrompts.start(self.settings, self.profile.flags, job_id, positive, negative, req.mode,
+                                      f"ltx2-{safe_stem(job_id)}-{secrets.token_hex(4)}-prompts")
+        except (OSError, SettingsError, StopIteration) as exc:
+            log.warning("job %s: cannot start the early prompt encoder (%s); the job encodes its prompts in "
+                        "ComfyUI", job_id, exc)
+            return None
 
     def _wait_ready(self, deadline: float, timings: dict[str, float]) -> None:
         """A job that arrives while ComfyUI still starts (entrypoint.sh starts the handler beside the launcher)

@@ -67,6 +67,7 @@ AUDIO_VAE_LOADER_NODE = "LTX2AudioVAELoader"
 TEXT_ENCODER_LOADER_NODE = "LTX2TextEncoderLoader"
 CHECKPOINT_LOADER_NODE = "LTX2PinnedCheckpointLoader"
 CHECKPOINT_BESIDE_NODE = "LTX2PinnedCheckpointLoaderBeside"
+ENCODED_PROMPTS_NODE = "LTX2EncodedPrompts"  # the prompts an encoder process wrote (ltx2_worker.early_prompts)
 # GraphChoices field -> (role, the worker's node that takes that role's node's place under the same id, with the
 # same inputs: VAEDecodeTiled's, LatentUpscaleModelLoader's, LTXVAudioVAELoader's, LTXAVTextEncoderLoader's,
 # CheckpointLoaderSimple's, LTXVLatentUpsampler's)
@@ -153,6 +154,10 @@ class GraphChoices:
         products runs fused. The first job of each size compiles. Off unless COMPILE_BLOCKS: on an H100 0.7-1.3 s
         less a warm job, frames 28.9 dB from the eager ones on the stand-ins, the first job of a fresh worker
         26-29 s longer, 2-8 s with the compile cache on the volume (docs/performance.md).
+    early_prompts: a job that arrives before ComfyUI answers has its two prompts encoded by a process of its own
+        while ComfyUI starts (ltx2_worker.early_prompts), and its graph reads them through the worker's
+        `LTX2EncodedPrompts` node instead of the text encoder's loader and two CLIPTextEncode nodes; a job
+        with enhance_prompt keeps them. The same code and weights. Only where EARLY_PROMPTS and the 80 GB class.
     decode_tile_px: the video decode's spatial tile in pixels (0: the graph's 512). A tile as large as the frame
         decodes it in one piece: no tile seams to blend, and fewer, larger convolutions, for the memory of the
         whole latent's decode instead of one tile's.
@@ -169,6 +174,7 @@ class GraphChoices:
     lora_stack: bool = False
     resident_upscaler: bool = False
     compile_blocks: bool = False
+    early_prompts: bool = False
     decode_tile_px: int = 0
 
 
@@ -226,7 +232,8 @@ class Workflow:
     def build(self, req: VideoRequest, filename_prefix: str, images: Sequence[str] = (),
               choices: GraphChoices = GraphChoices(), encoding: Encoding | None = None,
               loras: Sequence[str] = (), enhance_max_tokens: int = 512, audio: str | None = None,
-              video: str | None = None, control_files: Mapping[str, str] | None = None) -> dict[str, Any]:
+              video: str | None = None, control_files: Mapping[str, str] | None = None,
+              encoded_prompts: str | None = None) -> dict[str, Any]:
         """A patched copy of the graph for one request; the loaded graph is never changed. `images[i]` is
         req.keyframes[i]'s image, already uploaded to ComfyUI's input folder; `loras` are the files of
         req.loras, then of the camera move's LoRA if any, as ComfyUI's `loras` folder lists them. Without
@@ -234,7 +241,10 @@ class Workflow:
         prompt writer may write (ENHANCE_MAX_TOKENS), when the request asks for it. `audio`: req.audio_input's
         file, already uploaded to ComfyUI's input folder; `video` likewise req.video's. `loras` then ends with the
         control's IC-LoRA when there is a video; `control_files` are its preprocessor's files by manifest role
-        (control.check_available)."""
+        (control.check_available). `encoded_prompts`: the file of this request's two conditionings, written by the
+        early prompt encoder (ltx2_worker.early_prompts), read in place of the text encoder and its prompts."""
+        if encoded_prompts is not None and req.enhance_prompt:
+            raise ValueError("enhance_prompt writes its prompt in the graph: it cannot take prompts encoded before")
         if (audio is None) != (req.audio_input is None) or (video is None) != (req.video is None):
             raise ValueError("an audio file goes with a request's audio_input and a video with its video, and only "
                              "with them")
@@ -245,9 +255,9 @@ class Workflow:
                              f"for {len(strengths)} LoRAs (the camera move's included)")
         graph = copy.deepcopy(self.graph)
         gen_w, gen_h = generation_size(req.width, req.height)
-        self.node(graph, "positive_prompt")["text"] = req.prompt
-        if req.negative_prompt is not None:
-            self.node(graph, "negative_prompt")["text"] = req.negative_prompt
+        positive, negative = self.prompt_texts(req)
+        self.node(graph, "positive_prompt")["text"] = positive
+        self.node(graph, "negative_prompt")["text"] = negative
         self.node(graph, "canvas").update(width=gen_w, height=gen_h)
         self.node(graph, "video_latent")["length"] = req.frame_count
         self.node(graph, "audio_latent").update(frames_number=req.frame_count, frame_rate=req.fps)
@@ -291,7 +301,31 @@ class Workflow:
                 graph[self.node_ids[role]]["class_type"] = class_type
         if encoding is not None:
             self._encoding(graph, encoding)
+        if encoded_prompts is not None:
+            self._encoded_prompts(graph, encoded_prompts)
         return graph
+
+    def prompt_texts(self, req: VideoRequest) -> tuple[str, str]:
+        """The positive and negative texts the graph encodes for `req` (the graph's negative when it has none)."""
+        negative = req.negative_prompt if req.negative_prompt is not None else self.node(self.graph,
+                                                                                          "negative_prompt")["text"]
+        return req.prompt, negative
+
+    def _encoded_prompts(self, graph: dict[str, Any], path: str) -> None:
+        """The two CLIPTextEncode nodes give way to LTX2EncodedPrompts reading `path` (positive, then negative);
+        the text encoder's loader goes too where nothing else takes its output."""
+        encoded = self._add(graph, "encoded_prompts", ENCODED_PROMPTS_NODE, {"path": path})
+        outputs = {self.node_ids["positive_prompt"]: [encoded, 0], self.node_ids["negative_prompt"]: [encoded, 1]}
+        for node_id in outputs:
+            del graph[node_id]
+        for node in graph.values():
+            for name, value in node["inputs"].items():
+                if isinstance(value, list) and len(value) == 2 and value[0] in outputs and value[1] == 0:
+                    node["inputs"][name] = outputs[value[0]]
+        loader = self.node_ids["text_encoder"]
+        if not any(isinstance(value, list) and value[:1] == [loader]
+                   for node in graph.values() for value in node["inputs"].values()):
+            del graph[loader]
 
     def _encoding(self, graph: dict[str, Any], encoding: Encoding) -> None:
         """The save node becomes LTX2SaveVideo under the same id (so its answer in /history is found as before),

@@ -1250,6 +1250,13 @@ def simulate(class_type: str, i: dict, run: _Run, nid: str) -> tuple[list, dict 
             return [i["model"]], None
         case "CLIPTextEncode":
             return [{"type": "CONDITIONING", "text": i["text"]}], None
+        case "LTX2EncodedPrompts":  # the worker's node: the conditionings an encoder process wrote (here as JSON:
+            try:  # tests/fake_prompt_encoder.py stands in for that process)
+                saved = json.loads(Path(i["path"]).read_text())
+            except (OSError, ValueError) as exc:
+                raise NodeFailure(type(exc).__name__, str(exc)) from None
+            return [{"type": "CONDITIONING", "text": saved["positive"]},
+                    {"type": "CONDITIONING", "text": saved["negative"]}], None
         case "LTXVConditioning":
             return [i["positive"], i["negative"]], None
         case "CFGGuider":

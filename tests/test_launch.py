@@ -117,7 +117,7 @@ def test_extra_model_paths_yaml_points_comfyui_at_the_volume(tmp_path):
                       "ltx2_worker_nodes": {"custom_nodes": str(COMFY_NODES)}}
     # the folder ComfyUI loads as custom nodes holds the worker's node modules and nothing it would misload
     assert sorted(p.name for p in COMFY_NODES.iterdir() if p.name != "__pycache__") == [
-        "ltx2_checkpoint_parts.py", "ltx2_compile_blocks.py", "ltx2_cuda_graphs.py",
+        "ltx2_checkpoint_parts.py", "ltx2_compile_blocks.py", "ltx2_cuda_graphs.py", "ltx2_early_prompts.py",
         "ltx2_lora_bypass.py", "ltx2_save_video.py", "ltx2_start_files.py", "ltx2_upsampler.py",
         "ltx2_upscaler_loader.py", "ltx2_vae_decode.py"]
 

@@ -150,6 +150,44 @@ def test_4b_the_workers_memory_nodes_give_the_same_video(stack):
     assert outs[True, False]["video"] == outs[False, False]["video"] == outs[True, True]["video"]
 
 
+class FirstJobWorker(Worker):
+    """A worker whose jobs find ComfyUI not answering yet when they arrive, as a fresh worker's first job does:
+    the stack's ComfyUI is already up, so only that answer is held back, for the early prompt encoder's start."""
+
+    def _start_early_prompts(self, job_id, req):
+        ready, self.client.ready = self.client.ready, lambda: False
+        try:
+            return super()._start_early_prompts(job_id, req)
+        finally:
+            self.client.ready = ready
+
+
+@pytest.mark.timeout(1500)  # the encoder process loads the text encoder and encodes both prompts on the CPU
+def test_4r_prompts_encoded_beside_comfyuis_start_give_the_same_video(stack, caplog, monkeypatch):
+    """EARLY_PROMPTS: ltx2_early_prompts.py, run by the worker in ComfyUI's Python under ComfyUI's flags, loads the
+    text encoder with the worker's loader and encodes both prompts; the graph reads them through
+    LTX2EncodedPrompts instead of the text encoder's loader and CLIPTextEncode. The same tensors, so the same MP4
+    bytes as the job that encodes them in ComfyUI."""
+    from ltx2_worker import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "EARLY_PROMPTS_WAIT_S", 1200)  # minutes for Gemma 3's shape on a CPU
+    cpu = Worker(stack["settings"]).profile
+    outs = {}
+    for early in (False, True):
+        profile = dataclasses.replace(cpu, graph=GraphChoices(fast_text_encoder_load=True, early_prompts=early))
+        out = outs[early] = FirstJobWorker(stack["settings"], profile=profile).handle(
+            {"id": f"early-{early}", "input": {**SMALL, "seed": 7}})
+        assert "error" not in out, out
+        pid = out["prompt_id"]
+        entry = requests.get(f"{stack['settings'].comfy_url}/history/{pid}", timeout=30).json()[pid]
+        classes = [node["class_type"] for node in entry["prompt"][2].values()]
+        assert ("LTX2EncodedPrompts" in classes) is early
+        assert ("CLIPTextEncode" in classes) is not early and ("LTX2TextEncoderLoader" in classes) is not early
+    assert any("prompts encoded beside ComfyUI's start" in r.getMessage() for r in caplog.records)
+    assert outs[True]["video"] == outs[False]["video"]
+    assert [p for p in files_under(stack["settings"].comfy_input_dir) if p.name.startswith("ltx2-early-")] == []
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

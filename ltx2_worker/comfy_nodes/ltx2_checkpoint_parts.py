@@ -224,32 +224,38 @@ class LTX2TextEncoderLoader:
                              "device": (["default", "cpu"],)}}
 
     def load(self, text_encoder, ckpt_name, device="default"):
-        import comfy.sd
-        import comfy.utils
         import folder_paths
-        import torch
 
-        encoder_path = folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
         path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
         if _comfy_maps_the_file(path):
             from comfy_extras.nodes_lt_audio import LTXAVTextEncoderLoader
 
             return LTXAVTextEncoderLoader.execute(text_encoder, ckpt_name, device).result
-        model_options = {}
-        if device == "cpu":
-            model_options["load_device"] = model_options["offload_device"] = torch.device("cpu")
-        # comfy.sd.load_clip's steps, with the checkpoint opened in part
-        clip_data = []
-        for sd, metadata in (comfy.utils.load_torch_file(encoder_path, safe_load=True, return_metadata=True),
-                             checkpoint_parts(path, TEXT_ENCODER_PREFIXES, placeholders=True)):
-            sd, metadata = comfy.utils.convert_old_quants(sd, model_prefix="", metadata=metadata)
-            clip_data.append(sd)
-        clip = comfy.sd.load_text_encoder_state_dicts(
-            clip_data, embedding_directory=folder_paths.get_folder_paths("embeddings"),
-            clip_type=comfy.sd.CLIPType.LTXV, model_options=model_options)
-        clip.patcher.cached_patcher_init = (comfy.sd.load_clip_model_patcher, (
-            [encoder_path, path], folder_paths.get_folder_paths("embeddings"), comfy.sd.CLIPType.LTXV, model_options))
-        return (clip,)
+        return (load_text_encoder(folder_paths.get_full_path_or_raise("text_encoders", text_encoder), path, device),)
+
+
+def load_text_encoder(encoder_path: str, path: str, device: str = "default"):
+    """comfy.sd.load_clip's steps for LTX-2's text encoder (the Gemma file at `encoder_path`, the checkpoint at
+    `path` opened in part); also what ltx2_early_prompts' encoder process loads, outside ComfyUI's graph."""
+    import comfy.sd
+    import comfy.utils
+    import folder_paths
+    import torch
+
+    model_options = {}
+    if device == "cpu":
+        model_options["load_device"] = model_options["offload_device"] = torch.device("cpu")
+    clip_data = []
+    for sd, metadata in (comfy.utils.load_torch_file(encoder_path, safe_load=True, return_metadata=True),
+                         checkpoint_parts(path, TEXT_ENCODER_PREFIXES, placeholders=True)):
+        sd, metadata = comfy.utils.convert_old_quants(sd, model_prefix="", metadata=metadata)
+        clip_data.append(sd)
+    clip = comfy.sd.load_text_encoder_state_dicts(
+        clip_data, embedding_directory=folder_paths.get_folder_paths("embeddings"),
+        clip_type=comfy.sd.CLIPType.LTXV, model_options=model_options)
+    clip.patcher.cached_patcher_init = (comfy.sd.load_clip_model_patcher, (
+        [encoder_path, path], folder_paths.get_folder_paths("embeddings"), comfy.sd.CLIPType.LTXV, model_options))
+    return clip
 
 
 class LTX2PinnedCheckpointLoader:
