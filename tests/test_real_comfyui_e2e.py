@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -171,6 +172,7 @@ def test_4r_prompts_encoded_beside_comfyuis_start_give_the_same_video(stack, cap
     from ltx2_worker import worker as worker_module
 
     monkeypatch.setattr(worker_module, "EARLY_PROMPTS_WAIT_S", 1200)  # minutes for Gemma 3's shape on a CPU
+    caplog.set_level(logging.INFO, logger="ltx2_worker.early_prompts")
     cpu = Worker(stack["settings"]).profile
     outs = {}
     for early in (False, True):
