@@ -82,8 +82,7 @@ REFERENCE_ROLES = {"92:41": "sampler_stage1", "92:84": "upsampler", "92:70": "sa
                    "92:98": "video_decode", "75": "save_video"}
 CONFIGS = ("reference", "worker", "worker-merged", "worker-eager", "worker-moving-upscaler", "worker-compiled",
            "worker-mapped-load", "worker-pinned-beside", "worker-whole-decode", "worker-levers", "worker-early-prompts",
-           "class-medium",
-           "class-medium-merged", "class-small", "custom")
+           "class-medium", "class-medium-merged", "class-small", "custom")
 WHOLE_FRAME_TILE = 1536  # pixels: one tile covers the generated frame up to 1536 x 1536
 ABLATIONS = {"worker-merged": {"lora_bypass": False}, "worker-eager": {"cuda_graphs": False},
              "worker-moving-upscaler": {"resident_upscaler": False},
@@ -580,7 +579,6 @@ class Run:
         self.prefetch_at = 0.0
         self.launched_s: float | None = None
         self.launcher: threading.Thread | None = None  # with --job-at-launch: the launcher, run beside the cold job
-        self.launch_failed = False
         # one Worker for the whole run, as in a worker process (it remembers the last job's mode)
         from ltx2_worker.gpu import Profile
         from ltx2_worker.worker import Worker
@@ -615,12 +613,8 @@ class Run:
         launched = time.monotonic()
 
         def launch() -> None:
-            try:
-                subprocess.run([sys.executable, "-m", "ltx2_worker.launch", "--boot"], cwd=ROOT, check=True,
-                               env=env, timeout=600)
-            except subprocess.CalledProcessError:
-                self.launch_failed = True
-                raise
+            subprocess.run([sys.executable, "-m", "ltx2_worker.launch", "--boot"], cwd=ROOT, check=True, env=env,
+                           timeout=600)
             parts["launch_s"] = round(time.monotonic() - launched, 2)
             self.launched_s = time.monotonic() - started
 

@@ -18,8 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .manifest import load_manifest
-from .model_cache import cached_files, model_of, model_path
+from .model_cache import role_paths
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,7 @@ class EarlyPrompts:
               mode: str, stem: str) -> EarlyPrompts:
         """Start encoding `positive` and `negative` for a job of `mode`, with the files ComfyUI will load;
         `stem` names the output file in ComfyUI's input folder (removed with the job's other uploads)."""
-        models = load_manifest(settings)
-        cached = cached_files(settings, models)
-        encoder = model_path(settings, model_of(models, "text_encoder"), cached)
-        checkpoint = model_path(settings, model_of(models, CHECKPOINT_ROLE[mode]), cached)
+        encoder, checkpoint = role_paths(settings, "text_encoder", CHECKPOINT_ROLE[mode])
         settings.comfy_input_dir.mkdir(parents=True, exist_ok=True)
         out = settings.comfy_input_dir / f"{stem}.pt"
         stderr = settings.comfy_input_dir / f"{stem}.log"

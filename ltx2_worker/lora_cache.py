@@ -26,8 +26,7 @@ from .https_fetch import fetch
 from .job import InputError, LoraSpec
 from .locking import VolumeLock
 from .lora_check import LoraRefused, check_lora, header, transformer_layers
-from .manifest import load_manifest
-from .model_cache import cached_files, model_of, model_path
+from .model_cache import role_paths
 from .settings import Settings
 from .verify import write_atomically
 
@@ -38,9 +37,8 @@ WAIT_POLL_S = 0.5
 
 def checkpoint_layers(settings: Settings) -> dict[str, tuple[int, ...]]:
     """The transformer layers a LoRA must fit, from the header of the checkpoint ComfyUI loads."""
-    models = load_manifest(settings)
-    checkpoint = model_of(models, "checkpoint")
-    return transformer_layers(model_path(settings, checkpoint, cached_files(settings, models)))
+    (path,) = role_paths(settings, "checkpoint")
+    return transformer_layers(path)
 
 
 def fetch_at_boot(cache: LoraCache, named: list[tuple[str, LoraSpec]], timeout_s: float) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .manifest import ModelFile
+from .manifest import ModelFile, load_manifest
 from .settings import Settings
 from .verify import problem
 
@@ -85,6 +85,13 @@ def model_of(models: list[ModelFile], role: str) -> ModelFile:
 def model_path(settings: Settings, model: ModelFile, cached: dict[str, Path]) -> Path:
     """The one place `model` is read from: its cached copy, else its file on the volume."""
     return cached.get(model.role) or model.target(settings.volume_path)
+
+
+def role_paths(settings: Settings, *roles: str) -> list[Path]:
+    """The files ComfyUI loads for these manifest roles (model_path of each), from one reading of the manifest."""
+    models = load_manifest(settings)
+    cached = cached_files(settings, models)
+    return [model_path(settings, model_of(models, role), cached) for role in roles]
 
 
 def repo_folder(cached: Path, model: ModelFile) -> tuple[Path, str]:

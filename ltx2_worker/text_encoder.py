@@ -11,8 +11,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from .manifest import load_manifest
-from .model_cache import cached_files, model_of, model_path
+from .model_cache import role_paths
 from .settings import Settings
 
 # Gemma 3's vision tower and its projection into the language model, as ComfyUI's Gemma3_12B names them
@@ -21,8 +20,8 @@ VISION_PREFIXES = ("vision_model.", "multi_modal_projector.")
 
 def text_encoder_file(settings: Settings) -> Path:
     """The text encoder file ComfyUI loads (the volume's, or RunPod's model cache's)."""
-    models = load_manifest(settings)
-    return model_path(settings, model_of(models, "text_encoder"), cached_files(settings, models))
+    (path,) = role_paths(settings, "text_encoder")
+    return path
 
 
 def sees_images(path: Path) -> bool:
